@@ -1,0 +1,123 @@
+//! Request extractors that answer bad input in the monolith's JSON error format: JSON bodies,
+//! query strings, path ids, and the bearer token of the signed-in user.
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::StatusCode;
+use serde::de::DeserializeOwned;
+
+use crate::app::AppState;
+use crate::error::{ApiError, FieldError};
+
+/// A JSON body; malformed JSON is 400, a wrong shape 422, a wrong content type 415, too big 413.
+pub struct ApiJson<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for ApiJson<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Self(v)),
+            Err(rejection) => Err(match rejection {
+                JsonRejection::JsonDataError(e) => ApiError::Validation(vec![FieldError {
+                    field: "body".into(),
+                    message: e.body_text(),
+                }]),
+                JsonRejection::JsonSyntaxError(e) => {
+                    ApiError::BadRequest(format!("malformed JSON body: {}", e.body_text()))
+                }
+                JsonRejection::MissingJsonContentType(_) => ApiError::UnsupportedMediaType,
+                other if other.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    ApiError::PayloadTooLarge
+                }
+                other => ApiError::BadRequest(other.body_text()),
+            }),
+        }
+    }
+}
+
+/// A query string; anything that does not parse is 400.
+pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| Self(q.0))
+            .map_err(|e| ApiError::BadRequest(format!("invalid query string: {}", e.body_text())))
+    }
+}
+
+/// A numeric id in the path; anything else is 400.
+pub struct ApiId(pub u64);
+
+impl<S: Send + Sync> FromRequestParts<S> for ApiId {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let axum::extract::Path(raw) =
+            axum::extract::Path::<String>::from_request_parts(parts, state)
+                .await
+                .map_err(|e| ApiError::BadRequest(e.body_text()))?;
+        match raw.parse::<u64>() {
+            Ok(id) if id > 0 => Ok(Self(id)),
+            _ => Err(ApiError::BadRequest(format!(
+                "path id {raw:?} is not a positive integer"
+            ))),
+        }
+    }
+}
+
+/// The signed-in user, from `Authorization: Bearer <jwt>`.
+#[derive(Debug, Clone)]
+pub struct AuthUser {
+    pub id: u64,
+    pub email: String,
+    pub role: String,
+}
+
+impl AuthUser {
+    /// Whether the user is an administrator.
+    pub fn is_admin(&self) -> bool {
+        self.role == "admin"
+    }
+
+    /// 403 unless the user is an administrator.
+    pub fn require_admin(&self) -> Result<(), ApiError> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden("administrator role required"))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for AuthUser {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts
+            .headers
+            .get(axum::http::header::AUTHORIZATION)
+            .ok_or(ApiError::Unauthorized("missing Authorization: Bearer token"))?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|h| h.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|t| !t.is_empty())
+            .ok_or(ApiError::Unauthorized(
+                "the Authorization header must be `Bearer <token>`",
+            ))?;
+        let claims = state.tokens.verify(token).ok_or(ApiError::InvalidToken)?;
+        let id = claims.sub.parse().map_err(|_| ApiError::InvalidToken)?;
+        Ok(Self {
+            id,
+            email: claims.email,
+            role: claims.role,
+        })
+    }
+}

@@ -1,0 +1,234 @@
+//! `strangler-dev`: the dev stack behind `./dev up` — two private MariaDB servers (monolith and
+//! services, binlog on), seeded demo data, and the legacy monolith; prints what runs where and
+//! stops everything on Ctrl-C. `--check` brings it up, probes it and exits (used by CI).
+
+use std::io::{Read as _, Write as _};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use clap::Parser;
+use testkit::{MariaDb, MariaDbOptions, ProcessGuard, MONOLITH_SERVER_ID, SERVICES_SERVER_ID};
+
+#[derive(Parser, Debug)]
+#[command(name = "strangler-dev", about = "Runs the whole Strangler stack on this machine")]
+struct Args {
+    /// Folder holding the built binaries (legacy-monolith, …).
+    #[arg(long)]
+    bin_dir: PathBuf,
+    /// Folder for logs.
+    #[arg(long, default_value = ".dev-stack")]
+    state_dir: PathBuf,
+    /// Port of the monolith's MariaDB server (0: any free port).
+    #[arg(long, default_value_t = 13306)]
+    monolith_db_port: u16,
+    /// Port of the services' MariaDB server (0: any free port).
+    #[arg(long, default_value_t = 13307)]
+    services_db_port: u16,
+    /// Port of the monolith's HTTP API.
+    #[arg(long, default_value_t = 8080)]
+    monolith_port: u16,
+    /// Seeded customers.
+    #[arg(long, default_value_t = 1000)]
+    users: u64,
+    /// Seeded products.
+    #[arg(long, default_value_t = 200)]
+    products: u64,
+    /// Seeded orders.
+    #[arg(long, default_value_t = 2000)]
+    orders: u64,
+    /// Bring the stack up, check that it answers, and exit.
+    #[arg(long)]
+    check: bool,
+}
+
+fn port_free(port: u16) -> bool {
+    std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body).
+fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port))?;
+    s.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    Ok((status, body))
+}
+
+fn wait_ready(port: u16, what: &str, guard: &ProcessGuard) -> anyhow_like::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        if !guard.is_alive() {
+            return Err(format!("{what} exited; see {}", guard.log().display()));
+        }
+        if let Ok((200, _)) = http_get(port, "/readyz") {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(format!("{what} was not ready within 120s; see {}", guard.log().display()))
+}
+
+mod anyhow_like {
+    pub type Result<T> = std::result::Result<T, String>;
+}
+
+fn binary(dir: &Path, name: &str) -> anyhow_like::Result<PathBuf> {
+    let p = dir.join(name);
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "{} is missing: build it with `cargo build --release -p {name}` (./dev up does)",
+            p.display()
+        ))
+    }
+}
+
+fn run(args: Args) -> anyhow_like::Result<()> {
+    for (port, what) in [
+        (args.monolith_db_port, "--monolith-db-port"),
+        (args.services_db_port, "--services-db-port"),
+        (args.monolith_port, "--monolith-port"),
+    ] {
+        if port != 0 && !port_free(port) {
+            return Err(format!(
+                "port {port} ({what}) is in use; stop what holds it or pass another {what}"
+            ));
+        }
+    }
+    let monolith_bin = binary(&args.bin_dir, "legacy-monolith")?;
+    let logs = args.state_dir.join("logs");
+    std::fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
+    let logs = logs.canonicalize().map_err(|e| e.to_string())?;
+
+    eprintln!("starting MariaDB servers…");
+    let mut monolith_opts = MariaDbOptions::new("dev-monolith", MONOLITH_SERVER_ID);
+    monolith_opts.port = (args.monolith_db_port != 0).then_some(args.monolith_db_port);
+    let monolith_db = MariaDb::start(monolith_opts).map_err(|e| e.to_string())?;
+    let mut services_opts = MariaDbOptions::new("dev-services", SERVICES_SERVER_ID);
+    services_opts.port = (args.services_db_port != 0).then_some(args.services_db_port);
+    let services_db = MariaDb::start(services_opts).map_err(|e| e.to_string())?;
+    let shop_url = monolith_db.url("shop");
+
+    eprintln!("seeding demo data…");
+    let seed_log = logs.join("seed.log");
+    let out = Command::new(&monolith_bin)
+        .env("SHOP_DATABASE_URL", &shop_url)
+        .args(["seed", "--users"])
+        .arg(args.users.to_string())
+        .arg("--products")
+        .arg(args.products.to_string())
+        .arg("--orders")
+        .arg(args.orders.to_string())
+        .output()
+        .map_err(|e| format!("running {}: {e}", monolith_bin.display()))?;
+    std::fs::write(&seed_log, [out.stdout.as_slice(), out.stderr.as_slice()].concat())
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("seeding failed; see {}", seed_log.display()));
+    }
+    eprint!("{}", String::from_utf8_lossy(&out.stdout));
+
+    let monolith_log = logs.join("legacy-monolith.log");
+    let _ = std::fs::remove_file(&monolith_log);
+    let monolith = ProcessGuard::spawn_with_env(
+        &monolith_bin,
+        &["serve".to_string()],
+        &[
+            ("SHOP_DATABASE_URL", shop_url.clone()),
+            ("SHOP_LISTEN", format!("127.0.0.1:{}", args.monolith_port)),
+        ],
+        &args.state_dir.join("legacy-monolith.pid"),
+        &monolith_log,
+    )
+    .map_err(|e| e.to_string())?;
+    wait_ready(args.monolith_port, "legacy-monolith", &monolith)?;
+
+    println!();
+    println!("Strangler dev stack is up:");
+    println!("  {:<22} {:<40} {}", "component", "address", "log");
+    println!(
+        "  {:<22} {:<40} {}",
+        "monolith MariaDB",
+        format!("{} (server_id {})", monolith_db.url("shop"), monolith_db.server_id()),
+        monolith_db.dir().join("error.log").display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
+        "services MariaDB",
+        format!("{} (server_id {})", services_db.root_url(), services_db.server_id()),
+        services_db.dir().join("error.log").display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
+        "legacy-monolith",
+        format!("http://127.0.0.1:{}", args.monolith_port),
+        monolith_log.display()
+    );
+    println!();
+    println!("Try:  curl -s 'http://127.0.0.1:{}/api/products?q=backpack&per_page=3'", args.monolith_port);
+    println!("      curl -s -X POST http://127.0.0.1:{}/api/users/login -H 'content-type: application/json' \\", args.monolith_port);
+    println!("           -d '{{\"email\":\"admin@example.com\",\"password\":\"password123\"}}'");
+
+    if args.check {
+        let (status, body) = http_get(args.monolith_port, "/api/products?per_page=1")
+            .map_err(|e| format!("probing the monolith: {e}"))?;
+        if status != 200 || !body.contains("\"items\"") {
+            return Err(format!("monolith answered {status}: {body}"));
+        }
+        let (status, _) = http_get(args.monolith_port, "/metrics").map_err(|e| e.to_string())?;
+        if status != 200 {
+            return Err(format!("/metrics answered {status}"));
+        }
+        println!("check passed: every component answered; stopping.");
+        return Ok(());
+    }
+    println!();
+    println!("Press Ctrl-C to stop everything.");
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        let mut watch = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+                _ = watch.tick() => {
+                    if !monolith.is_alive() {
+                        eprintln!("legacy-monolith exited; see {}", monolith_log.display());
+                        break;
+                    }
+                }
+            }
+        }
+    });
+    eprintln!("stopping…");
+    drop(monolith);
+    drop(services_db);
+    drop(monolith_db);
+    eprintln!("stopped.");
+    Ok(())
+}
+
+fn main() {
+    let args = Args::parse();
+    if let Err(e) = run(args) {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
