@@ -61,7 +61,10 @@ pub fn app(state: AppState) -> Router {
             "/api/products/{id}",
             get(api::products::get_one).put(api::products::update),
         )
-        .route("/api/products/{id}/inventory", get(api::products::inventory))
+        .route(
+            "/api/products/{id}/inventory",
+            get(api::products::inventory),
+        )
         .route(
             "/api/products/{id}/inventory/adjust",
             post(api::products::adjust_inventory),

@@ -1,7 +1,7 @@
 //! Passwords (argon2id, PHC strings) and JWTs (HS256 with issuer and audience): the monolith's
 //! login contract, which user-service must keep so a user from either side logs in on the other.
 
-use argon2::password_hash::{rand_core::OsRng, PasswordHash, PasswordHasher as _, SaltString};
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, SaltString, rand_core::OsRng};
 use argon2::{Argon2, PasswordVerifier as _};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -30,7 +30,11 @@ pub fn hash_password_with_salt(
 /// Checks a password against a PHC string; false on mismatch or a malformed hash.
 pub fn verify_password(password: &str, phc: &str) -> bool {
     PasswordHash::new(phc)
-        .map(|h| Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+        .map(|h| {
+            Argon2::default()
+                .verify_password(password.as_bytes(), &h)
+                .is_ok()
+        })
         .unwrap_or(false)
 }
 

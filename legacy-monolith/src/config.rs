@@ -214,7 +214,8 @@ mod tests {
 
     #[test]
     fn unknown_fields_are_named_with_their_line() {
-        let err = Config::from_toml("listen = \"127.0.0.1:9000\"\n\nlisten_port = 3\n").unwrap_err();
+        let err =
+            Config::from_toml("listen = \"127.0.0.1:9000\"\n\nlisten_port = 3\n").unwrap_err();
         assert!(err.contains("line 3"), "{err}");
         assert!(err.contains("listen_port"), "{err}");
     }

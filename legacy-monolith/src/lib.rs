@@ -12,7 +12,7 @@ pub mod money;
 pub mod payment;
 pub mod seed;
 
-pub use app::{app, AppState};
+pub use app::{AppState, app};
 pub use config::Config;
 
 /// Connects, creates the database if needed, runs migrations and returns the application state.

@@ -9,7 +9,11 @@ use legacy_monolith::config::{Config, LogFormat};
 use legacy_monolith::seed::SeedOptions;
 
 #[derive(Parser)]
-#[command(name = "legacy-monolith", version, about = "The shop monolith that Strangler migrates away from")]
+#[command(
+    name = "legacy-monolith",
+    version,
+    about = "The shop monolith that Strangler migrates away from"
+)]
 struct Cli {
     /// TOML config file (defaults apply when absent; SHOP_* variables override).
     #[arg(long, global = true, env = "SHOP_CONFIG")]

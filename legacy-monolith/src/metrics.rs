@@ -33,13 +33,10 @@ impl Metrics {
         )
         .expect("valid metric");
         let latency = HistogramVec::new(
-            HistogramOpts::new(
-                "shop_http_request_duration_seconds",
-                "HTTP request latency",
-            )
-            .buckets(vec![
-                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5,
-            ]),
+            HistogramOpts::new("shop_http_request_duration_seconds", "HTTP request latency")
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5,
+                ]),
             &["method", "route"],
         )
         .expect("valid metric");

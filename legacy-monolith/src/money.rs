@@ -2,7 +2,7 @@
 //! MariaDB's DECIMAL(12,2) columns take and return, so no float ever touches a price.
 
 /// Largest amount a DECIMAL(12,2) column holds, in cents.
-pub const MAX_CENTS: i64 = 9_999_999_999_99;
+pub const MAX_CENTS: i64 = 999_999_999_999; // 9,999,999,999.99
 
 /// Parses "19.99", "20", "0.5" into cents; `None` for anything else (signs, exponents, >2 decimals).
 pub fn parse_cents(text: &str) -> Option<i64> {
@@ -57,7 +57,18 @@ mod tests {
     #[test]
     fn rejects_everything_else() {
         for bad in [
-            "", ".", "1.", ".5", "-1", "+1", "1e3", "1.999", "abc", "1,00", " 1", "99999999999",
+            "",
+            ".",
+            "1.",
+            ".5",
+            "-1",
+            "+1",
+            "1e3",
+            "1.999",
+            "abc",
+            "1,00",
+            " 1",
+            "99999999999",
         ] {
             assert_eq!(parse_cents(bad), None, "{bad:?}");
         }

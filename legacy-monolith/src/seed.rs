@@ -2,8 +2,8 @@
 //! chunks written by parallel connections with bulk multi-row INSERTs; reports rows per second.
 //! User 1 is `admin@example.com`; customers are `user<ID>@example.com`; all share one password.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
@@ -103,34 +103,118 @@ pub enum SeedError {
 }
 
 const FIRST: &[&str] = &[
-    "Ada", "Alan", "Grace", "Linus", "Margaret", "Dennis", "Barbara", "Ken", "Frances", "Edsger",
-    "Radia", "Tim", "Sophie", "Niklaus", "Hedy", "John", "Katherine", "Donald", "Joan", "Leslie",
+    "Ada",
+    "Alan",
+    "Grace",
+    "Linus",
+    "Margaret",
+    "Dennis",
+    "Barbara",
+    "Ken",
+    "Frances",
+    "Edsger",
+    "Radia",
+    "Tim",
+    "Sophie",
+    "Niklaus",
+    "Hedy",
+    "John",
+    "Katherine",
+    "Donald",
+    "Joan",
+    "Leslie",
 ];
 const LAST: &[&str] = &[
-    "Lovelace", "Turing", "Hopper", "Torvalds", "Hamilton", "Ritchie", "Liskov", "Thompson",
-    "Allen", "Dijkstra", "Perlman", "Berners-Lee", "Wilson", "Wirth", "Lamarr", "McCarthy",
-    "Johnson", "Knuth", "Clarke", "Lamport",
+    "Lovelace",
+    "Turing",
+    "Hopper",
+    "Torvalds",
+    "Hamilton",
+    "Ritchie",
+    "Liskov",
+    "Thompson",
+    "Allen",
+    "Dijkstra",
+    "Perlman",
+    "Berners-Lee",
+    "Wilson",
+    "Wirth",
+    "Lamarr",
+    "McCarthy",
+    "Johnson",
+    "Knuth",
+    "Clarke",
+    "Lamport",
 ];
-const CITIES: &[&str] = &["Berlin", "Lisbon", "Austin", "Osaka", "Nairobi", "Toronto", "Lyon", "Perth"];
+const CITIES: &[&str] = &[
+    "Berlin", "Lisbon", "Austin", "Osaka", "Nairobi", "Toronto", "Lyon", "Perth",
+];
 const ADJ: &[&str] = &[
-    "Classic", "Modern", "Rugged", "Compact", "Deluxe", "Vintage", "Smart", "Organic", "Wireless",
-    "Ergonomic", "Portable", "Premium",
+    "Classic",
+    "Modern",
+    "Rugged",
+    "Compact",
+    "Deluxe",
+    "Vintage",
+    "Smart",
+    "Organic",
+    "Wireless",
+    "Ergonomic",
+    "Portable",
+    "Premium",
 ];
 const MATERIAL: &[&str] = &[
     "Cotton", "Steel", "Bamboo", "Leather", "Ceramic", "Wool", "Oak", "Carbon", "Glass", "Linen",
 ];
 const NOUN: &[&str] = &[
-    "Backpack", "Kettle", "Headphones", "Lamp", "Chair", "Sneakers", "Watch", "Blanket", "Mug",
-    "Keyboard", "Jacket", "Notebook", "Speaker", "Bottle", "Tent",
+    "Backpack",
+    "Kettle",
+    "Headphones",
+    "Lamp",
+    "Chair",
+    "Sneakers",
+    "Watch",
+    "Blanket",
+    "Mug",
+    "Keyboard",
+    "Jacket",
+    "Notebook",
+    "Speaker",
+    "Bottle",
+    "Tent",
 ];
 const CATEGORIES: &[&str] = &[
-    "bags", "kitchen", "audio", "lighting", "furniture", "shoes", "accessories", "home",
-    "electronics", "clothing", "stationery", "outdoor",
+    "bags",
+    "kitchen",
+    "audio",
+    "lighting",
+    "furniture",
+    "shoes",
+    "accessories",
+    "home",
+    "electronics",
+    "clothing",
+    "stationery",
+    "outdoor",
 ];
 const COLORS: &[&str] = &["black", "white", "red", "blue", "green", "grey", "sand"];
 const WORDS: &[&str] = &[
-    "durable", "lightweight", "handmade", "everyday", "travel", "gift", "sustainable", "quiet",
-    "water-resistant", "adjustable", "soft", "bright", "warm", "fast", "reliable", "elegant",
+    "durable",
+    "lightweight",
+    "handmade",
+    "everyday",
+    "travel",
+    "gift",
+    "sustainable",
+    "quiet",
+    "water-resistant",
+    "adjustable",
+    "soft",
+    "bright",
+    "warm",
+    "fast",
+    "reliable",
+    "elegant",
 ];
 
 /// 2024-01-01T00:00:00Z; seeded rows are dated after it, one step per id.
@@ -219,7 +303,9 @@ where
 /// Seeds an empty schema.
 pub async fn run(pool: &Pool, opts: &SeedOptions) -> Result<SeedReport, SeedError> {
     if opts.batch == 0 || opts.batch > 5000 {
-        return Err(SeedError::Options("--batch must be between 1 and 5000".into()));
+        return Err(SeedError::Options(
+            "--batch must be between 1 and 5000".into(),
+        ));
     }
     if opts.orders > 0 && opts.products == 0 {
         return Err(SeedError::Options("--orders needs --products > 0".into()));
@@ -249,61 +335,69 @@ pub async fn run(pool: &Pool, opts: &SeedOptions) -> Result<SeedReport, SeedErro
     // Users: one hash for all (argon2 per row would take hours for millions of users).
     let salt = format!("seed{:012}", opts.seed % 1_000_000_000_000);
     let password = opts.password.clone();
-    let hash = tokio::task::spawn_blocking(move || {
-        crate::auth::hash_password_with_salt(&password, &salt)
-    })
-    .await
-    .expect("hash task")
-    .map_err(|e| SeedError::Hash(e.to_string()))?;
+    let hash =
+        tokio::task::spawn_blocking(move || crate::auth::hash_password_with_salt(&password, &salt))
+            .await
+            .expect("hash task")
+            .map_err(|e| SeedError::Hash(e.to_string()))?;
     let t = Instant::now();
     let total_users = opts.users + 1;
     let seed = opts.seed;
-    parallel(pool, opts.connections, total_users.div_ceil(b), move |chunk| {
-        let mut rng = chunk_rng(seed, 1, chunk);
-        let from = chunk * b + 1;
-        let to = (from + b - 1).min(total_users);
-        let mut params = Vec::with_capacity(((to - from + 1) * 8) as usize);
-        for id in from..=to {
-            let (email, name, role) = if id == 1 {
-                ("admin@example.com".to_string(), "Shop Admin".to_string(), "admin")
-            } else {
-                (
-                    format!("user{id}@example.com"),
-                    format!("{} {}", pick(&mut rng, FIRST), pick(&mut rng, LAST)),
-                    "customer",
-                )
-            };
-            let phone: Option<String> = rng
-                .random_bool(0.6)
-                .then(|| format!("+1 555 {:07}", rng.random_range(0..10_000_000)));
-            let address: Option<String> = rng.random_bool(0.8).then(|| {
-                format!(
-                    "{} Market Street, {}",
-                    rng.random_range(1..999),
-                    pick(&mut rng, CITIES)
-                )
-            });
-            let created = datetime(EPOCH_2024 + id as i64 * 7);
-            params.extend([
-                id.into(),
-                email.into(),
-                hash.as_str().into(),
-                name.into(),
-                phone.into(),
-                address.into(),
-                role.into(),
-                created.clone(),
-                created,
-            ]);
-        }
-        vec![batch(
-            "users",
-            "id, email, password_hash, name, phone, address, role, created_at, updated_at",
-            9,
-            (to - from + 1) as usize,
-            params,
-        )]
-    })
+    parallel(
+        pool,
+        opts.connections,
+        total_users.div_ceil(b),
+        move |chunk| {
+            let mut rng = chunk_rng(seed, 1, chunk);
+            let from = chunk * b + 1;
+            let to = (from + b - 1).min(total_users);
+            let mut params = Vec::with_capacity(((to - from + 1) * 8) as usize);
+            for id in from..=to {
+                let (email, name, role) = if id == 1 {
+                    (
+                        "admin@example.com".to_string(),
+                        "Shop Admin".to_string(),
+                        "admin",
+                    )
+                } else {
+                    (
+                        format!("user{id}@example.com"),
+                        format!("{} {}", pick(&mut rng, FIRST), pick(&mut rng, LAST)),
+                        "customer",
+                    )
+                };
+                let phone: Option<String> = rng
+                    .random_bool(0.6)
+                    .then(|| format!("+1 555 {:07}", rng.random_range(0..10_000_000)));
+                let address: Option<String> = rng.random_bool(0.8).then(|| {
+                    format!(
+                        "{} Market Street, {}",
+                        rng.random_range(1..999),
+                        pick(&mut rng, CITIES)
+                    )
+                });
+                let created = datetime(EPOCH_2024 + id as i64 * 7);
+                params.extend([
+                    id.into(),
+                    email.into(),
+                    hash.as_str().into(),
+                    name.into(),
+                    phone.into(),
+                    address.into(),
+                    role.into(),
+                    created.clone(),
+                    created,
+                ]);
+            }
+            vec![batch(
+                "users",
+                "id, email, password_hash, name, phone, address, role, created_at, updated_at",
+                9,
+                (to - from + 1) as usize,
+                params,
+            )]
+        },
+    )
     .await?;
     report.tables.push(("users", total_users, t.elapsed()));
 

@@ -10,6 +10,6 @@ mod tansu;
 
 pub use error::TestkitError;
 pub use mariadb::{MariaDb, MariaDbOptions, TestDatabase};
-pub use process::{free_port, ProcessGuard, TempDir};
-pub use shared::{monolith_server, services_server, MONOLITH_SERVER_ID, SERVICES_SERVER_ID};
+pub use process::{ProcessGuard, TempDir, free_port};
+pub use shared::{MONOLITH_SERVER_ID, SERVICES_SERVER_ID, monolith_server, services_server};
 pub use tansu::Tansu;

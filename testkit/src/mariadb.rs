@@ -9,10 +9,11 @@ use std::time::Duration;
 
 use mysql_async::prelude::Queryable as _;
 
-use crate::error::{log_tail, TestkitError};
-use crate::process::{find_binary, free_port, wait_for_port, ProcessGuard, TempDir};
+use crate::error::{TestkitError, log_tail};
+use crate::process::{ProcessGuard, TempDir, find_binary, free_port, wait_for_port};
 
-const INSTALL_HINT: &str = "apt-get install -y mariadb-server (or run ./dev test, which installs it)";
+const INSTALL_HINT: &str =
+    "apt-get install -y mariadb-server (or run ./dev test, which installs it)";
 
 /// How to start a server.
 #[derive(Debug, Clone)]
@@ -69,11 +70,12 @@ static DB_COUNTER: AtomicU64 = AtomicU64::new(0);
 impl MariaDb {
     /// Installs a fresh data folder and starts the server; returns once it accepts connections.
     pub fn start(options: MariaDbOptions) -> Result<Self, TestkitError> {
-        let install_db =
-            find_binary("mariadb-install-db", &["/usr/bin"]).ok_or(TestkitError::BinaryMissing {
+        let install_db = find_binary("mariadb-install-db", &["/usr/bin"]).ok_or(
+            TestkitError::BinaryMissing {
                 binary: "mariadb-install-db",
                 install: INSTALL_HINT,
-            })?;
+            },
+        )?;
         let mariadbd = find_binary("mariadbd", &["/usr/sbin", "/usr/libexec"]).ok_or(
             TestkitError::BinaryMissing {
                 binary: "mariadbd",
@@ -96,7 +98,11 @@ impl MariaDb {
                 "--innodb-log-file-size=32M",
             ])
             .stdin(Stdio::null())
-            .stdout(log_file.try_clone().map_err(|e| TestkitError::io("log", e))?)
+            .stdout(
+                log_file
+                    .try_clone()
+                    .map_err(|e| TestkitError::io("log", e))?,
+            )
             .stderr(log_file)
             .status()
             .map_err(|e| TestkitError::io(format!("running {}", install_db.display()), e))?;
@@ -168,10 +174,15 @@ impl MariaDb {
             &dir.join("stdout.log"),
         )?;
         let secs = 60;
-        let ready = wait_for_port(port, Duration::from_secs(secs), || server.is_alive(), |b| {
-            // MySQL protocol: the server speaks first; byte 4 is the protocol version 10.
-            b.len() > 4 && b[4] == 10
-        });
+        let ready = wait_for_port(
+            port,
+            Duration::from_secs(secs),
+            || server.is_alive(),
+            |b| {
+                // MySQL protocol: the server speaks first; byte 4 is the protocol version 10.
+                b.len() > 4 && b[4] == 10
+            },
+        );
         match ready {
             Ok(()) => Ok(server),
             Err(why) => Err(TestkitError::NotReady {

@@ -77,10 +77,11 @@ impl ProcessGuard {
         let stdin = guard.stdin.take();
         let started = Instant::now();
         let pid = loop {
-            if let Ok(text) = std::fs::read_to_string(pidfile) {
-                if let Ok(pid) = text.trim().parse::<u32>() {
-                    break pid;
-                }
+            if let Some(pid) = std::fs::read_to_string(pidfile)
+                .ok()
+                .and_then(|t| t.trim().parse::<u32>().ok())
+            {
+                break pid;
             }
             if started.elapsed() > Duration::from_secs(10) {
                 return Err(TestkitError::NotReady {
@@ -147,10 +148,8 @@ impl TempDir {
     /// Creates a new folder under the system temp dir, named `strangler-<prefix>-<pid>-<n>`.
     pub fn new(prefix: &str) -> Result<Self, TestkitError> {
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = std::env::temp_dir().join(format!(
-            "strangler-{prefix}-{}-{n}",
-            std::process::id()
-        ));
+        let path =
+            std::env::temp_dir().join(format!("strangler-{prefix}-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&path);
         std::fs::create_dir_all(&path)
             .map_err(|e| TestkitError::io(format!("creating {}", path.display()), e))?;
@@ -229,7 +228,5 @@ pub(crate) fn find_binary(name: &str, extra_dirs: &[&str]) -> Option<PathBuf> {
     if let Some(home) = std::env::var_os("HOME") {
         dirs.push(PathBuf::from(home).join(".cargo/bin"));
     }
-    dirs.into_iter()
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
+    dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
 }

@@ -1,12 +1,12 @@
 //! A real Kafka-compatible broker (`tansu`) on a free loopback port, in-memory storage by default
 //! or PostgreSQL storage for durability across broker restarts.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use crate::error::{log_tail, TestkitError};
-use crate::process::{find_binary, free_port, wait_for_port, ProcessGuard, TempDir};
+use crate::error::{TestkitError, log_tail};
+use crate::process::{ProcessGuard, TempDir, find_binary, free_port, wait_for_port};
 
 const INSTALL_HINT: &str = "cargo install tansu --locked --features dynostore,postgres";
 
@@ -53,7 +53,7 @@ impl Tansu {
     }
 
     fn spawn(
-        binary: &PathBuf,
+        binary: &Path,
         dir: &TempDir,
         port: u16,
         storage: &str,
@@ -72,13 +72,18 @@ impl Tansu {
         let broker = ProcessGuard::spawn(binary, &args, &dir.path().join("guard.pid"), &log)?;
         let secs = 30;
         // Kafka clients speak first, so a connection that is accepted and stays open is ready.
-        wait_for_port(port, Duration::from_secs(secs), || broker.is_alive(), |b| b.is_empty())
-            .map_err(|why| TestkitError::NotReady {
-                what: format!("tansu broker on port {port} ({why})"),
-                secs,
-                tail: log_tail(&log, 20),
-                log,
-            })?;
+        wait_for_port(
+            port,
+            Duration::from_secs(secs),
+            || broker.is_alive(),
+            |b| b.is_empty(),
+        )
+        .map_err(|why| TestkitError::NotReady {
+            what: format!("tansu broker on port {port} ({why})"),
+            secs,
+            tail: log_tail(&log, 20),
+            log,
+        })?;
         Ok(broker)
     }
 

@@ -36,7 +36,9 @@ async fn fresh_databases_are_isolated() {
     let b = server.create_database("iso").await.unwrap();
     assert_ne!(a.name, b.name);
     let mut ca = mysql_async::Conn::from_url(a.url.as_str()).await.unwrap();
-    ca.query_drop("CREATE TABLE t (id INT PRIMARY KEY)").await.unwrap();
+    ca.query_drop("CREATE TABLE t (id INT PRIMARY KEY)")
+        .await
+        .unwrap();
     ca.query_drop("INSERT INTO t VALUES (1)").await.unwrap();
     let mut cb = mysql_async::Conn::from_url(b.url.as_str()).await.unwrap();
     // The same table name in the other database does not exist yet.

@@ -31,8 +31,16 @@ impl PageQuery {
         let page = self.page.unwrap_or(1);
         let per_page = self.per_page.unwrap_or(20);
         Validator::default()
-            .check(page >= 1 && page <= 1_000_000, "page", "must be between 1 and 1000000")
-            .check((1..=100).contains(&per_page), "per_page", "must be between 1 and 100")
+            .check(
+                (1..=1_000_000).contains(&page),
+                "page",
+                "must be between 1 and 1000000",
+            )
+            .check(
+                (1..=100).contains(&per_page),
+                "per_page",
+                "must be between 1 and 100",
+            )
             .finish()?;
         Ok((page, per_page, u64::from(page - 1) * u64::from(per_page)))
     }

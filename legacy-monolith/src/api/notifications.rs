@@ -1,15 +1,15 @@
 //! Notifications: the messages the monolith queued for a user (welcome, order confirmation,
 //! cancellation), newest first.
 
-use axum::extract::State;
 use axum::Json;
-use mysql_async::prelude::*;
+use axum::extract::State;
 use mysql_async::Row;
+use mysql_async::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiQuery, AuthUser};
 use super::products::Page;
-use super::{timestamp, PageQuery};
+use super::{PageQuery, timestamp};
 use crate::app::AppState;
 use crate::error::ApiError;
 

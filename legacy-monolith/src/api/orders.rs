@@ -4,16 +4,16 @@
 
 use std::collections::{BTreeMap, HashMap};
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use mysql_async::prelude::*;
 use mysql_async::{Row, Value};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiId, ApiJson, ApiQuery, AuthUser};
 use super::products::Page;
-use super::{timestamp, PageQuery};
+use super::{PageQuery, timestamp};
 use crate::app::AppState;
 use crate::db;
 use crate::error::{ApiError, FieldError, Validator};
@@ -299,10 +299,7 @@ async fn place_once(
             });
         }
     }
-    let total: i64 = lines
-        .iter()
-        .map(|(id, q)| prices[id].0 * q)
-        .sum();
+    let total: i64 = lines.iter().map(|(id, q)| prices[id].0 * q).sum();
     tx.exec_drop(
         "INSERT INTO orders (user_id, status, total, shipping_address) VALUES (?, 'pending', ?, ?)",
         (
@@ -376,7 +373,13 @@ async fn record_payment(
     tx.exec_drop(
         "INSERT INTO payments (order_id, amount, status, provider, provider_ref, idempotency_key) \
          VALUES (?, ?, 'captured', ?, ?, ?)",
-        (order_id, format_cents(total), charge.provider, &charge.reference, key),
+        (
+            order_id,
+            format_cents(total),
+            charge.provider,
+            &charge.reference,
+            key,
+        ),
     )
     .await?;
     tx.exec_drop(
@@ -495,11 +498,8 @@ pub async fn cancel(
         )
         .await?;
     }
-    tx.exec_drop(
-        "UPDATE orders SET status = 'cancelled' WHERE id = ?",
-        (id,),
-    )
-    .await?;
+    tx.exec_drop("UPDATE orders SET status = 'cancelled' WHERE id = ?", (id,))
+        .await?;
     tx.exec_drop(
         "INSERT INTO notifications (user_id, channel, template, payload) VALUES (?, 'email', 'order_cancelled', ?)",
         (owner, serde_json::json!({"order_id": id}).to_string()),

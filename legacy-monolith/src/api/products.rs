@@ -1,15 +1,15 @@
 //! Products: list with full-text search (`q`, relevance order), category filter and pagination,
 //! get one, create and update (administrators), and the inventory read and adjust.
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
 use mysql_async::prelude::*;
 use mysql_async::{Row, Value};
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiId, ApiJson, ApiQuery, AuthUser};
-use super::{timestamp, PageQuery};
+use super::{PageQuery, timestamp};
 use crate::app::AppState;
 use crate::db;
 use crate::error::{ApiError, Validator};
@@ -53,7 +53,10 @@ impl ProductView {
 
 async fn find(conn: &mut impl Queryable, id: u64) -> Result<Option<ProductView>, ApiError> {
     let row: Option<Row> = conn
-        .exec_first(format!("SELECT {COLUMNS} FROM products WHERE id = ?"), (id,))
+        .exec_first(
+            format!("SELECT {COLUMNS} FROM products WHERE id = ?"),
+            (id,),
+        )
         .await?;
     Ok(row.map(ProductView::from_row))
 }
@@ -88,9 +91,17 @@ pub async fn list(
     }
     .resolve()?;
     let q = query.q.as_deref().map(str::trim).filter(|q| !q.is_empty());
-    let category = query.category.as_deref().map(str::trim).filter(|c| !c.is_empty());
+    let category = query
+        .category
+        .as_deref()
+        .map(str::trim)
+        .filter(|c| !c.is_empty());
     Validator::default()
-        .check(q.is_none_or(|q| q.chars().count() <= 200), "q", "must be at most 200 characters")
+        .check(
+            q.is_none_or(|q| q.chars().count() <= 200),
+            "q",
+            "must be at most 200 characters",
+        )
         .check(
             category.is_none_or(|c| c.chars().count() <= 64),
             "category",
@@ -109,7 +120,10 @@ pub async fn list(
     }
     let mut conn = state.pool.get_conn().await?;
     let total: u64 = conn
-        .exec_first(format!("SELECT COUNT(*) FROM products WHERE {filter}"), params.clone())
+        .exec_first(
+            format!("SELECT COUNT(*) FROM products WHERE {filter}"),
+            params.clone(),
+        )
         .await?
         .unwrap_or(0);
     // Placeholders: the filter's, then the relevance in ORDER BY.
@@ -185,28 +199,36 @@ pub async fn create(
     user.require_admin()?;
     let price = parse_cents(body.price.trim());
     let mut v = Validator::default();
-    v.check(valid_sku(&body.sku), "sku", "must be 1 to 64 letters, digits, - or _")
-        .check(
-            (1..=200).contains(&body.name.trim().chars().count()),
-            "name",
-            "must be 1 to 200 characters",
-        )
-        .check(
-            body.description.chars().count() <= 5000,
-            "description",
-            "must be at most 5000 characters",
-        )
-        .check(
-            (1..=64).contains(&body.category.trim().chars().count()),
-            "category",
-            "must be 1 to 64 characters",
-        )
-        .check(price.is_some(), "price", "must be a decimal string like \"19.99\"")
-        .check(
-            (0..=1_000_000).contains(&body.initial_stock),
-            "initial_stock",
-            "must be between 0 and 1000000",
-        );
+    v.check(
+        valid_sku(&body.sku),
+        "sku",
+        "must be 1 to 64 letters, digits, - or _",
+    )
+    .check(
+        (1..=200).contains(&body.name.trim().chars().count()),
+        "name",
+        "must be 1 to 200 characters",
+    )
+    .check(
+        body.description.chars().count() <= 5000,
+        "description",
+        "must be at most 5000 characters",
+    )
+    .check(
+        (1..=64).contains(&body.category.trim().chars().count()),
+        "category",
+        "must be 1 to 64 characters",
+    )
+    .check(
+        price.is_some(),
+        "price",
+        "must be a decimal string like \"19.99\"",
+    )
+    .check(
+        (0..=1_000_000).contains(&body.initial_stock),
+        "initial_stock",
+        "must be between 0 and 1000000",
+    );
     check_attributes(&mut v, body.attributes.as_ref());
     v.finish()?;
     let mut tx = state.pool.start_transaction(Default::default()).await?;
@@ -285,7 +307,9 @@ pub async fn update(
         "must be 1 to 200 characters",
     )
     .check(
-        body.description.as_deref().is_none_or(|d| d.chars().count() <= 5000),
+        body.description
+            .as_deref()
+            .is_none_or(|d| d.chars().count() <= 5000),
         "description",
         "must be at most 5000 characters",
     )
@@ -336,7 +360,9 @@ pub async fn update(
         params,
     )
     .await?;
-    let product = find(&mut tx, id).await?.ok_or(ApiError::NotFound("product"))?;
+    let product = find(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("product"))?;
     tx.commit().await?;
     Ok(Json(product))
 }
@@ -359,11 +385,13 @@ async fn find_inventory(
             (id,),
         )
         .await?;
-    Ok(row.map(|(product_id, available, updated_at)| InventoryView {
-        product_id,
-        available,
-        updated_at: timestamp(updated_at),
-    }))
+    Ok(
+        row.map(|(product_id, available, updated_at)| InventoryView {
+            product_id,
+            available,
+            updated_at: timestamp(updated_at),
+        }),
+    )
 }
 
 /// `GET /api/products/{id}/inventory`.

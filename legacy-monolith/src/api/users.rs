@@ -3,11 +3,11 @@
 
 use std::sync::LazyLock;
 
+use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
-use mysql_async::prelude::*;
 use mysql_async::Row;
+use mysql_async::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::extract::{ApiId, ApiJson, AuthUser};
@@ -97,7 +97,11 @@ pub async fn register(
     let email = body.email.trim().to_lowercase();
     let name = body.name.trim().to_string();
     Validator::default()
-        .check(valid_email(&email), "email", "must be a valid e-mail address")
+        .check(
+            valid_email(&email),
+            "email",
+            "must be a valid e-mail address",
+        )
         .check(
             (8..=128).contains(&body.password.chars().count()),
             "password",
@@ -169,7 +173,11 @@ pub async fn login(
 ) -> Result<Json<LoginView>, ApiError> {
     let email = body.email.trim().to_lowercase();
     Validator::default()
-        .check(!email.is_empty() && email.len() <= 254, "email", "is required")
+        .check(
+            !email.is_empty() && email.len() <= 254,
+            "email",
+            "is required",
+        )
         .check(
             !body.password.is_empty() && body.password.len() <= 512,
             "password",
@@ -178,7 +186,10 @@ pub async fn login(
         .finish()?;
     let mut conn = state.pool.get_conn().await?;
     let found: Option<(u64, String)> = conn
-        .exec_first("SELECT id, password_hash FROM users WHERE email = ?", (&email,))
+        .exec_first(
+            "SELECT id, password_hash FROM users WHERE email = ?",
+            (&email,),
+        )
         .await?;
     let (id, hash) = match &found {
         Some((id, hash)) => (Some(*id), hash.clone()),
@@ -191,9 +202,9 @@ pub async fn login(
     let (Some(id), true) = (id, ok) else {
         return Err(ApiError::Unauthorized("invalid e-mail or password"));
     };
-    let user = find(&mut conn, id).await?.ok_or(ApiError::Unauthorized(
-        "invalid e-mail or password",
-    ))?;
+    let user = find(&mut conn, id)
+        .await?
+        .ok_or(ApiError::Unauthorized("invalid e-mail or password"))?;
     let token = state.tokens.issue(user.id, &user.email, &user.role);
     Ok(Json(LoginView {
         token,
@@ -284,7 +295,9 @@ pub async fn update_me(
         )
         .await?;
     }
-    let updated = find(&mut tx, user.id).await?.ok_or(ApiError::NotFound("user"))?;
+    let updated = find(&mut tx, user.id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
     tx.commit().await?;
     Ok(Json(updated))
 }
@@ -312,7 +325,9 @@ mod tests {
         for ok in ["a@b.co", "first.last+tag@shop.example.com"] {
             assert!(valid_email(ok), "{ok}");
         }
-        for bad in ["", "a", "a@", "@b.co", "a@b", "a@@b.co", "a b@c.co", "a@.co", "a@b..co"] {
+        for bad in [
+            "", "a", "a@", "@b.co", "a@b", "a@@b.co", "a b@c.co", "a@.co", "a@b..co",
+        ] {
             assert!(!valid_email(bad), "{bad}");
         }
     }

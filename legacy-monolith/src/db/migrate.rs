@@ -2,8 +2,8 @@
 //! each in order under a named lock, recorded in `schema_migrations` with a checksum so an edited
 //! migration that already ran is refused instead of silently diverging.
 
-use mysql_async::prelude::*;
 use mysql_async::Pool;
+use mysql_async::prelude::*;
 
 /// A migration: version, name, SQL.
 pub struct Migration {
@@ -29,7 +29,9 @@ pub enum MigrateError {
         #[source]
         source: mysql_async::Error,
     },
-    #[error("migration {version} was changed after it ran (checksum {found} in the database, {expected} in this binary)")]
+    #[error(
+        "migration {version} was changed after it ran (checksum {found} in the database, {expected} in this binary)"
+    )]
     Changed {
         version: u32,
         found: String,

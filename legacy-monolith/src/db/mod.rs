@@ -42,7 +42,8 @@ pub async fn ensure_database(url: &str) -> Result<(), mysql_async::Error> {
     let Some(name) = opts.db_name().map(str::to_string) else {
         return Ok(());
     };
-    let mut conn = mysql_async::Conn::new(OptsBuilder::from_opts(opts).db_name(None::<String>)).await?;
+    let mut conn =
+        mysql_async::Conn::new(OptsBuilder::from_opts(opts).db_name(None::<String>)).await?;
     conn.query_drop(format!(
         "CREATE DATABASE IF NOT EXISTS `{}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
         name.replace('`', "``")

@@ -8,10 +8,13 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use clap::Parser;
-use testkit::{MariaDb, MariaDbOptions, ProcessGuard, MONOLITH_SERVER_ID, SERVICES_SERVER_ID};
+use testkit::{MONOLITH_SERVER_ID, MariaDb, MariaDbOptions, ProcessGuard, SERVICES_SERVER_ID};
 
 #[derive(Parser, Debug)]
-#[command(name = "strangler-dev", about = "Runs the whole Strangler stack on this machine")]
+#[command(
+    name = "strangler-dev",
+    about = "Runs the whole Strangler stack on this machine"
+)]
 struct Args {
     /// Folder holding the built binaries (legacy-monolith, …).
     #[arg(long)]
@@ -42,6 +45,9 @@ struct Args {
     check: bool,
 }
 
+/// Errors here are one line for the person at the terminal.
+type Fallible<T> = Result<T, String>;
+
 fn port_free(port: u16) -> bool {
     std::net::TcpListener::bind(("127.0.0.1", port)).is_ok()
 }
@@ -61,11 +67,15 @@ fn http_get(port: u16, path: &str) -> std::io::Result<(u16, String)> {
         .nth(1)
         .and_then(|c| c.parse().ok())
         .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("").to_string();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|x| x.1)
+        .unwrap_or("")
+        .to_string();
     Ok((status, body))
 }
 
-fn wait_ready(port: u16, what: &str, guard: &ProcessGuard) -> anyhow_like::Result<()> {
+fn wait_ready(port: u16, what: &str, guard: &ProcessGuard) -> Fallible<()> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(120) {
         if !guard.is_alive() {
@@ -76,14 +86,13 @@ fn wait_ready(port: u16, what: &str, guard: &ProcessGuard) -> anyhow_like::Resul
         }
         std::thread::sleep(Duration::from_millis(200));
     }
-    Err(format!("{what} was not ready within 120s; see {}", guard.log().display()))
+    Err(format!(
+        "{what} was not ready within 120s; see {}",
+        guard.log().display()
+    ))
 }
 
-mod anyhow_like {
-    pub type Result<T> = std::result::Result<T, String>;
-}
-
-fn binary(dir: &Path, name: &str) -> anyhow_like::Result<PathBuf> {
+fn binary(dir: &Path, name: &str) -> Fallible<PathBuf> {
     let p = dir.join(name);
     if p.is_file() {
         Ok(p)
@@ -95,7 +104,7 @@ fn binary(dir: &Path, name: &str) -> anyhow_like::Result<PathBuf> {
     }
 }
 
-fn run(args: Args) -> anyhow_like::Result<()> {
+fn run(args: Args) -> Fallible<()> {
     for (port, what) in [
         (args.monolith_db_port, "--monolith-db-port"),
         (args.services_db_port, "--services-db-port"),
@@ -133,8 +142,11 @@ fn run(args: Args) -> anyhow_like::Result<()> {
         .arg(args.orders.to_string())
         .output()
         .map_err(|e| format!("running {}: {e}", monolith_bin.display()))?;
-    std::fs::write(&seed_log, [out.stdout.as_slice(), out.stderr.as_slice()].concat())
-        .map_err(|e| e.to_string())?;
+    std::fs::write(
+        &seed_log,
+        [out.stdout.as_slice(), out.stderr.as_slice()].concat(),
+    )
+    .map_err(|e| e.to_string())?;
     if !out.status.success() {
         return Err(format!("seeding failed; see {}", seed_log.display()));
     }
@@ -157,17 +169,25 @@ fn run(args: Args) -> anyhow_like::Result<()> {
 
     println!();
     println!("Strangler dev stack is up:");
-    println!("  {:<22} {:<40} {}", "component", "address", "log");
+    println!("  {:<22} {:<40} log", "component", "address");
     println!(
         "  {:<22} {:<40} {}",
         "monolith MariaDB",
-        format!("{} (server_id {})", monolith_db.url("shop"), monolith_db.server_id()),
+        format!(
+            "{} (server_id {})",
+            monolith_db.url("shop"),
+            monolith_db.server_id()
+        ),
         monolith_db.dir().join("error.log").display()
     );
     println!(
         "  {:<22} {:<40} {}",
         "services MariaDB",
-        format!("{} (server_id {})", services_db.root_url(), services_db.server_id()),
+        format!(
+            "{} (server_id {})",
+            services_db.root_url(),
+            services_db.server_id()
+        ),
         services_db.dir().join("error.log").display()
     );
     println!(
@@ -177,8 +197,14 @@ fn run(args: Args) -> anyhow_like::Result<()> {
         monolith_log.display()
     );
     println!();
-    println!("Try:  curl -s 'http://127.0.0.1:{}/api/products?q=backpack&per_page=3'", args.monolith_port);
-    println!("      curl -s -X POST http://127.0.0.1:{}/api/users/login -H 'content-type: application/json' \\", args.monolith_port);
+    println!(
+        "Try:  curl -s 'http://127.0.0.1:{}/api/products?q=backpack&per_page=3'",
+        args.monolith_port
+    );
+    println!(
+        "      curl -s -X POST http://127.0.0.1:{}/api/users/login -H 'content-type: application/json' \\",
+        args.monolith_port
+    );
     println!("           -d '{{\"email\":\"admin@example.com\",\"password\":\"password123\"}}'");
 
     if args.check {
