@@ -1,0 +1,167 @@
+//! The embedded flag store against real files and a real MariaDB: loads, hot reloads, refusals
+//! that keep the old flags serving, optimistic writes, and two replicas seeing one change.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use flags::source::file::FileSource;
+use flags::source::mysql::MysqlSource;
+use flags::{Context, FlagError, FlagStore, RouteMode};
+
+async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
+    for _ in 0..200 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+fn temp_path(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("strangler-flags-{}-{name}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join("flags.json")
+}
+
+#[tokio::test]
+async fn file_store_hot_reloads_and_refuses_bad_edits() {
+    let path = temp_path("file");
+    let source = FileSource::new(&path);
+    source
+        .put(RouteMode::Monolith.to_flag("route.users", 0, "s"))
+        .unwrap();
+    let store = Arc::new(FlagStore::new(source.load().unwrap()));
+    let watcher = source
+        .clone()
+        .watch(store.clone(), Duration::from_millis(20));
+    let user = Context::new("u1");
+    assert_eq!(
+        store.evaluate_str("route.users", &user).as_deref(),
+        Some("monolith")
+    );
+
+    let stored = source
+        .put(RouteMode::Service.to_flag("route.users", 0, "s"))
+        .unwrap();
+    assert_eq!(stored.version, 2);
+    eventually("the service flag", || {
+        store.evaluate_str("route.users", &user).as_deref() == Some("service")
+    })
+    .await;
+
+    // A hand edit with a typo is refused with the field and line; the old flags keep serving.
+    let generation = store.status().generation;
+    std::fs::write(
+        &path,
+        "{\n  \"flags\": {\n    \"route.users\": {\"key\": \"route.users\", \"on\": true,\n      \"variations\": [\"monolith\"], \"fallthrough\": {\"variaton\": 0}}\n  }\n}\n",
+    )
+    .unwrap();
+    eventually("the refusal", || store.status().last_error.is_some()).await;
+    let status = store.status();
+    let err = status.last_error.unwrap();
+    assert!(
+        err.contains("flags.route.users.fallthrough") || err.contains("fallthrough"),
+        "{err}"
+    );
+    assert!(err.contains("line 4"), "{err}");
+    assert_eq!(status.generation, generation);
+    assert_eq!(
+        store.evaluate_str("route.users", &user).as_deref(),
+        Some("service")
+    );
+    // An index out of range is refused as well.
+    std::fs::write(
+        &path,
+        r#"{"flags":{"route.users":{"key":"route.users","on":true,"variations":["monolith"],"fallthrough":{"variation":4}}}}"#,
+    )
+    .unwrap();
+    eventually("the second refusal", || store.status().failed_reloads >= 2).await;
+    assert_eq!(
+        store.evaluate_str("route.users", &user).as_deref(),
+        Some("service")
+    );
+    watcher.abort();
+}
+
+#[tokio::test]
+async fn mysql_store_is_shared_by_replicas_with_optimistic_writes() {
+    let db = testkit::monolith_server()
+        .create_database("flags")
+        .await
+        .unwrap();
+    let pool = mysql_async::Pool::new(db.url.as_str());
+    let source = MysqlSource::new(pool.clone(), "strangler_flags");
+    source.ensure_table().await.unwrap();
+    let first = source
+        .put(RouteMode::Monolith.to_flag("route.orders", 0, "s"), 0)
+        .await
+        .unwrap();
+    assert_eq!(first.version, 1);
+
+    // Two replicas, each with its own store, watching the same table.
+    let replicas: Vec<Arc<FlagStore>> = vec![
+        Arc::new(FlagStore::new(source.load().await.unwrap())),
+        Arc::new(FlagStore::new(source.load().await.unwrap())),
+    ];
+    let watchers: Vec<_> = replicas
+        .iter()
+        .map(|r| {
+            MysqlSource::new(mysql_async::Pool::new(db.url.as_str()), "strangler_flags")
+                .watch(r.clone(), Duration::from_millis(20))
+        })
+        .collect();
+
+    source
+        .put(
+            RouteMode::Canary { percent: 100.0 }.to_flag("route.orders", 0, "s"),
+            1,
+        )
+        .await
+        .unwrap();
+    for r in &replicas {
+        eventually("the canary on every replica", || {
+            r.evaluate_str("route.orders", &Context::new("u9"))
+                .as_deref()
+                == Some("service")
+        })
+        .await;
+    }
+
+    // A writer holding a stale version loses, and says so.
+    let stale = source
+        .put(RouteMode::Monolith.to_flag("route.orders", 0, "s"), 1)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            stale,
+            FlagError::VersionConflict {
+                expected: 1,
+                found: 2,
+                ..
+            }
+        ),
+        "{stale}"
+    );
+
+    // A corrupt row is refused; replicas keep the last good flags.
+    let mut conn = pool.get_conn().await.unwrap();
+    use mysql_async::prelude::Queryable;
+    conn.query_drop(
+        "UPDATE strangler_flags SET definition = '{\"key\":\"route.orders\",\"on\":true}', version = 9",
+    )
+    .await
+    .unwrap();
+    for r in &replicas {
+        eventually("the refusal", || r.status().last_error.is_some()).await;
+        assert_eq!(
+            r.evaluate_str("route.orders", &Context::new("u9"))
+                .as_deref(),
+            Some("service")
+        );
+    }
+    for w in watchers {
+        w.abort();
+    }
+}
