@@ -1,0 +1,360 @@
+//! The proxy's one config struct, from a TOML file: listeners and the flag source (fixed for the
+//! process) and the routing part — upstreams, routes, user-key rules, limits — which is hot
+//! reloaded. Errors name the file, line, column and field.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The proxy's configuration file.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct ProxyConfig {
+    /// Where end users connect (restart to change).
+    #[serde(default = "default_listen")]
+    pub listen: SocketAddr,
+    /// Admin API: `/metrics`, `/healthz`, `/readyz`, `/admin/…` (restart to change).
+    #[serde(default = "default_admin_listen")]
+    pub admin_listen: SocketAddr,
+    /// Pingora worker threads (restart to change).
+    #[serde(default = "default_threads")]
+    pub threads: usize,
+    /// Bearer token the admin API requires for changes; none means loopback-only use.
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// Pingora's upgrade socket, shared by the old and new process in `--upgrade`.
+    #[serde(default = "default_upgrade_sock")]
+    pub upgrade_sock: PathBuf,
+    /// Where flags come from (restart to change).
+    #[serde(default)]
+    pub flags: FlagSourceConfig,
+    /// How often the config file is checked for changes, in milliseconds.
+    #[serde(default = "default_watch_ms")]
+    pub watch_ms: u64,
+    // Everything below is reloaded on file change or `POST /admin/reload`.
+    /// Upstream groups by name.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    /// Routes, first match wins.
+    #[serde(default)]
+    pub routes: Vec<RouteConfig>,
+    /// What to do with requests no route matches.
+    #[serde(default)]
+    pub unknown_routes: UnknownRoutes,
+    /// How a user is recognised for sticky rollouts.
+    #[serde(default)]
+    pub user_key: UserKeyConfig,
+    /// Request limits.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+    /// Add `x-strangler-backend` to responses (debugging).
+    #[serde(default)]
+    pub debug_header: bool,
+    /// Circuit breaker for services.
+    #[serde(default)]
+    pub breaker: BreakerConfig,
+    /// Shadow traffic.
+    #[serde(default)]
+    pub shadow: ShadowConfig,
+}
+
+/// The hot-reloadable part of [`ProxyConfig`], swapped in as one piece.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RoutingConfig {
+    /// Upstream groups by name.
+    pub upstreams: BTreeMap<String, UpstreamConfig>,
+    pub routes: Vec<RouteConfig>,
+    pub unknown_routes: UnknownRoutes,
+    pub user_key: UserKeyConfig,
+    pub limits: LimitsConfig,
+    pub debug_header: bool,
+    pub breaker: BreakerConfig,
+    pub shadow: ShadowConfig,
+}
+
+/// An upstream group.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// `host:port` of each backend; round robin over the healthy ones.
+    pub backends: Vec<String>,
+    #[serde(default = "default_connect_ms")]
+    pub connect_timeout_ms: u64,
+    #[serde(default = "default_read_ms")]
+    pub read_timeout_ms: u64,
+    /// Idle keep-alive of pooled connections.
+    #[serde(default = "default_idle_ms")]
+    pub idle_timeout_ms: u64,
+    /// Path of the active health check (HTTP GET, 2xx is healthy).
+    #[serde(default = "default_health_path")]
+    pub health_path: String,
+    #[serde(default = "default_health_ms")]
+    pub health_interval_ms: u64,
+}
+
+/// A route: a match, the flag that decides, and the service that takes over.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name used in metrics and the admin API.
+    pub name: String,
+    /// Methods matched (all when empty).
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Host matched (any when absent), without port.
+    #[serde(default)]
+    pub host: Option<String>,
+    /// Exact path or pattern with `{param}` segments, e.g. `/api/users/{id}`.
+    #[serde(default)]
+    pub path: Option<String>,
+    /// Path prefix, e.g. `/api/products`.
+    #[serde(default)]
+    pub prefix: Option<String>,
+    /// Flag deciding this route's mode.
+    pub flag: String,
+    /// Upstream group of the new service.
+    pub service: String,
+    /// Upstream group of the monolith.
+    #[serde(default = "default_monolith")]
+    pub monolith: String,
+    /// Mirror writes (POST/PUT/PATCH/DELETE) in shadow mode too.
+    #[serde(default)]
+    pub shadow_writes: bool,
+    /// JSON fields (dotted paths, `*` for any array index) left out of shadow comparison.
+    #[serde(default)]
+    pub shadow_ignore: Vec<String>,
+}
+
+/// Requests that match no route.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownRoutes {
+    /// Pass them to the monolith (default: the monolith still owns everything unlisted).
+    #[default]
+    Monolith,
+    /// Answer 404.
+    NotFound,
+}
+
+/// Where the user key comes from, in order: JWT `sub`, session cookie, header, anonymous cookie.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct UserKeyConfig {
+    /// HS256 secret; when set, only tokens that verify give a `sub`.
+    pub jwt_secret: Option<String>,
+    /// Required `iss` when verifying.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` when verifying.
+    pub jwt_audience: Option<String>,
+    /// Session cookie name.
+    pub session_cookie: Option<String>,
+    /// Header carrying a user id.
+    pub header: Option<String>,
+    /// Cookie the proxy sets for anonymous users.
+    pub anonymous_cookie: String,
+}
+
+/// Request limits.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// Total request header bytes; larger gets 431.
+    pub max_header_bytes: usize,
+    /// Request body bytes; larger gets 413.
+    pub max_body_bytes: usize,
+}
+
+/// Circuit breaker per route.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct BreakerConfig {
+    /// Consecutive service failures that open the circuit.
+    pub failures: u32,
+    /// How long it stays open before one trial request, in milliseconds.
+    pub open_ms: u64,
+}
+
+/// Shadow traffic.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct ShadowConfig {
+    /// Largest response body compared, in bytes.
+    pub max_body_bytes: usize,
+    /// Shadow requests in flight at most; more are dropped (and counted).
+    pub max_in_flight: usize,
+    /// Timeout of a shadow request, in milliseconds.
+    pub timeout_ms: u64,
+    /// Headers compared besides the status and body.
+    pub compare_headers: Vec<String>,
+    /// Log at most this many mismatch samples per route per minute.
+    pub log_samples_per_minute: u32,
+}
+
+/// Where flags live.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, tag = "source", rename_all = "snake_case")]
+pub enum FlagSourceConfig {
+    /// A JSON file (LaunchDarkly's `{"flags": {...}}` shape), watched.
+    File {
+        path: PathBuf,
+        #[serde(default = "default_flag_poll_ms")]
+        poll_ms: u64,
+    },
+    /// A MySQL table shared by every replica, polled.
+    Mysql {
+        url: String,
+        #[serde(default = "default_flag_table")]
+        table: String,
+        #[serde(default = "default_flag_poll_ms")]
+        poll_ms: u64,
+    },
+}
+
+impl Default for FlagSourceConfig {
+    fn default() -> Self {
+        Self::File {
+            path: PathBuf::from("flags.json"),
+            poll_ms: default_flag_poll_ms(),
+        }
+    }
+}
+
+impl Default for UserKeyConfig {
+    fn default() -> Self {
+        Self {
+            jwt_secret: None,
+            jwt_issuer: None,
+            jwt_audience: None,
+            session_cookie: None,
+            header: None,
+            anonymous_cookie: "strangler_uid".into(),
+        }
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            max_header_bytes: 32 * 1024,
+            max_body_bytes: 10 * 1024 * 1024,
+        }
+    }
+}
+
+impl Default for BreakerConfig {
+    fn default() -> Self {
+        Self {
+            failures: 5,
+            open_ms: 10_000,
+        }
+    }
+}
+
+impl Default for ShadowConfig {
+    fn default() -> Self {
+        Self {
+            max_body_bytes: 1024 * 1024,
+            max_in_flight: 64,
+            timeout_ms: 2000,
+            compare_headers: vec!["content-type".into()],
+            log_samples_per_minute: 6,
+        }
+    }
+}
+
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:8000".parse().expect("valid")
+}
+fn default_admin_listen() -> SocketAddr {
+    "127.0.0.1:8001".parse().expect("valid")
+}
+fn default_threads() -> usize {
+    1
+}
+fn default_upgrade_sock() -> PathBuf {
+    PathBuf::from("/tmp/strangler-proxy-upgrade.sock")
+}
+fn default_watch_ms() -> u64 {
+    500
+}
+fn default_connect_ms() -> u64 {
+    1000
+}
+fn default_read_ms() -> u64 {
+    10_000
+}
+fn default_idle_ms() -> u64 {
+    60_000
+}
+fn default_health_path() -> String {
+    "/healthz".into()
+}
+fn default_health_ms() -> u64 {
+    1000
+}
+fn default_monolith() -> String {
+    "monolith".into()
+}
+fn default_flag_poll_ms() -> u64 {
+    200
+}
+fn default_flag_table() -> String {
+    "strangler_flags".into()
+}
+
+/// A config file that cannot be used, with where and why.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl ProxyConfig {
+    /// Reads, parses and validates the file.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Self::parse(&text).map_err(|message| ConfigError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Parses and validates TOML text.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: ProxyConfig =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.threads == 0 {
+            return Err("threads must be at least 1".into());
+        }
+        crate::routing::RoutingTable::build(&self.routing(), 0).map(|_| ())
+    }
+
+    /// The hot-reloadable part.
+    pub fn routing(&self) -> RoutingConfig {
+        RoutingConfig {
+            upstreams: self.upstreams.clone(),
+            routes: self.routes.clone(),
+            unknown_routes: self.unknown_routes,
+            user_key: self.user_key.clone(),
+            limits: self.limits.clone(),
+            debug_header: self.debug_header,
+            breaker: self.breaker.clone(),
+            shadow: self.shadow.clone(),
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The proxy's control state: the routing table and the flags, both swapped atomically; config
+//! reloads (file change or admin call) that either apply whole or are refused with the reason
+//! while the old table keeps serving; the flag source behind the embedded store.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use flags::source::file::FileSource;
+use flags::source::mysql::MysqlSource;
+use flags::FlagStore;
+
+use crate::config::{FlagSourceConfig, ProxyConfig};
+use crate::metrics::Metrics;
+use crate::routing::RoutingTable;
+
+/// Shared by the data plane, the admin API and the watchers.
+pub struct Control {
+    pub config_path: PathBuf,
+    /// The config the process started with (listeners, flag source).
+    pub boot: ProxyConfig,
+    pub table: ArcSwap<RoutingTable>,
+    pub flags: Arc<FlagStore>,
+    pub metrics: Metrics,
+    versions: AtomicU64,
+    last_error: Mutex<Option<String>>,
+    reload_lock: Mutex<()>,
+}
+
+impl Control {
+    /// Builds the first table (and, for a file source, loads the flags) from `config`.
+    pub fn new(config_path: PathBuf, config: ProxyConfig, metrics: Metrics) -> Result<Self, String> {
+        let table = RoutingTable::build(&config.routing(), 1)?;
+        let flags = match &config.flags {
+            FlagSourceConfig::File { path, .. } => {
+                FlagStore::new(FileSource::new(path).load().map_err(|e| e.to_string())?)
+            }
+            // Loaded by the watcher once the runtime runs; until then every route is `monolith`.
+            FlagSourceConfig::Mysql { .. } => FlagStore::default(),
+        };
+        metrics.config_version.set(1);
+        Ok(Self {
+            config_path,
+            boot: config,
+            table: ArcSwap::from_pointee(table),
+            flags: Arc::new(flags),
+            metrics,
+            versions: AtomicU64::new(1),
+            last_error: Mutex::new(None),
+            reload_lock: Mutex::new(()),
+        })
+    }
+
+    /// Re-reads the config file and swaps in the new routing table; on any error the old table
+    /// keeps serving and the error is returned (and kept for `/admin/status`).
+    pub fn reload_config(&self) -> Result<u64, String> {
+        let _serial = self.reload_lock.lock().expect("reload lock");
+        let result = ProxyConfig::load(&self.config_path)
+            .map_err(|e| e.to_string())
+            .and_then(|config| {
+                if config.listen != self.boot.listen
+                    || config.admin_listen != self.boot.admin_listen
+                    || config.threads != self.boot.threads
+                    || config.flags != self.boot.flags
+                {
+                    tracing::warn!("listen, admin_listen, threads and flags take effect only after a restart or upgrade");
+                }
+                let version = self.versions.load(Ordering::SeqCst) + 1;
+                let previous = self.table.load();
+                let table = RoutingTable::build_from(&config.routing(), version, Some(&previous))?;
+                Ok((version, table))
+            });
+        match result {
+            Ok((version, table)) => {
+                let groups: Vec<_> = table.groups.values().cloned().collect();
+                self.table.store(Arc::new(table));
+                self.versions.store(version, Ordering::SeqCst);
+                *self.last_error.lock().expect("error lock") = None;
+                self.metrics.config_version.set(version as i64);
+                self.metrics.config_reloads.with_label_values(&["applied"]).inc();
+                if tokio::runtime::Handle::try_current().is_ok() {
+                    crate::upstream::spawn_health_checks(&groups, &self.metrics);
+                }
+                tracing::info!(version, "routing config applied");
+                Ok(version)
+            }
+            Err(e) => {
+                self.metrics.config_reloads.with_label_values(&["refused"]).inc();
+                tracing::error!(error = %e, "routing config refused; the previous config keeps serving");
+                *self.last_error.lock().expect("error lock") = Some(e.clone());
+                Err(e)
+            }
+        }
+    }
+
+    /// The last refused reload, if the newest attempt failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().expect("error lock").clone()
+    }
+
+    /// Reloads flags from their source now.
+    pub async fn reload_flags(&self) -> Result<(), String> {
+        match &self.boot.flags {
+            FlagSourceConfig::File { path, .. } => FileSource::new(path)
+                .reload(&self.flags)
+                .map_err(|e| e.to_string()),
+            FlagSourceConfig::Mysql { url, table, .. } => {
+                let pool = mysql_async::Pool::new(
+                    mysql_async::Opts::from_url(url).map_err(|e| e.to_string())?,
+                );
+                let result = MysqlSource::new(pool.clone(), table)
+                    .reload(&self.flags)
+                    .await
+                    .map_err(|e| e.to_string());
+                let _ = pool.disconnect().await;
+                result
+            }
+        }
+    }
+
+    /// Starts the flag watcher for the configured source.
+    pub async fn watch_flags(self: &Arc<Self>) -> Result<(), String> {
+        match &self.boot.flags {
+            FlagSourceConfig::File { path, poll_ms } => {
+                FileSource::new(path).watch(self.flags.clone(), Duration::from_millis(*poll_ms));
+            }
+            FlagSourceConfig::Mysql { url, table, poll_ms } => {
+                let opts = mysql_async::Opts::from_url(url).map_err(|e| e.to_string())?;
+                let source = MysqlSource::new(mysql_async::Pool::new(opts), table);
+                if let Err(e) = source.ensure_table().await {
+                    tracing::error!(error = %e, "flag table not reachable yet; routes stay on the monolith");
+                }
+                source.watch(self.flags.clone(), Duration::from_millis(*poll_ms));
+            }
+        }
+        Ok(())
+    }
+
+    /// Polls the config file and reloads when it changes.
+    pub fn watch_config(self: &Arc<Self>) {
+        let control = self.clone();
+        let interval = Duration::from_millis(self.boot.watch_ms.max(10));
+        tokio::spawn(async move {
+            let stamp = |p: &PathBuf| {
+                use std::os::unix::fs::MetadataExt as _;
+                std::fs::metadata(p)
+                    .ok()
+                    .map(|m| (m.modified().ok(), m.len(), m.ino()))
+            };
+            let mut last = stamp(&control.config_path);
+            loop {
+                tokio::time::sleep(interval).await;
+                let now = stamp(&control.config_path);
+                if now != last {
+                    last = now;
+                    let _ = control.reload_config();
+                }
+            }
+        });
+    }
+
+    /// Copies store and breaker state into gauges (before each scrape).
+    pub fn refresh_gauges(&self) {
+        let status = self.flags.status();
+        self.metrics.flags_generation.set(status.generation as i64);
+        self.metrics
+            .flag_reload_failures
+            .set(status.failed_reloads as i64);
+        for r in &self.table.load().routes {
+            self.metrics
+                .circuit
+                .with_label_values(&[&r.name])
+                .set(r.breaker.state() as i64);
+        }
+    }
+}

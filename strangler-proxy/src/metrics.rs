@@ -1,0 +1,117 @@
+//! The proxy's Prometheus metrics: requests, status classes and latency per route × backend ×
+//! mode, shadow comparisons, fallbacks, circuit state, config and flag versions, backend health.
+
+use prometheus::{
+    Encoder as _, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+/// Every metric of the proxy, cheap to clone.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    pub requests: IntCounterVec,
+    pub latency: HistogramVec,
+    pub shadow: IntCounterVec,
+    pub fallbacks: IntCounterVec,
+    pub circuit: IntGaugeVec,
+    pub rejected: IntCounterVec,
+    pub config_version: IntGauge,
+    pub config_reloads: IntCounterVec,
+    pub flags_generation: IntGauge,
+    pub flag_reload_failures: IntGauge,
+    pub backend_up: IntGaugeVec,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Creates and registers every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let counter = |name: &str, help: &str, labels: &[&str]| {
+            let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(c.clone())).expect("registered once");
+            c
+        };
+        let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
+            let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        let gauge = |name: &str, help: &str| {
+            let g = IntGauge::new(name, help).expect("valid metric");
+            registry.register(Box::new(g.clone())).expect("registered once");
+            g
+        };
+        let latency = HistogramVec::new(
+            HistogramOpts::new("strangler_request_duration_seconds", "Request latency through the proxy")
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 10.0,
+                ]),
+            &["route", "backend", "mode"],
+        )
+        .expect("valid metric");
+        registry
+            .register(Box::new(latency.clone()))
+            .expect("registered once");
+        Self {
+            requests: counter(
+                "strangler_requests_total",
+                "Requests by route, backend that answered, route mode and status class",
+                &["route", "backend", "mode", "class"],
+            ),
+            latency,
+            shadow: counter(
+                "strangler_shadow_comparisons_total",
+                "Shadow comparisons by route and result (match, mismatch, error, dropped)",
+                &["route", "result"],
+            ),
+            fallbacks: counter(
+                "strangler_fallbacks_total",
+                "Requests meant for a service that the monolith served, by reason",
+                &["route", "reason"],
+            ),
+            circuit: gauge_vec(
+                "strangler_circuit_state",
+                "Circuit breaker per route: 0 closed, 1 open, 2 half-open",
+                &["route"],
+            ),
+            rejected: counter(
+                "strangler_rejected_total",
+                "Requests refused by the proxy itself, by reason",
+                &["reason"],
+            ),
+            config_version: gauge("strangler_config_version", "Version of the routing config in use"),
+            config_reloads: counter(
+                "strangler_config_reloads_total",
+                "Config reloads by result (applied, refused)",
+                &["result"],
+            ),
+            flags_generation: gauge("strangler_flags_generation", "Flag snapshots installed"),
+            flag_reload_failures: gauge(
+                "strangler_flag_reload_failures",
+                "Flag reloads refused since start",
+            ),
+            backend_up: gauge_vec(
+                "strangler_backend_up",
+                "Active health check result per backend (1 up, 0 down)",
+                &["group", "backend"],
+            ),
+            registry,
+        }
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("text encoding cannot fail");
+        String::from_utf8(buf).expect("prometheus text is UTF-8")
+    }
+}

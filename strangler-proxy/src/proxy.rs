@@ -1,0 +1,444 @@
+//! The data plane: Pingora's `ProxyHttp`. One place decides where a request goes — the routing
+//! table and flag snapshot taken at its start — and the hooks around it handle limits, request
+//! ids, sticky user keys, fallback to the monolith, the breaker, shadow capture and metrics.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use async_trait::async_trait;
+use bytes::{Bytes, BytesMut};
+use flags::{evaluate, Context, RouteMode};
+use pingora::http::{RequestHeader, ResponseHeader};
+use pingora::prelude::*;
+use pingora::upstreams::peer::HttpPeer;
+use pingora::{Error, ErrorType};
+
+use crate::control::Control;
+use crate::routing::RoutingTable;
+use crate::shadow::ShadowJob;
+use crate::user_key::UserKey;
+
+/// The proxy service.
+pub struct StranglerProxy {
+    pub control: Arc<Control>,
+    pub shadow_tx: tokio::sync::mpsc::Sender<ShadowJob>,
+}
+
+/// Captured monolith answer for a shadow comparison.
+#[derive(Default)]
+pub struct ShadowCapture {
+    request_body: BytesMut,
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: BytesMut,
+    truncated: bool,
+}
+
+/// Per-request state.
+#[derive(Default)]
+pub struct Ctx {
+    table: Option<Arc<RoutingTable>>,
+    route: Option<usize>,
+    to_service: bool,
+    fallback: Option<&'static str>,
+    mode: &'static str,
+    on_service: bool,
+    request_id: String,
+    traceparent: String,
+    set_cookie: Option<String>,
+    started: Option<Instant>,
+    response_started: bool,
+    body_bytes: usize,
+    status: u16,
+    shadow: Option<ShadowCapture>,
+}
+
+impl Ctx {
+    fn route<'a>(&self, table: &'a RoutingTable) -> Option<&'a crate::routing::Route> {
+        self.route.map(|i| &table.routes[i])
+    }
+}
+
+fn mode_name(mode: Option<RouteMode>) -> &'static str {
+    match mode {
+        Some(RouteMode::Monolith) | None => "monolith",
+        Some(RouteMode::Shadow) => "shadow",
+        Some(RouteMode::Canary { .. }) => "canary",
+        Some(RouteMode::Service) => "service",
+    }
+}
+
+fn is_idempotent(method: &str) -> bool {
+    matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE")
+}
+
+/// Writes a JSON error in the monolith's format and ends the request.
+async fn reject(session: &mut Session, ctx: &mut Ctx, status: u16, code: &str, message: &str) -> Result<bool> {
+    let body = Bytes::from(
+        serde_json::json!({"error": {"code": code, "message": message}}).to_string(),
+    );
+    let mut resp = ResponseHeader::build(status, Some(4))?;
+    resp.insert_header("content-type", "application/json")?;
+    resp.insert_header("content-length", body.len().to_string())?;
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    ctx.status = status;
+    session.set_keepalive(None);
+    session.write_response_header(Box::new(resp), false).await?;
+    session.write_response_body(Some(body), true).await?;
+    Ok(true)
+}
+
+#[async_trait]
+impl ProxyHttp for StranglerProxy {
+    type CTX = Ctx;
+
+    fn new_ctx(&self) -> Ctx {
+        Ctx::default()
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
+        ctx.started = Some(Instant::now());
+        ctx.mode = "monolith";
+        let table = self.control.table.load_full();
+        let req = session.req_header();
+        ctx.request_id = crate::trace::request_id(
+            req.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+        );
+        ctx.traceparent = crate::trace::traceparent(
+            req.headers.get("traceparent").and_then(|v| v.to_str().ok()),
+        );
+        let limits = &table.config.limits;
+        let header_bytes: usize = req.uri.to_string().len()
+            + req
+                .headers
+                .iter()
+                .map(|(k, v)| k.as_str().len() + v.len() + 4)
+                .sum::<usize>();
+        if header_bytes > limits.max_header_bytes {
+            self.control.metrics.rejected.with_label_values(&["headers_too_large"]).inc();
+            ctx.table = Some(table);
+            return reject(session, ctx, 431, "request_header_fields_too_large", "the request headers are larger than allowed").await;
+        }
+        let declared: Option<usize> = req
+            .headers
+            .get("content-length")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse().ok());
+        if declared.is_some_and(|n| n > limits.max_body_bytes) {
+            self.control.metrics.rejected.with_label_values(&["body_too_large"]).inc();
+            ctx.table = Some(table);
+            return reject(session, ctx, 413, "payload_too_large", "the request body is larger than allowed").await;
+        }
+        let method = req.method.as_str().to_string();
+        let host = req
+            .headers
+            .get("host")
+            .and_then(|h| h.to_str().ok())
+            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_string());
+        let path = req.uri.path().to_string();
+        let Some((index, route)) = table.find(&method, host.as_deref(), &path) else {
+            if table.config.unknown_routes == crate::config::UnknownRoutes::NotFound {
+                ctx.table = Some(table);
+                return reject(session, ctx, 404, "not_found", "route not found").await;
+            }
+            ctx.table = Some(table);
+            return Ok(false);
+        };
+        ctx.route = Some(index);
+        let user = table.user_keys.extract(session.req_header());
+        if let UserKey::Anonymous { id, fresh: true } = &user {
+            ctx.set_cookie = Some(format!(
+                "{}={id}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",
+                table.user_keys.anonymous_cookie()
+            ));
+        }
+        let flags = self.control.flags.snapshot();
+        let decision = match flags.get(&route.flag) {
+            Some(flag) => {
+                ctx.mode = mode_name(RouteMode::of(flag));
+                evaluate(flag, &Context::new(user.key()))
+                    .value
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("monolith")
+                    .to_string()
+            }
+            // An unknown flag is the safe default: the monolith.
+            None => "monolith".to_string(),
+        };
+        match decision.as_str() {
+            "service" => {
+                if !route.service.any_healthy() {
+                    ctx.fallback = Some("unhealthy");
+                } else if !route.breaker.allow() {
+                    ctx.fallback = Some("circuit_open");
+                } else {
+                    ctx.to_service = true;
+                    // Keep the body so an idempotent request can be replayed on the monolith.
+                    session.enable_retry_buffering();
+                }
+            }
+            "shadow" => {
+                if matches!(method.as_str(), "GET" | "HEAD") || route.shadow_writes {
+                    ctx.shadow = Some(ShadowCapture::default());
+                }
+            }
+            _ => {}
+        }
+        ctx.table = Some(table);
+        Ok(false)
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        if let Some(chunk) = body {
+            ctx.body_bytes += chunk.len();
+            let table = ctx.table.as_ref().expect("set in request_filter");
+            if ctx.body_bytes > table.config.limits.max_body_bytes {
+                self.control.metrics.rejected.with_label_values(&["body_too_large"]).inc();
+                return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
+            }
+            let max = table.config.shadow.max_body_bytes;
+            if let Some(s) = ctx.shadow.as_mut() {
+                if s.request_body.len() + chunk.len() <= max {
+                    s.request_body.extend_from_slice(chunk);
+                } else {
+                    s.truncated = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+        let table = ctx.table.clone().expect("set in request_filter");
+        let route = ctx.route(&table);
+        ctx.on_service = ctx.to_service && ctx.fallback.is_none();
+        let group = match route {
+            Some(r) if ctx.on_service => &r.service,
+            Some(r) => &r.monolith,
+            None => &table.monolith,
+        };
+        Ok(group.peer(group.select()))
+    }
+
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut Ctx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
+        if ctx.on_service {
+            // Nothing reached the service: sending the request to the monolith is no replay.
+            let table = ctx.table.clone().expect("set in request_filter");
+            if let Some(r) = ctx.route(&table) {
+                r.breaker.record(false);
+            }
+            tracing::warn!(peer = %peer, error = %e, "service refused the connection; falling back to the monolith");
+            ctx.fallback = Some("connect_failed");
+            e.set_retry(true);
+        }
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut Ctx,
+        client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("Peer: {peer}"));
+        let method = session.req_header().method.as_str().to_string();
+        let truncated = session.as_ref().retry_buffer_truncated();
+        if ctx.on_service {
+            let table = ctx.table.clone().expect("set in request_filter");
+            if let Some(r) = ctx.route(&table) {
+                r.breaker.record(false);
+            }
+            if is_idempotent(&method) && !truncated && !ctx.response_started {
+                tracing::warn!(peer = %peer, error = %e, "service failed an idempotent request; retrying on the monolith");
+                ctx.fallback = Some("service_error");
+                e.set_retry(true);
+            } else {
+                // A write may have been applied: never replayed.
+                e.set_retry(false);
+            }
+        } else if !is_idempotent(&method) || truncated {
+            e.set_retry(false);
+        } else {
+            e.retry.decide_reuse(client_reused);
+        }
+        e
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        session: &mut Session,
+        upstream: &mut RequestHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
+        upstream.insert_header("traceparent", ctx.traceparent.as_str())?;
+        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
+            let ip = addr.ip().to_string();
+            let forwarded = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+                Some(prev) => format!("{prev}, {ip}"),
+                None => ip,
+            };
+            upstream.insert_header("x-forwarded-for", forwarded)?;
+        }
+        Ok(())
+    }
+
+    async fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        upstream: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.response_started = true;
+        if ctx.on_service {
+            let table = ctx.table.clone().expect("set in request_filter");
+            if let Some(r) = ctx.route(&table) {
+                r.breaker.record(upstream.status.as_u16() < 500);
+            }
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut Ctx,
+    ) -> Result<()> {
+        ctx.status = resp.status.as_u16();
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(cookie) = ctx.set_cookie.take() {
+            resp.append_header("set-cookie", cookie)?;
+        }
+        let table = ctx.table.as_ref().expect("set in request_filter");
+        if table.config.debug_header {
+            let backend = match (ctx.on_service, ctx.fallback) {
+                (true, _) => "service".to_string(),
+                (false, Some(reason)) => format!("monolith; fallback={reason}"),
+                (false, None) => "monolith".to_string(),
+            };
+            resp.insert_header("x-strangler-backend", backend)?;
+        }
+        if let Some(s) = ctx.shadow.as_mut() {
+            s.status = resp.status.as_u16();
+            s.headers = resp
+                .headers
+                .iter()
+                .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
+                .collect();
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut Ctx,
+    ) -> Result<Option<std::time::Duration>> {
+        if let (Some(s), Some(chunk)) = (ctx.shadow.as_mut(), body.as_ref()) {
+            let max = ctx
+                .table
+                .as_ref()
+                .map_or(0, |t| t.config.shadow.max_body_bytes);
+            if s.body.len() + chunk.len() <= max {
+                s.body.extend_from_slice(chunk);
+            } else {
+                s.truncated = true;
+            }
+        }
+        Ok(None)
+    }
+
+    async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
+        let Some(table) = ctx.table.clone() else {
+            return;
+        };
+        let route = ctx.route(&table);
+        let route_name = route.map_or("unmatched", |r| r.name.as_str());
+        let status = session
+            .response_written()
+            .map(|r| r.status.as_u16())
+            .unwrap_or(ctx.status);
+        let class = match status {
+            100..=199 => "1xx",
+            200..=299 => "2xx",
+            300..=399 => "3xx",
+            400..=499 => "4xx",
+            500..=599 => "5xx",
+            _ => "error",
+        };
+        let backend = if ctx.on_service { "service" } else { "monolith" };
+        let m = &self.control.metrics;
+        m.requests
+            .with_label_values(&[route_name, backend, ctx.mode, class])
+            .inc();
+        if let Some(started) = ctx.started {
+            m.latency
+                .with_label_values(&[route_name, backend, ctx.mode])
+                .observe(started.elapsed().as_secs_f64());
+        }
+        if let Some(reason) = ctx.fallback {
+            m.fallbacks.with_label_values(&[route_name, reason]).inc();
+        }
+        if let Some(r) = route {
+            m.circuit
+                .with_label_values(&[route_name])
+                .set(r.breaker.state() as i64);
+        }
+        if let Some(err) = e {
+            tracing::warn!(route = route_name, request_id = %ctx.request_id, error = %err, "request failed");
+        }
+        // Shadow: only for a complete answer the user got from the monolith.
+        if let (Some(capture), Some(r), None) = (ctx.shadow.take(), route, e) {
+            if capture.truncated || capture.status == 0 {
+                m.shadow.with_label_values(&[route_name, "skipped"]).inc();
+                return;
+            }
+            let req = session.req_header();
+            let method = req.method.as_str().to_string();
+            let service: SocketAddr = r.service.select().addr;
+            let monolith = matches!(method.as_str(), "GET" | "HEAD").then(|| r.monolith.select().addr);
+            let job = ShadowJob {
+                route: r.name.clone(),
+                path_and_query: req
+                    .uri
+                    .path_and_query()
+                    .map_or_else(|| "/".to_string(), |p| p.as_str().to_string()),
+                method,
+                headers: req
+                    .headers
+                    .iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.as_bytes().to_vec()))
+                    .collect(),
+                body: capture.request_body.freeze(),
+                service,
+                monolith,
+                primary_status: capture.status,
+                primary_headers: capture.headers,
+                primary_body: capture.body.freeze(),
+                ignore: r.shadow_ignore.clone(),
+                noise: r.noise.clone(),
+            };
+            if self.shadow_tx.try_send(job).is_err() {
+                m.shadow.with_label_values(&[route_name, "dropped"]).inc();
+            }
+        }
+    }
+}

@@ -1,0 +1,233 @@
+//! The key a user is bucketed by, in order: the JWT `sub` (verified when a secret is configured;
+//! a token that does not verify counts as anonymous), a session cookie, a configured header,
+//! and last the anonymous-id cookie the proxy sets itself.
+
+use jsonwebtoken::{Algorithm, DecodingKey, Validation};
+use pingora::http::RequestHeader;
+use rand::Rng as _;
+
+use crate::config::UserKeyConfig;
+
+/// Where the key came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UserKey {
+    Jwt(String),
+    Session(String),
+    Header(String),
+    /// `fresh` when the proxy just made it up and must set the cookie.
+    Anonymous { id: String, fresh: bool },
+}
+
+impl UserKey {
+    /// The key itself.
+    pub fn key(&self) -> &str {
+        match self {
+            UserKey::Jwt(k) | UserKey::Session(k) | UserKey::Header(k) => k,
+            UserKey::Anonymous { id, .. } => id,
+        }
+    }
+}
+
+/// The configured extraction rules.
+#[derive(Clone)]
+pub struct UserKeys {
+    config: UserKeyConfig,
+    /// `None`: no secret, the `sub` is read without trust, only to keep a user on one side.
+    verify: Option<(DecodingKey, Validation)>,
+}
+
+impl std::fmt::Debug for UserKeys {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("UserKeys").field("config", &"…").finish()
+    }
+}
+
+#[derive(serde::Deserialize)]
+struct Sub {
+    sub: serde_json::Value,
+}
+
+/// Value of cookie `name` in the request's Cookie headers.
+pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
+    req.headers
+        .get_all("cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|pair| pair.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+fn plausible(v: &str) -> bool {
+    !v.is_empty() && v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic())
+}
+
+impl UserKeys {
+    /// Rules from config; an empty secret is refused.
+    pub fn new(config: &UserKeyConfig) -> Result<Self, String> {
+        let verify = match &config.jwt_secret {
+            Some(secret) if secret.len() < 16 => {
+                return Err("user_key.jwt_secret must be at least 16 bytes".into());
+            }
+            Some(secret) => {
+                let mut v = Validation::new(Algorithm::HS256);
+                v.set_required_spec_claims(&["exp", "sub"]);
+                match &config.jwt_issuer {
+                    Some(iss) => v.set_issuer(&[iss]),
+                    None => v.iss = None,
+                }
+                match &config.jwt_audience {
+                    Some(aud) => v.set_audience(&[aud]),
+                    None => v.validate_aud = false,
+                }
+                Some((DecodingKey::from_secret(secret.as_bytes()), v))
+            }
+            None => None,
+        };
+        if !plausible(&config.anonymous_cookie) || config.anonymous_cookie.contains('=') {
+            return Err("user_key.anonymous_cookie must be a cookie name".into());
+        }
+        Ok(Self {
+            config: config.clone(),
+            verify,
+        })
+    }
+
+    fn jwt_sub(&self, req: &RequestHeader) -> Option<String> {
+        let token = req
+            .headers
+            .get("authorization")?
+            .to_str()
+            .ok()?
+            .strip_prefix("Bearer ")?
+            .trim();
+        let data = match &self.verify {
+            Some((key, validation)) => jsonwebtoken::decode::<Sub>(token, key, validation).ok()?,
+            None => jsonwebtoken::dangerous::insecure_decode::<Sub>(token).ok()?,
+        };
+        match data.claims.sub {
+            serde_json::Value::String(s) if plausible(&s) => Some(s),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+    }
+
+    /// The user's key for this request.
+    pub fn extract(&self, req: &RequestHeader) -> UserKey {
+        if let Some(sub) = self.jwt_sub(req) {
+            return UserKey::Jwt(sub);
+        }
+        if let Some(v) = self
+            .config
+            .session_cookie
+            .as_deref()
+            .and_then(|name| cookie(req, name))
+            .filter(|v| plausible(v))
+        {
+            return UserKey::Session(v.to_string());
+        }
+        if let Some(v) = self
+            .config
+            .header
+            .as_deref()
+            .and_then(|h| req.headers.get(h))
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| plausible(v))
+        {
+            return UserKey::Header(v.to_string());
+        }
+        if let Some(v) = cookie(req, &self.config.anonymous_cookie).filter(|v| plausible(v)) {
+            return UserKey::Anonymous {
+                id: v.to_string(),
+                fresh: false,
+            };
+        }
+        let id: u128 = rand::rng().random();
+        UserKey::Anonymous {
+            id: format!("anon-{id:032x}"),
+            fresh: true,
+        }
+    }
+
+    /// The anonymous cookie's name.
+    pub fn anonymous_cookie(&self) -> &str {
+        &self.config.anonymous_cookie
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(headers: &[(&str, &str)]) -> RequestHeader {
+        let mut r = RequestHeader::build("GET", b"/", None).unwrap();
+        for (k, v) in headers {
+            r.append_header(k.to_string(), *v).unwrap();
+        }
+        r
+    }
+
+    fn token(secret: &str, sub: &str, exp_offset: i64) -> String {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &serde_json::json!({"sub": sub, "exp": now + exp_offset}),
+            &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+        )
+        .unwrap()
+    }
+
+    fn keys(secret: Option<&str>) -> UserKeys {
+        UserKeys::new(&UserKeyConfig {
+            jwt_secret: secret.map(str::to_string),
+            session_cookie: Some("sid".into()),
+            header: Some("x-user-id".into()),
+            ..UserKeyConfig::default()
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn order_is_jwt_session_header_anonymous() {
+        let k = keys(Some("0123456789abcdef0123"));
+        let good = format!("Bearer {}", token("0123456789abcdef0123", "42", 600));
+        let all = req(&[
+            ("authorization", &good),
+            ("cookie", "a=b; sid=s-1; strangler_uid=anon-x"),
+            ("x-user-id", "h-1"),
+        ]);
+        assert_eq!(k.extract(&all), UserKey::Jwt("42".into()));
+        let no_jwt = req(&[("cookie", "sid=s-1"), ("x-user-id", "h-1")]);
+        assert_eq!(k.extract(&no_jwt), UserKey::Session("s-1".into()));
+        assert_eq!(k.extract(&req(&[("x-user-id", "h-1")])), UserKey::Header("h-1".into()));
+        assert_eq!(
+            k.extract(&req(&[("cookie", "strangler_uid=anon-x")])),
+            UserKey::Anonymous { id: "anon-x".into(), fresh: false }
+        );
+        let UserKey::Anonymous { fresh: true, id } = k.extract(&req(&[])) else {
+            panic!("expected a fresh anonymous id");
+        };
+        assert!(id.starts_with("anon-"));
+    }
+
+    #[test]
+    fn invalid_tokens_are_never_trusted() {
+        let k = keys(Some("0123456789abcdef0123"));
+        for bad in [
+            format!("Bearer {}", token("another-secret-entirely", "42", 600)),
+            format!("Bearer {}", token("0123456789abcdef0123", "42", -600)),
+            "Bearer not-a-token".to_string(),
+        ] {
+            let r = req(&[("authorization", bad.as_str()), ("x-user-id", "h-1")]);
+            assert_eq!(k.extract(&r), UserKey::Header("h-1".into()), "{bad}");
+        }
+        // Without a secret the sub is read for stickiness only.
+        let open = keys(None);
+        let r = req(&[("authorization", &format!("Bearer {}", token("whatever-secret-x", "7", 600)))]);
+        assert_eq!(open.extract(&r), UserKey::Jwt("7".into()));
+    }
+}
