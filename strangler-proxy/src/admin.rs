@@ -29,7 +29,11 @@ fn authorized(control: &Control, headers: &HeaderMap) -> bool {
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": message}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": message}})),
+    )
+        .into_response()
 }
 
 /// The admin router.
@@ -49,7 +53,11 @@ async fn readyz(State(control): State<Arc<Control>>) -> Response {
     if table.monolith.any_healthy() {
         Json(json!({"status": "ready", "config_version": table.version})).into_response()
     } else {
-        error(StatusCode::SERVICE_UNAVAILABLE, "not_ready", "no monolith backend is healthy")
+        error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not_ready",
+            "no monolith backend is healthy",
+        )
     }
 }
 
@@ -97,14 +105,28 @@ async fn status(State(control): State<Arc<Control>>) -> Json<serde_json::Value> 
 
 async fn reload(State(control): State<Arc<Control>>, headers: HeaderMap) -> Response {
     if !authorized(&control, &headers) {
-        return error(StatusCode::UNAUTHORIZED, "unauthorized", "a valid admin token is required");
+        return error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "a valid admin token is required",
+        );
     }
     let config = control.reload_config();
     let flags = control.reload_flags().await;
     match (config, flags) {
-        (Ok(version), Ok(())) => Json(json!({"config_version": version, "flags": "reloaded"})).into_response(),
-        (Err(e), _) => error(StatusCode::BAD_REQUEST, "invalid_config", &format!("{e}; the previous config keeps serving")),
-        (_, Err(e)) => error(StatusCode::BAD_REQUEST, "invalid_flags", &format!("{e}; the previous flags keep serving")),
+        (Ok(version), Ok(())) => {
+            Json(json!({"config_version": version, "flags": "reloaded"})).into_response()
+        }
+        (Err(e), _) => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_config",
+            &format!("{e}; the previous config keeps serving"),
+        ),
+        (_, Err(e)) => error(
+            StatusCode::BAD_REQUEST,
+            "invalid_flags",
+            &format!("{e}; the previous flags keep serving"),
+        ),
     }
 }
 

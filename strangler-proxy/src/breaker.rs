@@ -109,7 +109,11 @@ mod tests {
         std::thread::sleep(Duration::from_millis(40));
         assert!(b.allow(), "one trial after the pause");
         assert!(!b.allow(), "only one trial at a time");
-        assert_eq!(b.record(false), BreakerState::Open, "a failed trial reopens");
+        assert_eq!(
+            b.record(false),
+            BreakerState::Open,
+            "a failed trial reopens"
+        );
         std::thread::sleep(Duration::from_millis(40));
         assert!(b.allow());
         assert_eq!(b.record(true), BreakerState::Closed);

@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
+use flags::FlagStore;
 use flags::source::file::FileSource;
 use flags::source::mysql::MysqlSource;
-use flags::FlagStore;
 
 use crate::config::{FlagSourceConfig, ProxyConfig};
 use crate::metrics::Metrics;
@@ -31,7 +31,11 @@ pub struct Control {
 
 impl Control {
     /// Builds the first table (and, for a file source, loads the flags) from `config`.
-    pub fn new(config_path: PathBuf, config: ProxyConfig, metrics: Metrics) -> Result<Self, String> {
+    pub fn new(
+        config_path: PathBuf,
+        config: ProxyConfig,
+        metrics: Metrics,
+    ) -> Result<Self, String> {
         let table = RoutingTable::build(&config.routing(), 1)?;
         let flags = match &config.flags {
             FlagSourceConfig::File { path, .. } => {
@@ -79,7 +83,10 @@ impl Control {
                 self.versions.store(version, Ordering::SeqCst);
                 *self.last_error.lock().expect("error lock") = None;
                 self.metrics.config_version.set(version as i64);
-                self.metrics.config_reloads.with_label_values(&["applied"]).inc();
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["applied"])
+                    .inc();
                 if tokio::runtime::Handle::try_current().is_ok() {
                     crate::upstream::spawn_health_checks(&groups, &self.metrics);
                 }
@@ -87,7 +94,10 @@ impl Control {
                 Ok(version)
             }
             Err(e) => {
-                self.metrics.config_reloads.with_label_values(&["refused"]).inc();
+                self.metrics
+                    .config_reloads
+                    .with_label_values(&["refused"])
+                    .inc();
                 tracing::error!(error = %e, "routing config refused; the previous config keeps serving");
                 *self.last_error.lock().expect("error lock") = Some(e.clone());
                 Err(e)
@@ -126,7 +136,11 @@ impl Control {
             FlagSourceConfig::File { path, poll_ms } => {
                 FileSource::new(path).watch(self.flags.clone(), Duration::from_millis(*poll_ms));
             }
-            FlagSourceConfig::Mysql { url, table, poll_ms } => {
+            FlagSourceConfig::Mysql {
+                url,
+                table,
+                poll_ms,
+            } => {
                 let opts = mysql_async::Opts::from_url(url).map_err(|e| e.to_string())?;
                 let source = MysqlSource::new(mysql_async::Pool::new(opts), table);
                 if let Err(e) = source.ensure_table().await {

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use clap::Parser;
 use pingora::server::configuration::{Opt, ServerConf};
 use pingora::server::{Server, ShutdownWatch};
-use pingora::services::background::{background_service, BackgroundService};
+use pingora::services::background::{BackgroundService, background_service};
 use strangler_proxy::config::ProxyConfig;
 use strangler_proxy::control::Control;
 use strangler_proxy::metrics::Metrics;
@@ -16,7 +16,11 @@ use strangler_proxy::proxy::StranglerProxy;
 use strangler_proxy::shadow::{ShadowJob, ShadowWorker};
 
 #[derive(Parser)]
-#[command(name = "strangler-proxy", version, about = "Routes each request to the monolith or its new service by flag")]
+#[command(
+    name = "strangler-proxy",
+    version,
+    about = "Routes each request to the monolith or its new service by flag"
+)]
 struct Cli {
     /// The proxy's TOML config file.
     #[arg(long, short = 'c', env = "STRANGLER_PROXY_CONFIG")]

@@ -35,24 +35,33 @@ impl Metrics {
         let registry = Registry::new();
         let counter = |name: &str, help: &str, labels: &[&str]| {
             let c = IntCounterVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(c.clone())).expect("registered once");
+            registry
+                .register(Box::new(c.clone()))
+                .expect("registered once");
             c
         };
         let gauge_vec = |name: &str, help: &str, labels: &[&str]| {
             let g = IntGaugeVec::new(Opts::new(name, help), labels).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("registered once");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
             g
         };
         let gauge = |name: &str, help: &str| {
             let g = IntGauge::new(name, help).expect("valid metric");
-            registry.register(Box::new(g.clone())).expect("registered once");
+            registry
+                .register(Box::new(g.clone()))
+                .expect("registered once");
             g
         };
         let latency = HistogramVec::new(
-            HistogramOpts::new("strangler_request_duration_seconds", "Request latency through the proxy")
-                .buckets(vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 10.0,
-                ]),
+            HistogramOpts::new(
+                "strangler_request_duration_seconds",
+                "Request latency through the proxy",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 10.0,
+            ]),
             &["route", "backend", "mode"],
         )
         .expect("valid metric");
@@ -86,7 +95,10 @@ impl Metrics {
                 "Requests refused by the proxy itself, by reason",
                 &["reason"],
             ),
-            config_version: gauge("strangler_config_version", "Version of the routing config in use"),
+            config_version: gauge(
+                "strangler_config_version",
+                "Version of the routing config in use",
+            ),
             config_reloads: counter(
                 "strangler_config_reloads_total",
                 "Config reloads by result (applied, refused)",

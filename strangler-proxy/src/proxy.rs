@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
-use flags::{evaluate, Context, RouteMode};
+use flags::{Context, RouteMode, evaluate};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
@@ -74,10 +74,15 @@ fn is_idempotent(method: &str) -> bool {
 }
 
 /// Writes a JSON error in the monolith's format and ends the request.
-async fn reject(session: &mut Session, ctx: &mut Ctx, status: u16, code: &str, message: &str) -> Result<bool> {
-    let body = Bytes::from(
-        serde_json::json!({"error": {"code": code, "message": message}}).to_string(),
-    );
+async fn reject(
+    session: &mut Session,
+    ctx: &mut Ctx,
+    status: u16,
+    code: &str,
+    message: &str,
+) -> Result<bool> {
+    let body =
+        Bytes::from(serde_json::json!({"error": {"code": code, "message": message}}).to_string());
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
@@ -103,11 +108,12 @@ impl ProxyHttp for StranglerProxy {
         let table = self.control.table.load_full();
         let req = session.req_header();
         ctx.request_id = crate::trace::request_id(
-            req.headers.get("x-request-id").and_then(|v| v.to_str().ok()),
+            req.headers
+                .get("x-request-id")
+                .and_then(|v| v.to_str().ok()),
         );
-        ctx.traceparent = crate::trace::traceparent(
-            req.headers.get("traceparent").and_then(|v| v.to_str().ok()),
-        );
+        ctx.traceparent =
+            crate::trace::traceparent(req.headers.get("traceparent").and_then(|v| v.to_str().ok()));
         let limits = &table.config.limits;
         let header_bytes: usize = req.uri.to_string().len()
             + req
@@ -116,9 +122,20 @@ impl ProxyHttp for StranglerProxy {
                 .map(|(k, v)| k.as_str().len() + v.len() + 4)
                 .sum::<usize>();
         if header_bytes > limits.max_header_bytes {
-            self.control.metrics.rejected.with_label_values(&["headers_too_large"]).inc();
+            self.control
+                .metrics
+                .rejected
+                .with_label_values(&["headers_too_large"])
+                .inc();
             ctx.table = Some(table);
-            return reject(session, ctx, 431, "request_header_fields_too_large", "the request headers are larger than allowed").await;
+            return reject(
+                session,
+                ctx,
+                431,
+                "request_header_fields_too_large",
+                "the request headers are larger than allowed",
+            )
+            .await;
         }
         let declared: Option<usize> = req
             .headers
@@ -126,9 +143,20 @@ impl ProxyHttp for StranglerProxy {
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
         if declared.is_some_and(|n| n > limits.max_body_bytes) {
-            self.control.metrics.rejected.with_label_values(&["body_too_large"]).inc();
+            self.control
+                .metrics
+                .rejected
+                .with_label_values(&["body_too_large"])
+                .inc();
             ctx.table = Some(table);
-            return reject(session, ctx, 413, "payload_too_large", "the request body is larger than allowed").await;
+            return reject(
+                session,
+                ctx,
+                413,
+                "payload_too_large",
+                "the request body is larger than allowed",
+            )
+            .await;
         }
         let method = req.method.as_str().to_string();
         let host = req
@@ -178,10 +206,8 @@ impl ProxyHttp for StranglerProxy {
                     session.enable_retry_buffering();
                 }
             }
-            "shadow" => {
-                if matches!(method.as_str(), "GET" | "HEAD") || route.shadow_writes {
-                    ctx.shadow = Some(ShadowCapture::default());
-                }
+            "shadow" if matches!(method.as_str(), "GET" | "HEAD") || route.shadow_writes => {
+                ctx.shadow = Some(ShadowCapture::default());
             }
             _ => {}
         }
@@ -200,7 +226,11 @@ impl ProxyHttp for StranglerProxy {
             ctx.body_bytes += chunk.len();
             let table = ctx.table.as_ref().expect("set in request_filter");
             if ctx.body_bytes > table.config.limits.max_body_bytes {
-                self.control.metrics.rejected.with_label_values(&["body_too_large"]).inc();
+                self.control
+                    .metrics
+                    .rejected
+                    .with_label_values(&["body_too_large"])
+                    .inc();
                 return Error::e_explain(ErrorType::HTTPStatus(413), "request body too large");
             }
             let max = table.config.shadow.max_body_bytes;
@@ -289,7 +319,11 @@ impl ProxyHttp for StranglerProxy {
         upstream.insert_header("traceparent", ctx.traceparent.as_str())?;
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
             let ip = addr.ip().to_string();
-            let forwarded = match upstream.headers.get("x-forwarded-for").and_then(|v| v.to_str().ok()) {
+            let forwarded = match upstream
+                .headers
+                .get("x-forwarded-for")
+                .and_then(|v| v.to_str().ok())
+            {
                 Some(prev) => format!("{prev}, {ip}"),
                 None => ip,
             };
@@ -384,7 +418,11 @@ impl ProxyHttp for StranglerProxy {
             500..=599 => "5xx",
             _ => "error",
         };
-        let backend = if ctx.on_service { "service" } else { "monolith" };
+        let backend = if ctx.on_service {
+            "service"
+        } else {
+            "monolith"
+        };
         let m = &self.control.metrics;
         m.requests
             .with_label_values(&[route_name, backend, ctx.mode, class])
@@ -414,7 +452,8 @@ impl ProxyHttp for StranglerProxy {
             let req = session.req_header();
             let method = req.method.as_str().to_string();
             let service: SocketAddr = r.service.select().addr;
-            let monolith = matches!(method.as_str(), "GET" | "HEAD").then(|| r.monolith.select().addr);
+            let monolith =
+                matches!(method.as_str(), "GET" | "HEAD").then(|| r.monolith.select().addr);
             let job = ShadowJob {
                 route: r.name.clone(),
                 path_and_query: req

@@ -13,7 +13,9 @@ fn hex(n: usize) -> String {
 /// The incoming request id if it is 1–128 visible ASCII characters, else a new one.
 pub fn request_id(incoming: Option<&str>) -> String {
     match incoming {
-        Some(id) if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) => {
+        Some(id)
+            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             id.to_string()
         }
         _ => hex(32),
@@ -21,7 +23,9 @@ pub fn request_id(incoming: Option<&str>) -> String {
 }
 
 fn is_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == len
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// The incoming `traceparent` if valid (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero),
@@ -29,17 +33,16 @@ fn is_hex(s: &str, len: usize) -> bool {
 pub fn traceparent(incoming: Option<&str>) -> String {
     if let Some(tp) = incoming {
         let parts: Vec<&str> = tp.split('-').collect();
-        if let [version, trace, parent, flags] = parts[..] {
-            if is_hex(version, 2)
-                && version != "ff"
-                && is_hex(trace, 32)
-                && trace.bytes().any(|b| b != b'0')
-                && is_hex(parent, 16)
-                && parent.bytes().any(|b| b != b'0')
-                && is_hex(flags, 2)
-            {
-                return tp.to_string();
-            }
+        if let [version, trace, parent, flags] = parts[..]
+            && is_hex(version, 2)
+            && version != "ff"
+            && is_hex(trace, 32)
+            && trace.bytes().any(|b| b != b'0')
+            && is_hex(parent, 16)
+            && parent.bytes().any(|b| b != b'0')
+            && is_hex(flags, 2)
+        {
+            return tp.to_string();
         }
     }
     format!("00-{}-{}-01", hex(32), hex(16))

@@ -15,7 +15,10 @@ pub enum UserKey {
     Session(String),
     Header(String),
     /// `fresh` when the proxy just made it up and must set the cookie.
-    Anonymous { id: String, fresh: bool },
+    Anonymous {
+        id: String,
+        fresh: bool,
+    },
 }
 
 impl UserKey {
@@ -203,10 +206,16 @@ mod tests {
         assert_eq!(k.extract(&all), UserKey::Jwt("42".into()));
         let no_jwt = req(&[("cookie", "sid=s-1"), ("x-user-id", "h-1")]);
         assert_eq!(k.extract(&no_jwt), UserKey::Session("s-1".into()));
-        assert_eq!(k.extract(&req(&[("x-user-id", "h-1")])), UserKey::Header("h-1".into()));
+        assert_eq!(
+            k.extract(&req(&[("x-user-id", "h-1")])),
+            UserKey::Header("h-1".into())
+        );
         assert_eq!(
             k.extract(&req(&[("cookie", "strangler_uid=anon-x")])),
-            UserKey::Anonymous { id: "anon-x".into(), fresh: false }
+            UserKey::Anonymous {
+                id: "anon-x".into(),
+                fresh: false
+            }
         );
         let UserKey::Anonymous { fresh: true, id } = k.extract(&req(&[])) else {
             panic!("expected a fresh anonymous id");
@@ -227,7 +236,10 @@ mod tests {
         }
         // Without a secret the sub is read for stickiness only.
         let open = keys(None);
-        let r = req(&[("authorization", &format!("Bearer {}", token("whatever-secret-x", "7", 600)))]);
+        let r = req(&[(
+            "authorization",
+            &format!("Bearer {}", token("whatever-secret-x", "7", 600)),
+        )]);
         assert_eq!(open.extract(&r), UserKey::Jwt("7".into()));
     }
 }

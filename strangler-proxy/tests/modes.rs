@@ -6,7 +6,7 @@ mod common;
 
 use std::collections::HashSet;
 
-use common::{upstreams, Proxy, Switchboard, Upstream};
+use common::{Proxy, Switchboard, Upstream, upstreams};
 use flags::RouteMode;
 use mysql_async::prelude::Queryable;
 
@@ -20,7 +20,9 @@ async fn product(state: &legacy_monolith::AppState, price: &str) {
     )
     .await
     .unwrap();
-    c.query_drop("INSERT INTO inventory (product_id, available) VALUES (1, 5)").await.unwrap();
+    c.query_drop("INSERT INTO inventory (product_id, available) VALUES (1, 5)")
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -29,7 +31,11 @@ async fn every_mode_and_sticky_canary() {
     let (service, sstate) = common::monolith_on(testkit::services_server(), "product_svc").await;
     product(&mstate, "10.00").await;
     product(&sstate, "10.00").await;
-    let proxy = Proxy::start(&upstreams(monolith.addr, service.addr, PRODUCTS), &["route.products"]).await;
+    let proxy = Proxy::start(
+        &upstreams(monolith.addr, service.addr, PRODUCTS),
+        &["route.products"],
+    )
+    .await;
 
     let (s, backend, body) = proxy.get_as("/api/products/1", "u1").await;
     assert_eq!((s, backend.as_str()), (200, "monolith"));
@@ -39,12 +45,19 @@ async fn every_mode_and_sticky_canary() {
     let (s, backend, _) = proxy.get_as("/api/products/1", "u1").await;
     assert_eq!((s, backend.as_str()), (200, "service"));
     // Routes the flag does not cover still reach the monolith.
-    let r = proxy.client.get(proxy.url("/api/users/me")).send().await.unwrap();
+    let r = proxy
+        .client
+        .get(proxy.url("/api/users/me"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 401);
     assert_eq!(r.headers()["x-strangler-backend"], "monolith");
 
     // Canary: each user stays on one side; raising the percentage never moves a user back.
-    proxy.set_mode("route.products", RouteMode::Canary { percent: 20.0 }).await;
+    proxy
+        .set_mode("route.products", RouteMode::Canary { percent: 20.0 })
+        .await;
     let users: Vec<String> = (0..200).map(|i| format!("user-{i}")).collect();
     let mut on_service = HashSet::new();
     for u in &users {
@@ -55,8 +68,14 @@ async fn every_mode_and_sticky_canary() {
             on_service.insert(u.clone());
         }
     }
-    assert!((20..=60).contains(&on_service.len()), "20% of 200 gave {}", on_service.len());
-    proxy.set_mode("route.products", RouteMode::Canary { percent: 50.0 }).await;
+    assert!(
+        (20..=60).contains(&on_service.len()),
+        "20% of 200 gave {}",
+        on_service.len()
+    );
+    proxy
+        .set_mode("route.products", RouteMode::Canary { percent: 50.0 })
+        .await;
     let mut now_service = 0;
     for u in &users {
         let (_, backend, _) = proxy.get_as("/api/products/1", u).await;
@@ -66,7 +85,10 @@ async fn every_mode_and_sticky_canary() {
             assert!(!on_service.contains(u), "{u} moved back to the monolith");
         }
     }
-    assert!(now_service > on_service.len() && (70..=130).contains(&now_service), "{now_service}");
+    assert!(
+        now_service > on_service.len() && (70..=130).contains(&now_service),
+        "{now_service}"
+    );
 
     // Back to the monolith in one flip.
     proxy.set_mode("route.products", RouteMode::Monolith).await;
@@ -87,12 +109,19 @@ async fn shadow_serves_the_monolith_and_counts_mismatches() {
     let routes = format!(
         "{PRODUCTS}\n[[routes]]\nname = \"inventory\"\npath = \"/api/inventory/{{id}}\"\nflag = \"route.products\"\nservice = \"svc\"\n"
     );
-    let proxy = Proxy::start(&upstreams(monolith.addr, service.addr, &routes), &["route.products"]).await;
+    let proxy = Proxy::start(
+        &upstreams(monolith.addr, service.addr, &routes),
+        &["route.products"],
+    )
+    .await;
     proxy.set_mode("route.products", RouteMode::Shadow).await;
     for _ in 0..5 {
         let (s, backend, body) = proxy.get_as("/api/products/1", "u1").await;
         assert_eq!((s, backend.as_str()), (200, "monolith"));
-        assert_eq!(body["price"], "10.00", "the user always gets the monolith's answer");
+        assert_eq!(
+            body["price"], "10.00",
+            "the user always gets the monolith's answer"
+        );
     }
     let mismatch = r#"strangler_shadow_comparisons_total{result="mismatch",route="products"}"#;
     for _ in 0..100 {
@@ -101,18 +130,36 @@ async fn shadow_serves_the_monolith_and_counts_mismatches() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    assert_eq!(proxy.metric(mismatch).await, 5.0, "{}", proxy.metrics().await);
-    assert!(proxy.log().contains("shadow mismatch"), "a sample is logged");
+    assert_eq!(
+        proxy.metric(mismatch).await,
+        5.0,
+        "{}",
+        proxy.metrics().await
+    );
+    assert!(
+        proxy.log().contains("shadow mismatch"),
+        "a sample is logged"
+    );
     assert!(proxy.log().contains("body.price"));
 
     // Once the data agree, so do the answers (the timestamps differ but are ignored by rule).
     let mut c = sstate.pool.get_conn().await.unwrap();
-    c.query_drop("UPDATE products SET price = '10.00'").await.unwrap();
-    let body = common::config_text(proxy.port, proxy.admin, &proxy.flags_path, &upstreams(
-        monolith.addr,
-        service.addr,
-        &PRODUCTS.replace("service = \"svc\"\n", "service = \"svc\"\nshadow_ignore = [\"created_at\", \"updated_at\"]\n"),
-    ));
+    c.query_drop("UPDATE products SET price = '10.00'")
+        .await
+        .unwrap();
+    let body = common::config_text(
+        proxy.port,
+        proxy.admin,
+        &proxy.flags_path,
+        &upstreams(
+            monolith.addr,
+            service.addr,
+            &PRODUCTS.replace(
+                "service = \"svc\"\n",
+                "service = \"svc\"\nshadow_ignore = [\"created_at\", \"updated_at\"]\n",
+            ),
+        ),
+    );
     std::fs::write(&proxy.config_path, body).unwrap();
     let r: serde_json::Value = proxy
         .client
@@ -143,7 +190,11 @@ async fn shadow_learns_noise_from_the_monolith_itself() {
     let monolith = Upstream::start(m.app("same")).await;
     let service = Upstream::start(s.app("same")).await;
     let routes = "[[routes]]\nname = \"echo\"\nprefix = \"/echo\"\nflag = \"route.echo\"\nservice = \"svc\"\nshadow_ignore = [\"headers\"]\n";
-    let proxy = Proxy::start(&upstreams(monolith.addr, service.addr, routes), &["route.echo"]).await;
+    let proxy = Proxy::start(
+        &upstreams(monolith.addr, service.addr, routes),
+        &["route.echo"],
+    )
+    .await;
     proxy.set_mode("route.echo", RouteMode::Shadow).await;
     for _ in 0..10 {
         proxy.get_as("/echo/x", "u").await;
@@ -165,11 +216,27 @@ async fn shadow_learns_noise_from_the_monolith_itself() {
         .json()
         .await
         .unwrap();
-    assert!(routes["routes"][0]["shadow_noise"].as_array().unwrap().contains(&"body.nanos".into()), "{routes}");
-    assert!(proxy.metric(matched).await >= 8.0, "{}", proxy.metrics().await);
+    assert!(
+        routes["routes"][0]["shadow_noise"]
+            .as_array()
+            .unwrap()
+            .contains(&"body.nanos".into()),
+        "{routes}"
+    );
+    assert!(
+        proxy.metric(matched).await >= 8.0,
+        "{}",
+        proxy.metrics().await
+    );
     // Writes are not mirrored unless the route allows it.
     let before = s.hits.load(std::sync::atomic::Ordering::SeqCst);
-    let r = proxy.client.post(proxy.url("/echo/x")).body("{}").send().await.unwrap();
+    let r = proxy
+        .client
+        .post(proxy.url("/echo/x"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     assert_eq!(s.hits.load(std::sync::atomic::Ordering::SeqCst), before);
@@ -182,7 +249,11 @@ async fn request_ids_limits_and_anonymous_users() {
     let service = Upstream::start(Switchboard::default().app("service")).await;
     let body = format!(
         "{}\n[limits]\nmax_header_bytes = 2048\nmax_body_bytes = 1000\n\n[user_key]\njwt_secret = \"0123456789abcdef0123456789abcdef\"\nheader = \"x-user-id\"\n",
-        upstreams(monolith.addr, service.addr, "[[routes]]\nname = \"echo\"\nprefix = \"/echo\"\nflag = \"route.echo\"\nservice = \"svc\"\n")
+        upstreams(
+            monolith.addr,
+            service.addr,
+            "[[routes]]\nname = \"echo\"\nprefix = \"/echo\"\nflag = \"route.echo\"\nservice = \"svc\"\n"
+        )
     );
     let proxy = Proxy::start(&body, &["route.echo"]).await;
 
@@ -190,7 +261,10 @@ async fn request_ids_limits_and_anonymous_users() {
         .client
         .get(proxy.url("/echo/1"))
         .header("x-request-id", "req-123")
-        .header("traceparent", "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
         .send()
         .await
         .unwrap();
@@ -208,7 +282,12 @@ async fn request_ids_limits_and_anonymous_users() {
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_string();
     assert!(cookie.starts_with("strangler_uid=anon-"), "{cookie}");
     let echoed: serde_json::Value = r.json().await.unwrap();
-    assert!(echoed["headers"]["traceparent"].as_str().unwrap().starts_with("00-"));
+    assert!(
+        echoed["headers"]["traceparent"]
+            .as_str()
+            .unwrap()
+            .starts_with("00-")
+    );
     let r = proxy
         .client
         .get(proxy.url("/echo/3"))
@@ -247,7 +326,9 @@ async fn request_ids_limits_and_anonymous_users() {
     assert_eq!(r.status(), 413);
     // Chunked bodies without a length are cut off at the limit as well.
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
     let chunk = "x".repeat(800);
     raw.write_all(
         format!(
@@ -259,14 +340,23 @@ async fn request_ids_limits_and_anonymous_users() {
     .unwrap();
     let mut answer = vec![0u8; 64];
     let n = raw.read(&mut answer).await.unwrap();
-    assert!(String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 413"), "{}", String::from_utf8_lossy(&answer[..n]));
+    assert!(
+        String::from_utf8_lossy(&answer[..n]).starts_with("HTTP/1.1 413"),
+        "{}",
+        String::from_utf8_lossy(&answer[..n])
+    );
     // Malformed HTTP gets a 400 and the proxy keeps serving.
-    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port)).await.unwrap();
+    let mut raw = tokio::net::TcpStream::connect(("127.0.0.1", proxy.port))
+        .await
+        .unwrap();
     raw.write_all(b"NOT HTTP AT ALL\r\n\r\n").await.unwrap();
     let mut answer = vec![0u8; 64];
     let n = raw.read(&mut answer).await.unwrap_or(0);
     assert!(n == 0 || String::from_utf8_lossy(&answer[..n]).contains("400"));
     assert_eq!(proxy.get_as("/echo/ok", "u").await.0, 200);
     let m = proxy.metrics().await;
-    assert!(m.contains(r#"strangler_rejected_total{reason="headers_too_large"} 1"#), "{m}");
+    assert!(
+        m.contains(r#"strangler_rejected_total{reason="headers_too_large"} 1"#),
+        "{m}"
+    );
 }

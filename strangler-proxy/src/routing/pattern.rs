@@ -41,7 +41,9 @@ impl PathMatch {
                 }
                 Ok(Self::Pattern(segments))
             }
-            (None, Some(p)) if p.starts_with('/') => Ok(Self::Prefix(p.trim_end_matches('/').to_string())),
+            (None, Some(p)) if p.starts_with('/') => {
+                Ok(Self::Prefix(p.trim_end_matches('/').to_string()))
+            }
             (None, Some(p)) => Err(format!("prefix {p:?} must start with /")),
             (Some(_), Some(_)) => Err("give either path or prefix, not both".into()),
             (None, None) => Err("give a path or a prefix".into()),
@@ -98,9 +100,21 @@ mod tests {
 
     #[test]
     fn bad_paths_are_explained() {
-        assert!(PathMatch::parse(Some("api"), None).unwrap_err().contains("start with /"));
-        assert!(PathMatch::parse(Some("/a/x{id}"), None).unwrap_err().contains("whole segment"));
-        assert!(PathMatch::parse(Some("/a"), Some("/b")).unwrap_err().contains("not both"));
+        assert!(
+            PathMatch::parse(Some("api"), None)
+                .unwrap_err()
+                .contains("start with /")
+        );
+        assert!(
+            PathMatch::parse(Some("/a/x{id}"), None)
+                .unwrap_err()
+                .contains("whole segment")
+        );
+        assert!(
+            PathMatch::parse(Some("/a"), Some("/b"))
+                .unwrap_err()
+                .contains("not both")
+        );
         assert!(PathMatch::parse(None, None).is_err());
     }
 }

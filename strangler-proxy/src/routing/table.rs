@@ -56,7 +56,8 @@ const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPT
 fn valid_flag_key(k: &str) -> bool {
     !k.is_empty()
         && k.len() <= 200
-        && k.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
 }
 
 impl RoutingTable {
@@ -131,11 +132,12 @@ impl RoutingTable {
                     .map(|c| c.breaker.clone())
                     .filter(|b| b.settings() == (config.breaker.failures, config.breaker.open_ms))
                     .unwrap_or_else(|| {
-                        Arc::new(Breaker::new(config.breaker.failures, config.breaker.open_ms))
+                        Arc::new(Breaker::new(
+                            config.breaker.failures,
+                            config.breaker.open_ms,
+                        ))
                     }),
-                noise: carried
-                    .map(|c| c.noise.clone())
-                    .unwrap_or_default(),
+                noise: carried.map(|c| c.noise.clone()).unwrap_or_default(),
             });
         }
         if config.breaker.failures == 0 {

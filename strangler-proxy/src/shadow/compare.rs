@@ -24,11 +24,15 @@ fn walk(a: &Value, b: &Value, path: &str, out: &mut Vec<Difference>) {
             for (k, va) in x {
                 match y.get(k) {
                     Some(vb) => walk(va, vb, &join(path, k), out),
-                    None => out.push(Difference { path: join(path, k) }),
+                    None => out.push(Difference {
+                        path: join(path, k),
+                    }),
                 }
             }
             for k in y.keys().filter(|k| !x.contains_key(*k)) {
-                out.push(Difference { path: join(path, k) });
+                out.push(Difference {
+                    path: join(path, k),
+                });
             }
         }
         (Value::Array(x), Value::Array(y)) => {
@@ -43,7 +47,11 @@ fn walk(a: &Value, b: &Value, path: &str, out: &mut Vec<Difference>) {
         }
         (x, y) if x == y => {}
         _ => out.push(Difference {
-            path: if path.is_empty() { "$".into() } else { path.to_string() },
+            path: if path.is_empty() {
+                "$".into()
+            } else {
+                path.to_string()
+            },
         }),
     }
 }
@@ -79,7 +87,8 @@ mod tests {
 
     #[test]
     fn finds_every_differing_leaf() {
-        let a = json!({"id": 1, "items": [{"p": "1.00", "q": 1}, {"p": "2.00", "q": 1}], "gone": true});
+        let a =
+            json!({"id": 1, "items": [{"p": "1.00", "q": 1}, {"p": "2.00", "q": 1}], "gone": true});
         let b = json!({"id": 1, "items": [{"p": "1.00", "q": 2}, {"p": "2.50", "q": 1}], "new": 0});
         let paths: Vec<String> = diff_json(&a, &b).into_iter().map(|d| d.path).collect();
         assert_eq!(paths, ["gone", "items.*.q", "items.*.p", "new"]);

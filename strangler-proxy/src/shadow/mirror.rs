@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use serde_json::Value;
 
-use super::compare::{diff_json, path_matches};
 use super::NoiseModel;
+use super::compare::{diff_json, path_matches};
 use crate::metrics::Metrics;
 
 /// A request the user got the monolith's answer to, to be compared with the service's.
@@ -76,7 +76,10 @@ impl ShadowWorker {
                 .build()
                 .expect("HTTP client"),
             metrics,
-            compare_headers: compare_headers.iter().map(|h| h.to_ascii_lowercase()).collect(),
+            compare_headers: compare_headers
+                .iter()
+                .map(|h| h.to_ascii_lowercase())
+                .collect(),
             samples: Arc::default(),
             samples_per_minute,
         }
@@ -98,7 +101,8 @@ impl ShadowWorker {
     }
 
     async fn send(&self, addr: SocketAddr, job: &ShadowJob) -> Result<Answer, reqwest::Error> {
-        let method = reqwest::Method::from_bytes(job.method.as_bytes()).unwrap_or(reqwest::Method::GET);
+        let method =
+            reqwest::Method::from_bytes(job.method.as_bytes()).unwrap_or(reqwest::Method::GET);
         let mut req = self
             .client
             .request(method, format!("http://{addr}{}", job.path_and_query))
@@ -116,7 +120,11 @@ impl ShadowWorker {
             .map(|(k, v)| (k.as_str().to_string(), v.to_str().unwrap_or("").to_string()))
             .collect();
         let body = resp.bytes().await?;
-        Ok(Answer { status, headers, body })
+        Ok(Answer {
+            status,
+            headers,
+            body,
+        })
     }
 
     /// Differences between two answers, as paths; `status` and `header.<name>` included.
@@ -140,7 +148,11 @@ impl ShadowWorker {
             serde_json::from_slice::<Value>(&a.body),
             serde_json::from_slice::<Value>(&b.body),
         ) {
-            (Ok(x), Ok(y)) => out.extend(diff_json(&x, &y).into_iter().map(|d| format!("body.{}", d.path))),
+            (Ok(x), Ok(y)) => out.extend(
+                diff_json(&x, &y)
+                    .into_iter()
+                    .map(|d| format!("body.{}", d.path)),
+            ),
             _ if a.body == b.body => {}
             _ => out.push("body".into()),
         }
@@ -154,16 +166,19 @@ impl ShadowWorker {
             body: job.primary_body.clone(),
         };
         // Noise first: what differs between two monolith answers is not the service's fault.
-        if let Some(monolith) = job.monolith {
-            if let Ok(second) = self.send(monolith, &job).await {
-                job.noise.learn(self.differences(&primary, &second));
-            }
+        if let Some(monolith) = job.monolith
+            && let Ok(second) = self.send(monolith, &job).await
+        {
+            job.noise.learn(self.differences(&primary, &second));
         }
         let candidate = match self.send(job.service, &job).await {
             Ok(a) => a,
             Err(e) => {
                 tracing::warn!(route = %job.route, error = %e, "shadow request to the service failed");
-                self.metrics.shadow.with_label_values(&[&job.route, "error"]).inc();
+                self.metrics
+                    .shadow
+                    .with_label_values(&[&job.route, "error"])
+                    .inc();
                 return;
             }
         };
@@ -172,16 +187,22 @@ impl ShadowWorker {
             .into_iter()
             .filter(|p| !job.noise.is_noise(p))
             .filter(|p| {
-                !job.ignore.iter().any(|rule| {
-                    path_matches(rule, p.strip_prefix("body.").unwrap_or(p))
-                })
+                !job.ignore
+                    .iter()
+                    .any(|rule| path_matches(rule, p.strip_prefix("body.").unwrap_or(p)))
             })
             .collect();
         if real.is_empty() {
-            self.metrics.shadow.with_label_values(&[&job.route, "match"]).inc();
+            self.metrics
+                .shadow
+                .with_label_values(&[&job.route, "match"])
+                .inc();
             return;
         }
-        self.metrics.shadow.with_label_values(&[&job.route, "mismatch"]).inc();
+        self.metrics
+            .shadow
+            .with_label_values(&[&job.route, "mismatch"])
+            .inc();
         if self.take_sample(&job.route) {
             tracing::warn!(
                 route = %job.route,

@@ -5,7 +5,7 @@
 mod compare;
 mod mirror;
 
-pub use compare::{diff_json, path_matches, Difference};
+pub use compare::{Difference, diff_json, path_matches};
 pub use mirror::{ShadowJob, ShadowWorker};
 
 use std::collections::HashSet;
@@ -35,7 +35,13 @@ impl NoiseModel {
 
     /// Every learned noisy field.
     pub fn snapshot(&self) -> Vec<String> {
-        let mut v: Vec<String> = self.paths.lock().expect("noise lock").iter().cloned().collect();
+        let mut v: Vec<String> = self
+            .paths
+            .lock()
+            .expect("noise lock")
+            .iter()
+            .cloned()
+            .collect();
         v.sort();
         v
     }

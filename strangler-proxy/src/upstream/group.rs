@@ -63,7 +63,9 @@ impl UpstreamGroup {
 
     /// Whether any backend is healthy.
     pub fn any_healthy(&self) -> bool {
-        self.backends.iter().any(|b| b.healthy.load(Ordering::Relaxed))
+        self.backends
+            .iter()
+            .any(|b| b.healthy.load(Ordering::Relaxed))
     }
 
     /// The next healthy backend in round-robin order (any backend if none is healthy).
@@ -79,7 +81,8 @@ impl UpstreamGroup {
     /// A Pingora peer for `backend` with this group's timeouts.
     pub fn peer(&self, backend: &Backend) -> Box<HttpPeer> {
         let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        peer.options.connection_timeout = Some(Duration::from_millis(self.config.connect_timeout_ms));
+        peer.options.connection_timeout =
+            Some(Duration::from_millis(self.config.connect_timeout_ms));
         peer.options.read_timeout = Some(Duration::from_millis(self.config.read_timeout_ms));
         peer.options.write_timeout = Some(Duration::from_millis(self.config.read_timeout_ms));
         peer.options.idle_timeout = Some(Duration::from_millis(self.config.idle_timeout_ms));
@@ -104,7 +107,8 @@ mod tests {
 
     #[test]
     fn round_robin_skips_unhealthy_backends() {
-        let g = UpstreamGroup::new("g", &cfg(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])).unwrap();
+        let g =
+            UpstreamGroup::new("g", &cfg(&["127.0.0.1:1", "127.0.0.1:2", "127.0.0.1:3"])).unwrap();
         let picks: Vec<u16> = (0..6).map(|_| g.select().addr.port()).collect();
         assert_eq!(picks, [1, 2, 3, 1, 2, 3]);
         g.backends[1].healthy.store(false, Ordering::Relaxed);
@@ -119,7 +123,15 @@ mod tests {
 
     #[test]
     fn bad_backends_are_named() {
-        assert!(UpstreamGroup::new("svc", &cfg(&["nonsense"])).unwrap_err().contains("svc"));
-        assert!(UpstreamGroup::new("svc", &cfg(&[])).unwrap_err().contains("empty"));
+        assert!(
+            UpstreamGroup::new("svc", &cfg(&["nonsense"]))
+                .unwrap_err()
+                .contains("svc")
+        );
+        assert!(
+            UpstreamGroup::new("svc", &cfg(&[]))
+                .unwrap_err()
+                .contains("empty")
+        );
     }
 }

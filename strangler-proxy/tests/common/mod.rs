@@ -5,14 +5,14 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::Router;
-use flags::source::file::FileSource;
 use flags::RouteMode;
-use testkit::{free_port, ProcessGuard, TempDir};
+use flags::source::file::FileSource;
+use testkit::{ProcessGuard, TempDir, free_port};
 
 /// A real HTTP server in this test process.
 pub struct Upstream {
@@ -41,14 +41,20 @@ impl Upstream {
 }
 
 /// The real monolith over a fresh database on the given test server.
-pub async fn monolith_on(server: &testkit::MariaDb, name: &str) -> (Upstream, legacy_monolith::AppState) {
+pub async fn monolith_on(
+    server: &testkit::MariaDb,
+    name: &str,
+) -> (Upstream, legacy_monolith::AppState) {
     let db = server.create_database(name).await.unwrap();
     let config = legacy_monolith::Config {
         database_url: db.url,
         ..legacy_monolith::Config::default()
     };
     let state = legacy_monolith::prepare(config).await.unwrap();
-    (Upstream::start(legacy_monolith::app(state.clone())).await, state)
+    (
+        Upstream::start(legacy_monolith::app(state.clone())).await,
+        state,
+    )
 }
 
 /// An upstream whose answers a test controls: healthy or failing (500), optionally slow,
@@ -83,8 +89,16 @@ impl Switchboard {
                     "headers": headers,
                     "nanos": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().subsec_nanos(),
                 });
-                let status = if s.failing.load(Ordering::SeqCst) { 500 } else { 200 };
-                (axum::http::StatusCode::from_u16(status).unwrap(), axum::Json(body)).into_response()
+                let status = if s.failing.load(Ordering::SeqCst) {
+                    500
+                } else {
+                    200
+                };
+                (
+                    axum::http::StatusCode::from_u16(status).unwrap(),
+                    axum::Json(body),
+                )
+                    .into_response()
             }
         };
         Router::new()
@@ -127,7 +141,9 @@ impl Proxy {
         let source = FileSource::new(&flags_path);
         std::fs::write(&flags_path, "{\"flags\":{}}").unwrap();
         for key in flag_keys {
-            source.put(RouteMode::Monolith.to_flag(key, 0, "salt")).unwrap();
+            source
+                .put(RouteMode::Monolith.to_flag(key, 0, "salt"))
+                .unwrap();
         }
         let port = free_port();
         let admin = free_port();
@@ -159,13 +175,16 @@ impl Proxy {
 
     pub async fn wait_ready(&self) {
         for _ in 0..300 {
-            if let Ok(r) = self.client.get(self.admin_url("/readyz")).send().await {
-                if r.status() == 200 {
-                    // The data port is up once the admin port is (same process, both started).
-                    if tokio::net::TcpStream::connect(("127.0.0.1", self.port)).await.is_ok() {
-                        return;
-                    }
-                }
+            let ready = matches!(
+                self.client.get(self.admin_url("/readyz")).send().await,
+                Ok(r) if r.status() == 200
+            );
+            if ready
+                && tokio::net::TcpStream::connect(("127.0.0.1", self.port))
+                    .await
+                    .is_ok()
+            {
+                return;
             }
             assert!(self.process.is_alive(), "proxy exited:\n{}", self.log());
             tokio::time::sleep(Duration::from_millis(50)).await;
