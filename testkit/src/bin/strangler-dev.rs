@@ -31,6 +31,18 @@ struct Args {
     /// Port of the monolith's HTTP API.
     #[arg(long, default_value_t = 8080)]
     monolith_port: u16,
+    /// Port of strangler-proxy, where end users connect.
+    #[arg(long, default_value_t = 8000)]
+    proxy_port: u16,
+    /// Port of the proxy's admin API.
+    #[arg(long, default_value_t = 8001)]
+    proxy_admin_port: u16,
+    /// Routes the proxy starts with (appended to the generated config).
+    #[arg(long, default_value = "strangler-proxy/config/shop-routes.toml")]
+    proxy_routes: PathBuf,
+    /// Initial flags (copied into the state folder when none are there yet).
+    #[arg(long, default_value = "strangler-proxy/config/flags.json")]
+    proxy_flags: PathBuf,
     /// Seeded customers.
     #[arg(long, default_value_t = 1000)]
     users: u64,
@@ -109,6 +121,8 @@ fn run(args: Args) -> Fallible<()> {
         (args.monolith_db_port, "--monolith-db-port"),
         (args.services_db_port, "--services-db-port"),
         (args.monolith_port, "--monolith-port"),
+        (args.proxy_port, "--proxy-port"),
+        (args.proxy_admin_port, "--proxy-admin-port"),
     ] {
         if port != 0 && !port_free(port) {
             return Err(format!(
@@ -117,6 +131,9 @@ fn run(args: Args) -> Fallible<()> {
         }
     }
     let monolith_bin = binary(&args.bin_dir, "legacy-monolith")?;
+    let proxy_bin = binary(&args.bin_dir, "strangler-proxy")?;
+    let routes = std::fs::read_to_string(&args.proxy_routes)
+        .map_err(|e| format!("reading {}: {e}", args.proxy_routes.display()))?;
     let logs = args.state_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
     let logs = logs.canonicalize().map_err(|e| e.to_string())?;
@@ -167,6 +184,30 @@ fn run(args: Args) -> Fallible<()> {
     .map_err(|e| e.to_string())?;
     wait_ready(args.monolith_port, "legacy-monolith", &monolith)?;
 
+    eprintln!("starting strangler-proxy…");
+    let state = args.state_dir.canonicalize().map_err(|e| e.to_string())?;
+    let flags_path = state.join("flags.json");
+    if !flags_path.exists() {
+        std::fs::copy(&args.proxy_flags, &flags_path)
+            .map_err(|e| format!("copying {}: {e}", args.proxy_flags.display()))?;
+    }
+    let proxy_config = state.join("proxy.toml");
+    std::fs::write(
+        &proxy_config,
+        proxy_config_text(&args, &state, &flags_path, &routes),
+    )
+    .map_err(|e| e.to_string())?;
+    let proxy_log = logs.join("strangler-proxy.log");
+    let _ = std::fs::remove_file(&proxy_log);
+    let proxy = ProcessGuard::spawn(
+        &proxy_bin,
+        &["--config".to_string(), proxy_config.display().to_string()],
+        &args.state_dir.join("strangler-proxy.pid"),
+        &proxy_log,
+    )
+    .map_err(|e| e.to_string())?;
+    wait_ready(args.proxy_admin_port, "strangler-proxy", &proxy)?;
+
     println!();
     println!("Strangler dev stack is up:");
     println!("  {:<22} {:<40} log", "component", "address");
@@ -196,16 +237,29 @@ fn run(args: Args) -> Fallible<()> {
         format!("http://127.0.0.1:{}", args.monolith_port),
         monolith_log.display()
     );
+    println!(
+        "  {:<22} {:<40} {}",
+        "strangler-proxy",
+        format!("http://127.0.0.1:{}", args.proxy_port),
+        proxy_log.display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
+        "proxy admin API",
+        format!("http://127.0.0.1:{}/admin/routes", args.proxy_admin_port),
+        proxy_config.display()
+    );
     println!();
+    println!("End users go through the proxy; every route starts in `monolith` mode. Try:");
     println!(
-        "Try:  curl -s 'http://127.0.0.1:{}/api/products?q=backpack&per_page=3'",
-        args.monolith_port
+        "  curl -si 'http://127.0.0.1:{}/api/products?q=backpack&per_page=3'",
+        args.proxy_port
     );
     println!(
-        "      curl -s -X POST http://127.0.0.1:{}/api/users/login -H 'content-type: application/json' \\",
-        args.monolith_port
+        "  curl -s -X POST http://127.0.0.1:{}/api/users/login -H 'content-type: application/json' \\",
+        args.proxy_port
     );
-    println!("           -d '{{\"email\":\"admin@example.com\",\"password\":\"password123\"}}'");
+    println!("       -d '{{\"email\":\"admin@example.com\",\"password\":\"password123\"}}'");
 
     if args.check {
         let (status, body) = http_get(args.monolith_port, "/api/products?per_page=1")
@@ -216,6 +270,16 @@ fn run(args: Args) -> Fallible<()> {
         let (status, _) = http_get(args.monolith_port, "/metrics").map_err(|e| e.to_string())?;
         if status != 200 {
             return Err(format!("/metrics answered {status}"));
+        }
+        let (status, body) = http_get(args.proxy_port, "/api/products?per_page=1")
+            .map_err(|e| format!("probing the proxy: {e}"))?;
+        if status != 200 || !body.contains("\"items\"") {
+            return Err(format!("proxy answered {status}: {body}"));
+        }
+        let (status, body) =
+            http_get(args.proxy_admin_port, "/admin/routes").map_err(|e| e.to_string())?;
+        if status != 200 || !body.contains("users.login") {
+            return Err(format!("proxy admin answered {status}: {body}"));
         }
         println!("check passed: every component answered; stopping.");
         return Ok(());
@@ -239,16 +303,55 @@ fn run(args: Args) -> Fallible<()> {
                         eprintln!("legacy-monolith exited; see {}", monolith_log.display());
                         break;
                     }
+                    if !proxy.is_alive() {
+                        eprintln!("strangler-proxy exited; see {}", proxy_log.display());
+                        break;
+                    }
                 }
             }
         }
     });
     eprintln!("stopping…");
+    drop(proxy);
     drop(monolith);
     drop(services_db);
     drop(monolith_db);
     eprintln!("stopped.");
     Ok(())
+}
+
+/// The proxy config of the dev stack: the monolith, the four services' future ports, the shop
+/// routes, file flags, and tokens verified with the monolith's development secret.
+fn proxy_config_text(args: &Args, state: &Path, flags: &Path, routes: &str) -> String {
+    let mut text = format!(
+        "listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\ndebug_header = true\n\
+         upgrade_sock = \"{}\"\n\n[flags]\nsource = \"file\"\npath = \"{}\"\n\n\
+         [user_key]\njwt_secret = \"strangler-dev-secret-change-me-0123456789\"\n\
+         jwt_issuer = \"shop-monolith\"\njwt_audience = \"shop\"\n\n\
+         [upstreams.monolith]\nbackends = [\"127.0.0.1:{}\"]\n",
+        args.proxy_port,
+        args.proxy_admin_port,
+        state.join("proxy-upgrade.sock").display(),
+        flags.display(),
+        args.monolith_port,
+    );
+    for (i, service) in [
+        "user-service",
+        "product-service",
+        "order-service",
+        "notification-service",
+    ]
+    .iter()
+    .enumerate()
+    {
+        text.push_str(&format!(
+            "\n[upstreams.{service}]\nbackends = [\"127.0.0.1:{}\"]\n",
+            args.monolith_port + 1 + i as u16
+        ));
+    }
+    text.push('\n');
+    text.push_str(routes);
+    text
 }
 
 fn main() {
