@@ -192,6 +192,14 @@ impl Proxy {
         panic!("proxy not ready:\n{}", self.log());
     }
 
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    pub fn process(&self) -> &ProcessGuard {
+        &self.process
+    }
+
     pub fn log(&self) -> String {
         std::fs::read_to_string(self.dir.path().join("proxy.log")).unwrap_or_default()
     }
