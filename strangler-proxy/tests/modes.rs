@@ -360,3 +360,26 @@ async fn request_ids_limits_and_anonymous_users() {
         "{m}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn unknown_routes_go_to_the_monolith_or_404_as_configured() {
+    let monolith = Upstream::start(Switchboard::default().app("monolith")).await;
+    let service = Upstream::start(Switchboard::default().app("service")).await;
+    let routes = "[[routes]]\nname = \"echo\"\nprefix = \"/echo\"\nflag = \"route.echo\"\nservice = \"svc\"\n";
+    let proxy = Proxy::start(&upstreams(monolith.addr, service.addr, routes), &["route.echo"]).await;
+    let (status, backend, body) = proxy.get_as("/somewhere/else", "u").await;
+    assert_eq!((status, backend.as_str()), (200, "monolith"));
+    assert_eq!(body["served_by"], "monolith");
+
+    let strict = format!(
+        "unknown_routes = \"not_found\"\n{}",
+        upstreams(monolith.addr, service.addr, routes)
+    );
+    let proxy = Proxy::start(&strict, &["route.echo"]).await;
+    let (status, _, body) = proxy.get_as("/somewhere/else", "u").await;
+    assert_eq!(status, 404);
+    assert_eq!(body["error"]["code"], "not_found");
+    // A route whose flag is missing is the safe default: the monolith.
+    let no_flag = Proxy::start(&upstreams(monolith.addr, service.addr, routes), &[]).await;
+    assert_eq!(no_flag.get_as("/echo/1", "u").await.1, "monolith");
+}

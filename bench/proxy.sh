@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# Proxy benchmark, everything side by side in one run on loopback against the same upstream:
+#  1. added latency at a fixed request rate (open loop, oha -q with latency correction):
+#     direct vs strangler-proxy vs bare Pingora vs nginx vs haproxy;
+#  2. saturated throughput with one worker thread each (wrk);
+#  3. flag evaluation cost with 1,000 flags (criterion);
+#  4. 100 config reloads during sustained load: failed requests.
+# Writes bench/proxy-results.md. Knobs: RATE (5000), DURATION (10 s), CONNS (64).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strangler/target}"
+PATH="$HOME/.cargo/bin:$PATH"
+RATE="${RATE:-5000}"
+DURATION="${DURATION:-10}"
+CONNS="${CONNS:-64}"
+OUT="${OUT:-bench/proxy-results.md}"
+
+for tool in wrk nginx haproxy; do
+  command -v "$tool" >/dev/null || { apt-get install -y -qq wrk nginx haproxy >/dev/null; break; }
+done
+command -v oha >/dev/null || cargo install oha --locked
+cargo build --release -q -p strangler-proxy --bins --example bare_pingora
+REL="$CARGO_TARGET_DIR/release"
+
+work=$(mktemp -d)
+pids=()
+cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+trap cleanup EXIT
+
+UP=19100; STR=19101; STRADM=19102; BARE=19103; NGX=19104; HAP=19105
+wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
+
+# The upstream: nginx answering a small JSON body, one worker.
+mkdir -p "$work/up" "$work/ngx"
+cat >"$work/up/nginx.conf" <<NGX
+worker_processes 1; daemon off; pid $work/up/nginx.pid; error_log $work/up/error.log;
+events { worker_connections 4096; }
+http { access_log off; server { listen 127.0.0.1:$UP;
+  location / { default_type application/json; return 200 '{"status":"ok","items":[1,2,3]}'; } } }
+NGX
+nginx -c "$work/up/nginx.conf" -p "$work/up" & pids+=($!)
+# nginx as a plain reverse proxy, one worker, keep-alive to the upstream.
+cat >"$work/ngx/nginx.conf" <<NGX
+worker_processes 1; daemon off; pid $work/ngx/nginx.pid; error_log $work/ngx/error.log;
+events { worker_connections 4096; }
+http { access_log off; upstream up { server 127.0.0.1:$UP; keepalive 64; }
+  server { listen 127.0.0.1:$NGX; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
+NGX
+nginx -c "$work/ngx/nginx.conf" -p "$work/ngx" & pids+=($!)
+# haproxy, one thread.
+cat >"$work/haproxy.cfg" <<HAP
+global
+  nbthread 1
+defaults
+  mode http
+  timeout connect 1s
+  timeout client 30s
+  timeout server 30s
+  option http-keep-alive
+frontend f
+  bind 127.0.0.1:$HAP
+  default_backend b
+backend b
+  http-reuse always
+  server s1 127.0.0.1:$UP
+HAP
+haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
+# Bare Pingora: fixed peer, one thread.
+"$REL/examples/bare_pingora" "127.0.0.1:$BARE" "127.0.0.1:$UP" 1 >"$work/bare.log" 2>&1 & pids+=($!)
+# strangler-proxy, one thread: the bench path is a canary route at 50% (both sides are the
+# same upstream), so every request is matched, keyed, evaluated and bucketed.
+cat >"$work/flags.json" <<'FLAGS'
+{"flags":{"route.bench":{"key":"route.bench","version":1,"on":true,"salt":"s","variations":["monolith","service","shadow"],"offVariation":0,
+ "fallthrough":{"rollout":{"variations":[{"variation":1,"weight":50000},{"variation":0,"weight":50000}]}}}}}
+FLAGS
+write_config() {
+  cat >"$work/proxy.toml" <<CFG
+listen = "127.0.0.1:$STR"
+admin_listen = "127.0.0.1:$STRADM"
+threads = 1
+watch_ms = 20
+upgrade_sock = "$work/upgrade.sock"
+[flags]
+source = "file"
+path = "$work/flags.json"
+[user_key]
+header = "x-user-id"
+[upstreams.monolith]
+backends = ["127.0.0.1:$UP"]
+[upstreams.svc]
+backends = ["127.0.0.1:$UP"]
+[[routes]]
+name = "bench"
+prefix = "/bench"
+flag = "route.bench"
+service = "svc"
+[[routes]]
+name = "extra-$1"
+path = "/extra/$1"
+flag = "route.bench"
+service = "svc"
+CFG
+}
+write_config 0
+RUST_LOG=warn "$REL/strangler-proxy" --config "$work/proxy.toml" >"$work/proxy.log" 2>&1 & pids+=($!)
+for p in $UP $NGX $HAP $BARE $STR $STRADM; do wait_port "$p"; done
+sleep 1
+
+# oha JSON → "p50_ms p99_ms success_rate requests"
+oha_run() {
+  oha --no-tui --output-format json -z "${DURATION}s" -q "$RATE" -c 50 --latency-correction "$@" 2>/dev/null |
+    python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; s=d["summary"]
+print("%.3f %.3f %.4f %d" % (p["p50"]*1000, p["p99"]*1000, s["successRate"], sum(d.get("statusCodeDistribution",{}).values())))'
+}
+wrk_rps() { wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "$1" | awk '/Requests\/sec/ {print $2}'; }
+
+declare -A URL=(
+  [direct]="http://127.0.0.1:$UP/bench"
+  [strangler]="http://127.0.0.1:$STR/bench"
+  [bare_pingora]="http://127.0.0.1:$BARE/bench"
+  [nginx]="http://127.0.0.1:$NGX/bench"
+  [haproxy]="http://127.0.0.1:$HAP/bench"
+)
+order=(direct strangler bare_pingora nginx haproxy)
+declare -A LAT RPS
+for t in "${order[@]}"; do
+  echo "latency at $RATE req/s: $t" >&2
+  LAT[$t]=$(oha_run -H "x-user-id: u1" "${URL[$t]}")
+done
+for t in "${order[@]}"; do
+  echo "saturated throughput: $t" >&2
+  RPS[$t]=$(wrk_rps "${URL[$t]}")
+done
+
+# 100 config reloads (file rewrites, every tenth also through the admin API) under load.
+echo "100 reloads under load" >&2
+oha --no-tui --output-format json -z 25s -q 2000 -c 32 -H "x-user-id: u1" "${URL[strangler]}" >"$work/reload.json" 2>/dev/null &
+load=$!
+sleep 1
+for i in $(seq 1 100); do
+  write_config "$i"
+  if (( i % 10 == 0 )); then curl -s -o /dev/null -X POST "http://127.0.0.1:$STRADM/admin/reload"; fi
+  sleep 0.2
+done
+wait "$load"
+RELOAD=$(python3 -c 'import json; d=json.load(open("'"$work/reload.json"'")); c=d.get("statusCodeDistribution",{}); e=d.get("errorDistribution",{})
+ok=c.get("200",0); print(ok, sum(c.values())-ok+sum(e.values()))')
+VERSION=$(curl -s "http://127.0.0.1:$STRADM/metrics" | awk '/^strangler_config_version/ {print $2}')
+
+echo "flag evaluation (criterion)" >&2
+CRIT=$(cargo bench -q -p flags --bench evaluate 2>/dev/null | awk '/^evaluate/ {name=$0} /time:/ {gsub(/\[|\]/,""); print name ": " $3 " " $4}')
+
+ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
+read -r d50 d99 _ _ <<<"${LAT[direct]}"
+{
+  echo "# strangler-proxy benchmark results"
+  echo
+  echo "Run: \`bash bench/proxy.sh\` (RATE=$RATE req/s, ${DURATION} s per measurement, wrk -t1 -c$CONNS)."
+  echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)."
+  echo "Everything on loopback, the same nginx upstream (one worker, 33-byte JSON), every proxy with one worker thread;"
+  echo "this machine is shared and noisy: compare the ratios of one run, not absolute numbers across runs."
+  echo
+  echo "## Added latency at a fixed rate ($RATE req/s, open loop, oha --latency-correction)"
+  echo
+  echo "| target | p50 ms | p99 ms | p99 added vs direct, ms | success |"
+  echo "|---|---|---|---|---|"
+  for t in "${order[@]}"; do
+    read -r p50 p99 ok _ <<<"${LAT[$t]}"
+    echo "| $t | $p50 | $p99 | $(python3 -c "print('%.3f' % ($p99-$d99))") | $ok |"
+  done
+  echo
+  echo "## Saturated throughput (wrk, one thread, $CONNS connections)"
+  echo
+  echo "| target | req/s | strangler ÷ target |"
+  echo "|---|---|---|"
+  for t in "${order[@]}"; do
+    echo "| $t | ${RPS[$t]} | $(ratio "${RPS[strangler]}" "${RPS[$t]}") |"
+  done
+  echo
+  echo "## Flag evaluation with 1,000 flags loaded (criterion, median of the confidence interval)"
+  echo
+  echo '```'
+  echo "$CRIT"
+  echo '```'
+  echo
+  echo "## 100 config reloads during sustained load (2,000 req/s for 25 s)"
+  echo
+  read -r rok rfail <<<"$RELOAD"
+  echo "Requests answered 200: $rok; failed or non-200: $rfail; config version after the run: $VERSION."
+} >"$OUT"
+cat "$OUT"
