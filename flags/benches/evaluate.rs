@@ -3,7 +3,7 @@
 
 use std::hint::black_box;
 
-use criterion::{criterion_group, criterion_main, Criterion};
+use criterion::{Criterion, criterion_group, criterion_main};
 use flags::{Context, FlagSet, FlagStore, RouteMode};
 
 fn bench(c: &mut Criterion) {
@@ -18,7 +18,9 @@ fn bench(c: &mut Criterion) {
     }))
     .expect("valid flags");
     let store = FlagStore::new(set);
-    let users: Vec<Context> = (0..1024).map(|i| Context::new(format!("user-{i}"))).collect();
+    let users: Vec<Context> = (0..1024)
+        .map(|i| Context::new(format!("user-{i}")))
+        .collect();
     let mut n = 0usize;
     c.bench_function("evaluate canary flag among 1000", |b| {
         b.iter(|| {

@@ -13,7 +13,11 @@ impl ProxyHttp for Bare {
     type CTX = ();
     fn new_ctx(&self) {}
     async fn upstream_peer(&self, _s: &mut Session, _c: &mut ()) -> Result<Box<HttpPeer>> {
-        Ok(Box::new(HttpPeer::new(self.0.as_str(), false, String::new())))
+        Ok(Box::new(HttpPeer::new(
+            self.0.as_str(),
+            false,
+            String::new(),
+        )))
     }
 }
 

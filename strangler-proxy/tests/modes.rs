@@ -366,7 +366,11 @@ async fn unknown_routes_go_to_the_monolith_or_404_as_configured() {
     let monolith = Upstream::start(Switchboard::default().app("monolith")).await;
     let service = Upstream::start(Switchboard::default().app("service")).await;
     let routes = "[[routes]]\nname = \"echo\"\nprefix = \"/echo\"\nflag = \"route.echo\"\nservice = \"svc\"\n";
-    let proxy = Proxy::start(&upstreams(monolith.addr, service.addr, routes), &["route.echo"]).await;
+    let proxy = Proxy::start(
+        &upstreams(monolith.addr, service.addr, routes),
+        &["route.echo"],
+    )
+    .await;
     let (status, backend, body) = proxy.get_as("/somewhere/else", "u").await;
     assert_eq!((status, backend.as_str()), (200, "monolith"));
     assert_eq!(body["served_by"], "monolith");

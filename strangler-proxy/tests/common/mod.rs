@@ -124,8 +124,15 @@ pub fn config_text(port: u16, admin: u16, flags: &Path, body: &str) -> String {
     } else {
         "\n[user_key]\nheader = \"x-user-id\"\n"
     };
+    // Top-level keys of `body` (before its first table) must come before any table here.
+    let split = body.find("\n[").map_or(0, |i| i + 1);
+    let (top, body) = if body.starts_with('[') {
+        ("", body)
+    } else {
+        body.split_at(split)
+    };
     format!(
-        "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nwatch_ms = 50\n\
+        "{top}listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nwatch_ms = 50\n\
          upgrade_sock = \"{}\"\ndebug_header = true\n\
          [flags]\nsource = \"file\"\npath = \"{}\"\npoll_ms = 50\n\n{body}{user_key}",
         flags.with_extension("sock").display(),
