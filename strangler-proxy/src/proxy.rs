@@ -289,6 +289,16 @@ impl ProxyHttp for StranglerProxy {
         let method = session.req_header().method.as_str().to_string();
         let truncated = session.as_ref().retry_buffer_truncated();
         if ctx.on_service {
+            if client_reused
+                && matches!(e.retry, pingora::RetryType::ReusedOnly)
+                && !ctx.response_started
+                && !truncated
+            {
+                // A pooled connection the service had already closed: not the service's
+                // fault, and nothing was processed; try the service again on a fresh one.
+                e.retry.decide_reuse(true);
+                return e;
+            }
             let table = ctx.table.clone().expect("set in request_filter");
             if let Some(r) = ctx.route(&table) {
                 r.breaker.record(false);
