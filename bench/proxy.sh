@@ -103,6 +103,7 @@ CFG
 }
 write_config 0
 RUST_LOG=warn "$REL/strangler-proxy" --config "$work/proxy.toml" >"$work/proxy.log" 2>&1 & pids+=($!)
+STRANGLER_PID=$!
 for p in $UP $NGX $HAP $BARE $STR $STRADM; do wait_port "$p"; done
 sleep 1
 
@@ -124,12 +125,29 @@ declare -A URL=(
 order=(direct strangler bare_pingora nginx haproxy)
 declare -A LAT RPS
 for t in "${order[@]}"; do
+  [ -n "${PROFILE:-}" ] && break
   echo "latency at $RATE req/s: $t" >&2
   LAT[$t]=$(oha_run -H "x-user-id: u1" "${URL[$t]}")
 done
+if [ -n "${PROFILE:-}" ]; then
+  # PROFILE=file: a CPU profile of strangler-proxy at saturation instead of the full run.
+  perf record -F 999 -g -o "$PROFILE" -p "$STRANGLER_PID" -- sleep "$DURATION" >/dev/null 2>&1 &
+  perf_pid=$!
+  wrk_rps "${URL[strangler]}" >/dev/null
+  wait "$perf_pid"
+  exit 0
+fi
+# Rounds interleave the targets so a noisy neighbour hurts all of them alike; the median counts.
+ROUNDS="${ROUNDS:-3}"
+declare -A ALL
+for r in $(seq 1 "$ROUNDS"); do
+  for t in "${order[@]}"; do
+    echo "saturated throughput, round $r: $t" >&2
+    ALL[$t]="${ALL[$t]:-} $(wrk_rps "${URL[$t]}")"
+  done
+done
 for t in "${order[@]}"; do
-  echo "saturated throughput: $t" >&2
-  RPS[$t]=$(wrk_rps "${URL[$t]}")
+  RPS[$t]=$(python3 -c "import statistics,sys; print('%.0f' % statistics.median(map(float, sys.argv[1:])))" ${ALL[$t]})
 done
 
 # 100 config reloads (file rewrites, every tenth also through the admin API) under load.
@@ -144,11 +162,11 @@ for i in $(seq 1 100); do
 done
 wait "$load"
 RELOAD=$(python3 -c 'import json; d=json.load(open("'"$work/reload.json"'")); c=d.get("statusCodeDistribution",{}); e=d.get("errorDistribution",{})
-ok=c.get("200",0); print(ok, sum(c.values())-ok+sum(e.values()))')
+ok=c.get("200",0); print(ok, sum(c.values())-ok+sum(e.values()), json.dumps(e).replace(" ", "_"))')
 VERSION=$(curl -s "http://127.0.0.1:$STRADM/metrics" | awk '/^strangler_config_version/ {print $2}')
 
 echo "flag evaluation (criterion)" >&2
-CRIT=$(cargo bench -q -p flags --bench evaluate 2>/dev/null | awk '/^evaluate/ {name=$0} /time:/ {gsub(/\[|\]/,""); print name ": " $3 " " $4}')
+CRIT=$(cargo bench -q -p flags --bench evaluate 2>/dev/null | awk '/^evaluate/ {name=$0} /time:/ {gsub(/\[|\]/,""); print name ": " $4 " " $5}')
 
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
 read -r d50 d99 _ _ <<<"${LAT[direct]}"
@@ -169,12 +187,12 @@ read -r d50 d99 _ _ <<<"${LAT[direct]}"
     echo "| $t | $p50 | $p99 | $(python3 -c "print('%.3f' % ($p99-$d99))") | $ok |"
   done
   echo
-  echo "## Saturated throughput (wrk, one thread, $CONNS connections)"
+  echo "## Saturated throughput (wrk, one thread, $CONNS connections; median of $ROUNDS interleaved rounds)"
   echo
-  echo "| target | req/s | strangler ÷ target |"
-  echo "|---|---|---|"
+  echo "| target | req/s (median) | rounds | strangler ÷ target |"
+  echo "|---|---|---|---|"
   for t in "${order[@]}"; do
-    echo "| $t | ${RPS[$t]} | $(ratio "${RPS[strangler]}" "${RPS[$t]}") |"
+    echo "| $t | ${RPS[$t]} | ${ALL[$t]} | $(ratio "${RPS[strangler]}" "${RPS[$t]}") |"
   done
   echo
   echo "## Flag evaluation with 1,000 flags loaded (criterion, median of the confidence interval)"
@@ -185,7 +203,9 @@ read -r d50 d99 _ _ <<<"${LAT[direct]}"
   echo
   echo "## 100 config reloads during sustained load (2,000 req/s for 25 s)"
   echo
-  read -r rok rfail <<<"$RELOAD"
+  read -r rok rfail rerrors <<<"$RELOAD"
   echo "Requests answered 200: $rok; failed or non-200: $rfail; config version after the run: $VERSION."
+  echo "Errors as oha reports them: \`$rerrors\` (oha counts requests still in flight when its"
+  echo "deadline hits as \"aborted due to deadline\": those are cut by the load tool, not failed by the proxy)."
 } >"$OUT"
 cat "$OUT"

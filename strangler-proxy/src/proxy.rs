@@ -115,7 +115,7 @@ impl ProxyHttp for StranglerProxy {
         ctx.traceparent =
             crate::trace::traceparent(req.headers.get("traceparent").and_then(|v| v.to_str().ok()));
         let limits = &table.config.limits;
-        let header_bytes: usize = req.uri.to_string().len()
+        let header_bytes: usize = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
             + req
                 .headers
                 .iter()

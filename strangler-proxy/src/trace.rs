@@ -3,11 +3,12 @@
 
 use rand::Rng as _;
 
+/// `n` (≤ 32) random lowercase hex digits.
 fn hex(n: usize) -> String {
-    let mut rng = rand::rng();
-    (0..n)
-        .map(|_| char::from_digit(rng.random_range(0..16), 16).expect("hex digit"))
-        .collect()
+    let r: u128 = rand::rng().random();
+    let mut s = format!("{r:032x}");
+    s.truncate(n);
+    s
 }
 
 /// The incoming request id if it is 1–128 visible ASCII characters, else a new one.
