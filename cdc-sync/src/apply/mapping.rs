@@ -1,0 +1,104 @@
+//! The mapping from source tables to target tables: renamed columns, dropped columns, added
+//! columns with defaults, and simple value transforms (lower/upper-case, trim).
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+/// One table's mapping.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TableMapping {
+    /// `db.table` on the source.
+    pub source: String,
+    /// `db.table` on the target.
+    pub target: String,
+    /// Source column → target column.
+    #[serde(default)]
+    pub rename: BTreeMap<String, String>,
+    /// Source columns not written to the target.
+    #[serde(default)]
+    pub drop: Vec<String>,
+    /// Target columns the source lacks, with the value to write (JSON literal).
+    #[serde(default)]
+    pub defaults: BTreeMap<String, toml::Value>,
+    /// Source column → transform (`lower`, `upper`, `trim`).
+    #[serde(default)]
+    pub transform: BTreeMap<String, Transform>,
+}
+
+/// A value transform.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum Transform {
+    Lower,
+    Upper,
+    Trim,
+}
+
+impl Transform {
+    /// Applies to strings; other values pass unchanged.
+    pub fn apply(self, v: Value) -> Value {
+        match (self, v) {
+            (Transform::Lower, Value::String(s)) => Value::String(s.to_lowercase()),
+            (Transform::Upper, Value::String(s)) => Value::String(s.to_uppercase()),
+            (Transform::Trim, Value::String(s)) => Value::String(s.trim().to_string()),
+            (_, v) => v,
+        }
+    }
+}
+
+impl TableMapping {
+    /// The target column of source column `name`, or `None` when dropped.
+    pub fn target_column<'a>(&'a self, name: &'a str) -> Option<&'a str> {
+        if self.drop.iter().any(|d| d == name) {
+            return None;
+        }
+        Some(self.rename.get(name).map_or(name, String::as_str))
+    }
+
+    /// Checks the names.
+    pub fn validate(&self) -> Result<(), String> {
+        for (field, v) in [("source", &self.source), ("target", &self.target)] {
+            let ok = v.split_once('.').is_some_and(|(d, t)| {
+                !d.is_empty() && !t.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+            });
+            if !ok {
+                return Err(format!("tables.{field} {v:?} must be db.table (letters, digits, _)"));
+            }
+        }
+        for name in self.rename.values().chain(self.defaults.keys()).chain(self.rename.keys()).chain(self.drop.iter()).chain(self.transform.keys()) {
+            if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+                return Err(format!("{}: column name {name:?} is not an identifier", self.source));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A TOML default as JSON.
+pub fn toml_to_json(v: &toml::Value) -> Value {
+    serde_json::to_value(v).unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_drops_and_transforms() {
+        let m: TableMapping = toml::from_str(
+            "source = \"shop.users\"\ntarget = \"user_svc.accounts\"\nrename = { name = \"display_name\" }\ndrop = [\"address\"]\ntransform = { email = \"lower\" }\ndefaults = { origin = \"monolith\" }\n",
+        )
+        .unwrap();
+        m.validate().unwrap();
+        assert_eq!(m.target_column("name"), Some("display_name"));
+        assert_eq!(m.target_column("address"), None);
+        assert_eq!(m.target_column("email"), Some("email"));
+        assert_eq!(m.transform["email"].apply(Value::from("A@B.CO")), Value::from("a@b.co"));
+        assert_eq!(toml_to_json(&m.defaults["origin"]), Value::from("monolith"));
+        let bad: TableMapping = toml::from_str("source = \"users\"\ntarget = \"x.y\"\n").unwrap();
+        assert!(bad.validate().unwrap_err().contains("db.table"));
+    }
+}

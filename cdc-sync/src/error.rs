@@ -1,0 +1,24 @@
+//! Errors of cdc-sync: each names the stream position (binlog file:pos) or the table involved, so
+//! an operator knows exactly where a stream stopped and why.
+
+/// Everything that stops a stream or an apply.
+#[derive(Debug, thiserror::Error)]
+pub enum CdcError {
+    #[error("database: {0}")]
+    Db(#[from] mysql_async::Error),
+    #[error("binlog event at {file}:{pos} could not be decoded: {message}")]
+    Decode { file: String, pos: u64, message: String },
+    #[error("schema of `{table}` changed incompatibly at {file}:{pos}: {message}; the stream stopped here")]
+    Schema {
+        table: String,
+        file: String,
+        pos: u64,
+        message: String,
+    },
+    #[error("malformed event {at}: {message}")]
+    Malformed { at: String, message: String },
+    #[error("table `{0}` has no primary key; cdc-sync needs one to apply changes idempotently")]
+    NoPrimaryKey(String),
+    #[error("config: {0}")]
+    Config(String),
+}

@@ -1,0 +1,135 @@
+//! The `cdc-sync` CLI: `stream` runs one direction with `/metrics` and `/healthz`; `status`
+//! prints where each stream stands against its source; `--check-config` validates and exits.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use cdc_sync::config::StreamConfig;
+use cdc_sync::metrics::Metrics;
+
+#[derive(Parser)]
+#[command(name = "cdc-sync", version, about = "Mirrors tables between the monolith and the services")]
+struct Cli {
+    /// The stream's TOML config.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    /// Validate the config and exit.
+    #[arg(long)]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the stream until Ctrl-C / SIGTERM.
+    Stream,
+    /// Offset, lag and counts of the stream, as a table or `--json`.
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn load(cli: &Cli) -> StreamConfig {
+    let Some(path) = &cli.config else {
+        eprintln!("error: --config FILE is required");
+        std::process::exit(2);
+    };
+    StreamConfig::load(path).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    })
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let config = load(&cli);
+    if cli.check_config {
+        println!("config OK: stream {} with {} tables", config.name, config.tables.len());
+        return Ok(());
+    }
+    match cli.command {
+        None | Some(Command::Stream) => stream(config).await,
+        Some(Command::Status { json }) => status(config, json).await,
+    }
+}
+
+async fn stream(config: StreamConfig) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .json()
+        .with_writer(std::io::stderr)
+        .init();
+    let metrics = Metrics::new(&config.name);
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let app = {
+        let m = metrics.clone();
+        axum::Router::new()
+            .route("/healthz", axum::routing::get(|| async { "ok" }))
+            .route("/metrics", axum::routing::get(move || {
+                let m = m.clone();
+                async move { m.render() }
+            }))
+    };
+    let listener = tokio::net::TcpListener::bind(config.listen).await?;
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    tokio::spawn(async move {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
+        tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
+        let _ = stop_tx.send(true);
+    });
+    cdc_sync::pipeline::run(&config, metrics, stop_rx).await?;
+    Ok(())
+}
+
+async fn status(config: StreamConfig, json: bool) -> anyhow::Result<()> {
+    use mysql_async::prelude::Queryable;
+    let source = mysql_async::Pool::new(mysql_async::Opts::from_url(&config.source_url)?);
+    let target = mysql_async::Pool::new(mysql_async::Opts::from_url(&config.target_url)?);
+    let head = cdc_sync::source::binlog::BinlogSource::current_position(&source).await?;
+    let mut conn = target.get_conn().await?;
+    let row: Option<(String, u64, Option<String>, u64, i64)> = conn
+        .exec_first(
+            format!("SELECT file, pos, gtid, transactions, source_ts_ms FROM `{}`.cdc_offsets WHERE stream = ?", config.offsets_db),
+            (&config.name,),
+        )
+        .await
+        .unwrap_or(None);
+    let now = chrono::Utc::now().timestamp_millis();
+    let report = match &row {
+        Some((file, pos, gtid, txns, ts)) => serde_json::json!({
+            "stream": config.name, "applied": {"file": file, "pos": pos, "gtid": gtid},
+            "source_head": {"file": head.file, "pos": head.pos, "gtid": head.gtid},
+            "caught_up": *file == head.file && *pos >= head.pos,
+            "bytes_behind": if *file == head.file { head.pos.saturating_sub(*pos) } else { u64::MAX },
+            "transactions_applied": txns,
+            "last_commit_age_seconds": (now - ts) as f64 / 1000.0,
+            "tables": config.tables.iter().map(|t| format!("{} -> {}", t.source, t.target)).collect::<Vec<_>>(),
+        }),
+        None => serde_json::json!({"stream": config.name, "applied": null,
+            "source_head": {"file": head.file, "pos": head.pos}, "caught_up": false}),
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("stream        {}", config.name);
+        println!("source head   {}", head);
+        match &row {
+            Some((file, pos, _, txns, _)) => {
+                println!("applied       {file}:{pos}  ({txns} transactions)");
+                println!("caught up     {}", report["caught_up"]);
+                println!("last commit   {:.1}s ago", report["last_commit_age_seconds"].as_f64().unwrap_or(0.0));
+            }
+            None => println!("applied       nothing yet"),
+        }
+        for t in &config.tables {
+            println!("table         {} -> {}", t.source, t.target);
+        }
+    }
+    Ok(())
+}

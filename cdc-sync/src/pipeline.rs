@@ -1,0 +1,114 @@
+//! A running stream in direct mode: the binlog reader feeds whole transactions through a bounded
+//! channel to the applier. The reader reconnects with backoff (server restarts); it resumes from
+//! the last offset the applier committed, so a crash anywhere loses nothing and, since every
+//! statement is idempotent and the offset commits with the rows, applies nothing twice in effect.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use crate::apply::mysql::MysqlApplier;
+use crate::config::StreamConfig;
+use crate::error::CdcError;
+use crate::metrics::Metrics;
+use crate::source::binlog::{BinlogSource, Offset};
+
+/// Runs `config` until `stop` fires or a non-retryable error stops it.
+pub async fn run(config: &StreamConfig, metrics: Metrics, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), CdcError> {
+    let applier = MysqlApplier::new(&config.target_url, &config.name, &config.offsets_db, config.tables.clone())?;
+    applier.prepare(&config.offsets_db).await?;
+    let source = BinlogSource {
+        url: config.source_url.clone(),
+        reader_server_id: config.reader_server_id,
+        name: config.name.clone(),
+        tables: config.tables.iter().map(|t| t.source.clone()).collect::<HashSet<_>>(),
+    };
+    let mut start = match applier.stored_offset().await? {
+        Some(o) => o,
+        None => {
+            let pool = mysql_async::Pool::new(
+                mysql_async::Opts::from_url(&config.source_url).map_err(|e| CdcError::Config(e.to_string()))?,
+            );
+            let o = BinlogSource::current_position(&pool).await?;
+            pool.disconnect().await?;
+            o
+        }
+    };
+    tracing::info!(stream = %config.name, from = %start, "stream starting");
+    metrics.running.set(1);
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let reader = {
+            let source = source.clone();
+            let from = start.clone();
+            tokio::spawn(async move { source.run(from, tx).await })
+        };
+        let mut applied: Option<Offset> = None;
+        let outcome: Result<(), CdcError> = loop {
+            tokio::select! {
+                _ = stop.changed() => break Ok(()),
+                txn = rx.recv() => match txn {
+                    Some(txn) => {
+                        for ev in &txn.events {
+                            metrics.events.with_label_values(&[&ev.schema.qualified(), "read"]).inc();
+                        }
+                        if txn.suppressed > 0 {
+                            metrics.suppressed.with_label_values(&[&config.name]).inc_by(txn.suppressed);
+                        }
+                        if let Err(e) = applier.apply(&txn).await {
+                            metrics.errors.with_label_values(&["apply"]).inc();
+                            break Err(e);
+                        }
+                        for ev in &txn.events {
+                            metrics.events.with_label_values(&[&ev.schema.qualified(), "applied"]).inc();
+                        }
+                        metrics.transactions.with_label_values(&[if txn.events.is_empty() { "empty" } else { "data" }]).inc();
+                        let lag = (chrono::Utc::now().timestamp_millis() - txn.ts_ms).max(0) as f64 / 1000.0;
+                        metrics.lag_seconds.set(lag);
+                        applied = Some(txn.end.clone());
+                        backoff = Duration::from_millis(200);
+                    }
+                    None => break Ok(()),
+                }
+            }
+        };
+        reader.abort();
+        let reader_result = reader.await;
+        if let Some(a) = applied {
+            start = a;
+        }
+        if *stop.borrow() {
+            metrics.running.set(0);
+            return Ok(());
+        }
+        let err = match (outcome, reader_result) {
+            (Err(e), _) => e,
+            (Ok(()), Ok(Err(e))) => e,
+            (Ok(()), _) => CdcError::Config("the binlog stream ended".into()),
+        };
+        if !retryable(&err) {
+            metrics.running.set(0);
+            metrics.errors.with_label_values(&["fatal"]).inc();
+            tracing::error!(error = %err, at = %start, "stream stopped; nothing after the last applied offset was applied");
+            return Err(err);
+        }
+        metrics.errors.with_label_values(&["reconnect"]).inc();
+        tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, from = %start, "stream interrupted; reconnecting");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {},
+            _ = stop.changed() => { metrics.running.set(0); return Ok(()); }
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Errors a reconnect can cure: lost connections, a restarting server, deadlocks.
+fn retryable(e: &CdcError) -> bool {
+    match e {
+        CdcError::Db(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) => true,
+        // Deadlock, lock wait, server shutdown, connection killed, lost connection.
+        CdcError::Db(mysql_async::Error::Server(s)) => matches!(s.code, 1213 | 1205 | 1053 | 1927 | 2013 | 2006),
+        CdcError::Config(m) => m.contains("stream ended"),
+        _ => false,
+    }
+}
