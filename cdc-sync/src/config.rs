@@ -57,13 +57,15 @@ fn default_listen() -> SocketAddr {
 impl StreamConfig {
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, String> {
-        let text = std::fs::read_to_string(path).map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
     /// Parses and validates TOML text.
     pub fn parse(text: &str) -> Result<Self, String> {
-        let c: StreamConfig = toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
+        let c: StreamConfig =
+            toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
         if c.name.is_empty() || c.name.len() > 100 {
             return Err("name must be 1 to 100 characters".into());
         }
@@ -74,7 +76,8 @@ impl StreamConfig {
             t.validate().map_err(|e| format!("tables[{i}]: {e}"))?;
         }
         for url in [&c.source_url, &c.target_url] {
-            mysql_async::Opts::from_url(url).map_err(|e| format!("{url:?} is not a MariaDB URL: {e}"))?;
+            mysql_async::Opts::from_url(url)
+                .map_err(|e| format!("{url:?} is not a MariaDB URL: {e}"))?;
         }
         Ok(c)
     }

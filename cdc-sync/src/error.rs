@@ -7,8 +7,14 @@ pub enum CdcError {
     #[error("database: {0}")]
     Db(#[from] mysql_async::Error),
     #[error("binlog event at {file}:{pos} could not be decoded: {message}")]
-    Decode { file: String, pos: u64, message: String },
-    #[error("schema of `{table}` changed incompatibly at {file}:{pos}: {message}; the stream stopped here")]
+    Decode {
+        file: String,
+        pos: u64,
+        message: String,
+    },
+    #[error(
+        "schema of `{table}` changed incompatibly at {file}:{pos}: {message}; the stream stopped here"
+    )]
     Schema {
         table: String,
         file: String,

@@ -3,12 +3,16 @@
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand};
 use cdc_sync::config::StreamConfig;
 use cdc_sync::metrics::Metrics;
+use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "cdc-sync", version, about = "Mirrors tables between the monolith and the services")]
+#[command(
+    name = "cdc-sync",
+    version,
+    about = "Mirrors tables between the monolith and the services"
+)]
 struct Cli {
     /// The stream's TOML config.
     #[arg(long, global = true)]
@@ -47,7 +51,11 @@ async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let config = load(&cli);
     if cli.check_config {
-        println!("config OK: stream {} with {} tables", config.name, config.tables.len());
+        println!(
+            "config OK: stream {} with {} tables",
+            config.name,
+            config.tables.len()
+        );
         return Ok(());
     }
     match cli.command {
@@ -71,15 +79,19 @@ async fn stream(config: StreamConfig) -> anyhow::Result<()> {
         let m = metrics.clone();
         axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
-            .route("/metrics", axum::routing::get(move || {
-                let m = m.clone();
-                async move { m.render() }
-            }))
+            .route(
+                "/metrics",
+                axum::routing::get(move || {
+                    let m = m.clone();
+                    async move { m.render() }
+                }),
+            )
     };
     let listener = tokio::net::TcpListener::bind(config.listen).await?;
     tokio::spawn(async move { axum::serve(listener, app).await });
     tokio::spawn(async move {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).expect("signal");
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("signal");
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
         let _ = stop_tx.send(true);
     });
@@ -123,7 +135,10 @@ async fn status(config: StreamConfig, json: bool) -> anyhow::Result<()> {
             Some((file, pos, _, txns, _)) => {
                 println!("applied       {file}:{pos}  ({txns} transactions)");
                 println!("caught up     {}", report["caught_up"]);
-                println!("last commit   {:.1}s ago", report["last_commit_age_seconds"].as_f64().unwrap_or(0.0));
+                println!(
+                    "last commit   {:.1}s ago",
+                    report["last_commit_age_seconds"].as_f64().unwrap_or(0.0)
+                );
             }
             None => println!("applied       nothing yet"),
         }

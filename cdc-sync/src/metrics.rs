@@ -1,7 +1,7 @@
 //! Metrics of a stream: events read and applied per table, transactions, loop-suppressed events,
 //! errors, and replication lag in seconds.
 
-use prometheus::{Encoder as _, IntCounterVec, IntGauge, Opts, Registry, TextEncoder, Gauge};
+use prometheus::{Encoder as _, Gauge, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
 /// Every metric of one stream.
 #[derive(Clone)]
@@ -18,20 +18,41 @@ pub struct Metrics {
 impl Metrics {
     /// Metrics labelled with the stream name.
     pub fn new(stream: &str) -> Self {
-        let registry = Registry::new_custom(None, Some([("stream".to_string(), stream.to_string())].into())).expect("registry");
+        let registry = Registry::new_custom(
+            None,
+            Some([("stream".to_string(), stream.to_string())].into()),
+        )
+        .expect("registry");
         let counter = |n: &str, h: &str, l: &[&str]| {
             let c = IntCounterVec::new(Opts::new(n, h), l).expect("metric");
             registry.register(Box::new(c.clone())).expect("register");
             c
         };
-        let lag_seconds = Gauge::new("cdc_lag_seconds", "Age of the last applied source commit").expect("metric");
-        registry.register(Box::new(lag_seconds.clone())).expect("register");
+        let lag_seconds =
+            Gauge::new("cdc_lag_seconds", "Age of the last applied source commit").expect("metric");
+        registry
+            .register(Box::new(lag_seconds.clone()))
+            .expect("register");
         let running = IntGauge::new("cdc_running", "1 while the stream runs").expect("metric");
-        registry.register(Box::new(running.clone())).expect("register");
+        registry
+            .register(Box::new(running.clone()))
+            .expect("register");
         Self {
-            events: counter("cdc_events_total", "Change events by table and stage (read, applied)", &["table", "stage"]),
-            transactions: counter("cdc_transactions_total", "Source transactions applied", &["kind"]),
-            suppressed: counter("cdc_loop_suppressed_total", "Row events skipped because cdc-sync wrote them", &["stream"]),
+            events: counter(
+                "cdc_events_total",
+                "Change events by table and stage (read, applied)",
+                &["table", "stage"],
+            ),
+            transactions: counter(
+                "cdc_transactions_total",
+                "Source transactions applied",
+                &["kind"],
+            ),
+            suppressed: counter(
+                "cdc_loop_suppressed_total",
+                "Row events skipped because cdc-sync wrote them",
+                &["stream"],
+            ),
             errors: counter("cdc_errors_total", "Errors by kind", &["kind"]),
             lag_seconds,
             running,
@@ -42,7 +63,9 @@ impl Metrics {
     /// The text exposition format.
     pub fn render(&self) -> String {
         let mut buf = Vec::new();
-        TextEncoder::new().encode(&self.registry.gather(), &mut buf).expect("encode");
+        TextEncoder::new()
+            .encode(&self.registry.gather(), &mut buf)
+            .expect("encode");
         String::from_utf8(buf).expect("utf-8")
     }
 }

@@ -13,20 +13,34 @@ use crate::metrics::Metrics;
 use crate::source::binlog::{BinlogSource, Offset};
 
 /// Runs `config` until `stop` fires or a non-retryable error stops it.
-pub async fn run(config: &StreamConfig, metrics: Metrics, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), CdcError> {
-    let applier = MysqlApplier::new(&config.target_url, &config.name, &config.offsets_db, config.tables.clone())?;
+pub async fn run(
+    config: &StreamConfig,
+    metrics: Metrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), CdcError> {
+    let applier = MysqlApplier::new(
+        &config.target_url,
+        &config.name,
+        &config.offsets_db,
+        config.tables.clone(),
+    )?;
     applier.prepare(&config.offsets_db).await?;
     let source = BinlogSource {
         url: config.source_url.clone(),
         reader_server_id: config.reader_server_id,
         name: config.name.clone(),
-        tables: config.tables.iter().map(|t| t.source.clone()).collect::<HashSet<_>>(),
+        tables: config
+            .tables
+            .iter()
+            .map(|t| t.source.clone())
+            .collect::<HashSet<_>>(),
     };
     let mut start = match applier.stored_offset().await? {
         Some(o) => o,
         None => {
             let pool = mysql_async::Pool::new(
-                mysql_async::Opts::from_url(&config.source_url).map_err(|e| CdcError::Config(e.to_string()))?,
+                mysql_async::Opts::from_url(&config.source_url)
+                    .map_err(|e| CdcError::Config(e.to_string()))?,
             );
             let o = BinlogSource::current_position(&pool).await?;
             pool.disconnect().await?;
@@ -44,6 +58,7 @@ pub async fn run(config: &StreamConfig, metrics: Metrics, mut stop: tokio::sync:
             tokio::spawn(async move { source.run(from, tx).await })
         };
         let mut applied: Option<Offset> = None;
+        let mut last_offset_write = std::time::Instant::now();
         let outcome: Result<(), CdcError> = loop {
             tokio::select! {
                 _ = stop.changed() => break Ok(()),
@@ -55,6 +70,15 @@ pub async fn run(config: &StreamConfig, metrics: Metrics, mut stop: tokio::sync:
                         if txn.suppressed > 0 {
                             metrics.suppressed.with_label_values(&[&config.name]).inc_by(txn.suppressed);
                         }
+                        if txn.events.is_empty() {
+                            // Nothing to apply: another stream's own writes are skipped outright
+                            // (else two streams would bounce offset updates forever), and other
+                            // activity only moves the stored offset about once a second.
+                            if txn.marked || last_offset_write.elapsed() < Duration::from_secs(1) {
+                                continue;
+                            }
+                        }
+                        last_offset_write = std::time::Instant::now();
                         if let Err(e) = applier.apply(&txn).await {
                             metrics.errors.with_label_values(&["apply"]).inc();
                             break Err(e);
@@ -107,7 +131,9 @@ fn retryable(e: &CdcError) -> bool {
     match e {
         CdcError::Db(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) => true,
         // Deadlock, lock wait, server shutdown, connection killed, lost connection.
-        CdcError::Db(mysql_async::Error::Server(s)) => matches!(s.code, 1213 | 1205 | 1053 | 1927 | 2013 | 2006),
+        CdcError::Db(mysql_async::Error::Server(s)) => {
+            matches!(s.code, 1213 | 1205 | 1053 | 1927 | 2013 | 2006)
+        }
         CdcError::Config(m) => m.contains("stream ended"),
         _ => false,
     }

@@ -4,8 +4,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use mysql_async::prelude::*;
 use mysql_async::Pool;
+use mysql_async::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::error::CdcError;
@@ -14,22 +14,35 @@ use crate::error::CdcError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ColumnKind {
-    Int { unsigned: bool, bits: u8 },
+    Int {
+        unsigned: bool,
+        bits: u8,
+    },
     Float,
     Double,
     /// DECIMAL, in Debezium's `string` handling mode.
-    Decimal { scale: u32 },
+    Decimal {
+        scale: u32,
+    },
     Text,
     Json,
-    Enum { values: Vec<String> },
-    Set { values: Vec<String> },
+    Enum {
+        values: Vec<String>,
+    },
+    Set {
+        values: Vec<String>,
+    },
     Bytes,
     /// DATE: days since the epoch.
     Date,
     /// DATETIME: epoch milliseconds (precision ≤ 3) or microseconds.
-    DateTime { precision: u32 },
+    DateTime {
+        precision: u32,
+    },
     /// TIMESTAMP: ISO-8601 UTC string.
-    Timestamp { precision: u32 },
+    Timestamp {
+        precision: u32,
+    },
     /// TIME: microseconds.
     Time,
     Year,
@@ -94,7 +107,12 @@ fn values_of(column_type: &str) -> Vec<String> {
 }
 
 /// The kind of a column from its `information_schema.COLUMNS` row.
-pub fn kind_of(data_type: &str, column_type: &str, scale: Option<u64>, dt_precision: Option<u64>) -> ColumnKind {
+pub fn kind_of(
+    data_type: &str,
+    column_type: &str,
+    scale: Option<u64>,
+    dt_precision: Option<u64>,
+) -> ColumnKind {
     let unsigned = column_type.contains("unsigned");
     match data_type {
         "tinyint" => ColumnKind::Int { unsigned, bits: 8 },
@@ -184,18 +202,22 @@ pub async fn load(pool: &Pool, db: &str, table: &str) -> Result<TableSchema, Cdc
         .await?;
     let columns: Vec<Column> = rows
         .into_iter()
-        .map(|(name, data_type, column_type, scale, dtp, _key, nullable)| Column {
-            kind: kind_of(&data_type, &column_type, scale, dtp),
-            name,
-            nullable: nullable == "YES",
-        })
+        .map(
+            |(name, data_type, column_type, scale, dtp, _key, nullable)| Column {
+                kind: kind_of(&data_type, &column_type, scale, dtp),
+                name,
+                nullable: nullable == "YES",
+            },
+        )
         .collect();
     let primary_key: Vec<usize> = pk_order
         .iter()
         .filter_map(|n| columns.iter().position(|c| &c.name == n))
         .collect();
     if columns.is_empty() {
-        return Err(CdcError::Config(format!("table `{db}.{table}` does not exist")));
+        return Err(CdcError::Config(format!(
+            "table `{db}.{table}` does not exist"
+        )));
     }
     if primary_key.is_empty() {
         return Err(CdcError::NoPrimaryKey(format!("{db}.{table}")));
@@ -220,9 +242,21 @@ mod tests {
 
     #[test]
     fn kinds() {
-        assert_eq!(kind_of("bigint", "bigint(20) unsigned", None, None), ColumnKind::Int { unsigned: true, bits: 64 });
-        assert_eq!(kind_of("decimal", "decimal(12,2)", Some(2), None), ColumnKind::Decimal { scale: 2 });
-        assert_eq!(kind_of("datetime", "datetime(3)", None, Some(3)), ColumnKind::DateTime { precision: 3 });
+        assert_eq!(
+            kind_of("bigint", "bigint(20) unsigned", None, None),
+            ColumnKind::Int {
+                unsigned: true,
+                bits: 64
+            }
+        );
+        assert_eq!(
+            kind_of("decimal", "decimal(12,2)", Some(2), None),
+            ColumnKind::Decimal { scale: 2 }
+        );
+        assert_eq!(
+            kind_of("datetime", "datetime(3)", None, Some(3)),
+            ColumnKind::DateTime { precision: 3 }
+        );
         assert_eq!(kind_of("blob", "blob", None, None), ColumnKind::Bytes);
     }
 }

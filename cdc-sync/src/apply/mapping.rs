@@ -62,15 +62,30 @@ impl TableMapping {
     pub fn validate(&self) -> Result<(), String> {
         for (field, v) in [("source", &self.source), ("target", &self.target)] {
             let ok = v.split_once('.').is_some_and(|(d, t)| {
-                !d.is_empty() && !t.is_empty() && v.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
+                !d.is_empty()
+                    && !t.is_empty()
+                    && v.bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'.')
             });
             if !ok {
-                return Err(format!("tables.{field} {v:?} must be db.table (letters, digits, _)"));
+                return Err(format!(
+                    "tables.{field} {v:?} must be db.table (letters, digits, _)"
+                ));
             }
         }
-        for name in self.rename.values().chain(self.defaults.keys()).chain(self.rename.keys()).chain(self.drop.iter()).chain(self.transform.keys()) {
+        for name in self
+            .rename
+            .values()
+            .chain(self.defaults.keys())
+            .chain(self.rename.keys())
+            .chain(self.drop.iter())
+            .chain(self.transform.keys())
+        {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
-                return Err(format!("{}: column name {name:?} is not an identifier", self.source));
+                return Err(format!(
+                    "{}: column name {name:?} is not an identifier",
+                    self.source
+                ));
             }
         }
         Ok(())
@@ -96,7 +111,10 @@ mod tests {
         assert_eq!(m.target_column("name"), Some("display_name"));
         assert_eq!(m.target_column("address"), None);
         assert_eq!(m.target_column("email"), Some("email"));
-        assert_eq!(m.transform["email"].apply(Value::from("A@B.CO")), Value::from("a@b.co"));
+        assert_eq!(
+            m.transform["email"].apply(Value::from("A@B.CO")),
+            Value::from("a@b.co")
+        );
         assert_eq!(toml_to_json(&m.defaults["origin"]), Value::from("monolith"));
         let bad: TableMapping = toml::from_str("source = \"users\"\ntarget = \"x.y\"\n").unwrap();
         assert!(bad.validate().unwrap_err().contains("db.table"));

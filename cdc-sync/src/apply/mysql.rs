@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder, Pool, Value};
 
-use super::mapping::{toml_to_json, TableMapping};
+use super::mapping::{TableMapping, toml_to_json};
 use crate::error::CdcError;
 use crate::model::debezium::{ChangeEvent, Op};
 use crate::model::values::decode;
@@ -33,26 +33,35 @@ fn quote(qualified: &str) -> String {
 
 impl MysqlApplier {
     /// An applier for stream `stream` writing to `url`; offsets live in `offsets_db.cdc_offsets`.
-    pub fn new(url: &str, stream: &str, offsets_db: &str, mappings: Vec<TableMapping>) -> Result<Self, CdcError> {
+    pub fn new(
+        url: &str,
+        stream: &str,
+        offsets_db: &str,
+        mappings: Vec<TableMapping>,
+    ) -> Result<Self, CdcError> {
         let opts = Opts::from_url(url).map_err(|e| CdcError::Config(format!("target url: {e}")))?;
-        let opts = OptsBuilder::from_opts(opts).init(vec![
-            // Marks every event we write, so no stream picks it up again (loop prevention).
-            "SET SESSION skip_replication = 1",
-            "SET time_zone = '+00:00'",
-        ]);
+        // Every transaction we write runs with skip_replication=1 (set in `apply`), so no stream
+        // picks it up again: loop prevention.
+        let opts = OptsBuilder::from_opts(opts);
         Ok(Self {
             pool: Pool::new(opts),
             stream: stream.to_string(),
             offsets_table: format!("{}.cdc_offsets", quote(offsets_db)),
-            mappings: mappings.into_iter().map(|m| (m.source.clone(), m)).collect(),
+            mappings: mappings
+                .into_iter()
+                .map(|m| (m.source.clone(), m))
+                .collect(),
         })
     }
 
     /// Creates the offsets table (and its database) if missing.
     pub async fn prepare(&self, offsets_db: &str) -> Result<(), CdcError> {
         let mut conn = self.pool.get_conn().await?;
-        conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", quote(offsets_db)))
-            .await?;
+        conn.query_drop(format!(
+            "CREATE DATABASE IF NOT EXISTS {}",
+            quote(offsets_db)
+        ))
+        .await?;
         conn.query_drop(format!(
             "CREATE TABLE IF NOT EXISTS {} (
                stream VARCHAR(100) NOT NULL PRIMARY KEY,
@@ -73,7 +82,10 @@ impl MysqlApplier {
         let mut conn = self.pool.get_conn().await?;
         let row: Option<(String, u64, Option<String>)> = conn
             .exec_first(
-                format!("SELECT file, pos, gtid FROM {} WHERE stream = ?", self.offsets_table),
+                format!(
+                    "SELECT file, pos, gtid FROM {} WHERE stream = ?",
+                    self.offsets_table
+                ),
                 (&self.stream,),
             )
             .await?;
@@ -86,7 +98,10 @@ impl MysqlApplier {
             return Ok(Vec::new());
         };
         let malformed = |message: String| CdcError::Malformed {
-            at: format!("{}:{} row {}", ev.envelope.source.file, ev.envelope.source.pos, ev.envelope.source.row),
+            at: format!(
+                "{}:{} row {}",
+                ev.envelope.source.file, ev.envelope.source.pos, ev.envelope.source.row
+            ),
             message,
         };
         let target = quote(&m.target);
@@ -107,29 +122,44 @@ impl MysqlApplier {
         };
         match ev.envelope.op {
             Op::Create | Op::Read | Op::Update => {
-                let row = ev.envelope.after.as_ref().ok_or_else(|| malformed("no `after` image".into()))?;
+                let row = ev
+                    .envelope
+                    .after
+                    .as_ref()
+                    .ok_or_else(|| malformed("no `after` image".into()))?;
                 let mut cols = Vec::new();
                 let mut params = Vec::new();
                 for col in &ev.schema.columns {
-                    let Some(target_col) = m.target_column(&col.name) else { continue };
-                    let mut v = row.get(&col.name).cloned().unwrap_or(serde_json::Value::Null);
+                    let Some(target_col) = m.target_column(&col.name) else {
+                        continue;
+                    };
+                    let mut v = row
+                        .get(&col.name)
+                        .cloned()
+                        .unwrap_or(serde_json::Value::Null);
                     if let Some(t) = m.transform.get(&col.name) {
                         v = t.apply(v);
                     }
                     cols.push(format!("`{target_col}`"));
-                    params.push(decode(&col.kind, &v).map_err(|e| malformed(format!("{}: {e}", col.name)))?);
+                    params.push(
+                        decode(&col.kind, &v)
+                            .map_err(|e| malformed(format!("{}: {e}", col.name)))?,
+                    );
                 }
                 for (name, value) in &m.defaults {
                     cols.push(format!("`{name}`"));
                     params.push(match toml_to_json(value) {
                         serde_json::Value::String(s) => Value::Bytes(s.into_bytes()),
-                        serde_json::Value::Number(n) if n.is_i64() => Value::Int(n.as_i64().unwrap_or(0)),
+                        serde_json::Value::Number(n) if n.is_i64() => {
+                            Value::Int(n.as_i64().unwrap_or(0))
+                        }
                         serde_json::Value::Number(n) => Value::Double(n.as_f64().unwrap_or(0.0)),
                         serde_json::Value::Bool(b) => Value::Int(i64::from(b)),
                         other => Value::Bytes(other.to_string().into_bytes()),
                     });
                 }
-                let updates: Vec<String> = cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
+                let updates: Vec<String> =
+                    cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
                 out.push((
                     format!(
                         "INSERT INTO {target} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}",
@@ -141,7 +171,11 @@ impl MysqlApplier {
                 ));
             }
             Op::Delete => {
-                let row = ev.envelope.before.as_ref().ok_or_else(|| malformed("no `before` image".into()))?;
+                let row = ev
+                    .envelope
+                    .before
+                    .as_ref()
+                    .ok_or_else(|| malformed("no `before` image".into()))?;
                 let (cond, params) = key_where(row)?;
                 out.push((format!("DELETE FROM {target} WHERE {cond}"), params));
             }
@@ -158,6 +192,10 @@ impl MysqlApplier {
             statements.extend(self.statements(ev)?);
         }
         let mut conn = self.pool.get_conn().await?;
+        // Pooled connections are reset when returned, which clears session variables: mark
+        // every transaction explicitly.
+        conn.query_drop("SET SESSION skip_replication = 1, time_zone = '+00:00'")
+            .await?;
         let mut tx = conn.start_transaction(Default::default()).await?;
         for (sql, params) in &statements {
             tx.exec_drop(sql.as_str(), params.clone()).await?;

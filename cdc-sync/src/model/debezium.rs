@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Map, Value};
+use serde_json::{Map, Value, json};
 
 use crate::schema::{ColumnKind, TableSchema};
 
@@ -106,7 +106,8 @@ impl Envelope {
     /// Reads an event value in either the bare or the `schema` + `payload` form; `Ok(None)` is a
     /// tombstone (`null`).
     pub fn from_json(text: &[u8]) -> Result<Option<Self>, ParseError> {
-        let v: Value = serde_json::from_slice(text).map_err(|e| ParseError(format!("not JSON: {e}")))?;
+        let v: Value =
+            serde_json::from_slice(text).map_err(|e| ParseError(format!("not JSON: {e}")))?;
         let payload = match v {
             Value::Null => return Ok(None),
             Value::Object(mut o) if o.contains_key("payload") && o.contains_key("schema") => {
@@ -126,9 +127,9 @@ impl Envelope {
             Op::Delete if env.before.is_none() => {
                 Err(ParseError("a delete event has no `before`".into()))
             }
-            Op::Update if env.after.is_none() || env.before.is_none() => {
-                Err(ParseError("an update event needs `before` and `after`".into()))
-            }
+            Op::Update if env.after.is_none() || env.before.is_none() => Err(ParseError(
+                "an update event needs `before` and `after`".into(),
+            )),
             _ => Ok(Some(env)),
         }
     }
@@ -136,9 +137,20 @@ impl Envelope {
 
 fn field_type(kind: &ColumnKind) -> (&'static str, Option<&'static str>) {
     match kind {
-        ColumnKind::Int { bits: 8, unsigned: false } => ("int8", None),
-        ColumnKind::Int { bits: 8, .. } | ColumnKind::Int { bits: 16, unsigned: false } => ("int16", None),
-        ColumnKind::Int { bits: 16 | 24, .. } | ColumnKind::Int { bits: 32, unsigned: false } => ("int32", None),
+        ColumnKind::Int {
+            bits: 8,
+            unsigned: false,
+        } => ("int8", None),
+        ColumnKind::Int { bits: 8, .. }
+        | ColumnKind::Int {
+            bits: 16,
+            unsigned: false,
+        } => ("int16", None),
+        ColumnKind::Int { bits: 16 | 24, .. }
+        | ColumnKind::Int {
+            bits: 32,
+            unsigned: false,
+        } => ("int32", None),
         ColumnKind::Int { .. } => ("int64", None),
         ColumnKind::Year => ("int32", Some("io.debezium.time.Year")),
         ColumnKind::Float => ("float", None),
@@ -149,7 +161,9 @@ fn field_type(kind: &ColumnKind) -> (&'static str, Option<&'static str>) {
         ColumnKind::Set { .. } => ("string", Some("io.debezium.data.EnumSet")),
         ColumnKind::Bytes => ("bytes", None),
         ColumnKind::Date => ("int32", Some("io.debezium.time.Date")),
-        ColumnKind::DateTime { precision } if *precision <= 3 => ("int64", Some("io.debezium.time.Timestamp")),
+        ColumnKind::DateTime { precision } if *precision <= 3 => {
+            ("int64", Some("io.debezium.time.Timestamp"))
+        }
         ColumnKind::DateTime { .. } => ("int64", Some("io.debezium.time.MicroTimestamp")),
         ColumnKind::Timestamp { .. } => ("string", Some("io.debezium.time.ZonedTimestamp")),
         ColumnKind::Time => ("int64", Some("io.debezium.time.MicroTime")),
@@ -263,7 +277,10 @@ mod tests {
         assert_eq!(env.source.snapshot, Snapshot::Flag(false));
         assert_eq!(env.after.as_ref().unwrap()["first_name"], "Anne Marie");
         let wrapped = format!(r#"{{"schema": {{"type": "struct"}}, "payload": {DOCUMENTED}}}"#);
-        assert_eq!(Envelope::from_json(wrapped.as_bytes()).unwrap().unwrap(), env);
+        assert_eq!(
+            Envelope::from_json(wrapped.as_bytes()).unwrap().unwrap(),
+            env
+        );
         // Round trip through our own serialization.
         let again = serde_json::to_vec(&env).unwrap();
         assert_eq!(Envelope::from_json(&again).unwrap().unwrap(), env);
@@ -276,9 +293,14 @@ mod tests {
         for (text, needle) in [
             ("{", "not JSON"),
             (r#"{"op": "x"}"#, "not a Debezium change event"),
-            (&DOCUMENTED.replace(r#""after": {"id""#, r#""aftr": {"id""#), "update event needs"),
+            (
+                &DOCUMENTED.replace(r#""after": {"id""#, r#""aftr": {"id""#),
+                "update event needs",
+            ),
         ] {
-            let err = Envelope::from_json(text.as_bytes()).unwrap_err().to_string();
+            let err = Envelope::from_json(text.as_bytes())
+                .unwrap_err()
+                .to_string();
             assert!(err.contains(needle), "{text}: {err}");
         }
     }

@@ -5,8 +5,8 @@
 
 use base64::Engine as _;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike as _};
-use mysql_async::binlog::value::BinlogValue;
 use mysql_async::Value;
+use mysql_async::binlog::value::BinlogValue;
 use serde_json::Value as Json;
 
 use crate::schema::ColumnKind;
@@ -89,7 +89,9 @@ pub fn encode(kind: &ColumnKind, value: &BinlogValue<'_>) -> Result<Json, String
         (ColumnKind::DateTime { .. }, Value::Date(0, 0, 0, ..)) => Json::Null,
         (ColumnKind::DateTime { precision }, Value::Date(y, mo, d, h, mi, s, us)) => {
             let dt = NaiveDate::from_ymd_opt(i32::from(*y), u32::from(*mo), u32::from(*d))
-                .and_then(|date| date.and_hms_micro_opt(u32::from(*h), u32::from(*mi), u32::from(*s), *us))
+                .and_then(|date| {
+                    date.and_hms_micro_opt(u32::from(*h), u32::from(*mi), u32::from(*s), *us)
+                })
                 .ok_or("invalid DATETIME")?
                 .and_utc();
             if *precision <= 3 {
@@ -102,10 +104,14 @@ pub fn encode(kind: &ColumnKind, value: &BinlogValue<'_>) -> Result<Json, String
             let s = text(b)?;
             let (sec, frac) = s.split_once('.').unwrap_or((&s, "0"));
             let sec: i64 = sec.parse().map_err(|_| "TIMESTAMP seconds")?;
-            let us: u32 = format!("{frac:0<6}")[..6].parse().map_err(|_| "TIMESTAMP fraction")?;
+            let us: u32 = format!("{frac:0<6}")[..6]
+                .parse()
+                .map_err(|_| "TIMESTAMP fraction")?;
             timestamp_iso(sec, us, *precision)?
         }
-        (ColumnKind::Timestamp { precision }, Value::Int(sec)) => timestamp_iso(*sec, 0, *precision)?,
+        (ColumnKind::Timestamp { precision }, Value::Int(sec)) => {
+            timestamp_iso(*sec, 0, *precision)?
+        }
         (ColumnKind::Time, Value::Time(neg, days, h, m, s, us)) => {
             let micros = ((i64::from(*days) * 24 + i64::from(*h)) * 3600
                 + i64::from(*m) * 60
@@ -152,7 +158,9 @@ pub fn decode(kind: &ColumnKind, value: &Json) -> Result<Value, String> {
         | ColumnKind::Text
         | ColumnKind::Json
         | ColumnKind::Enum { .. }
-        | ColumnKind::Set { .. } => Value::Bytes(value.as_str().ok_or_else(bad)?.as_bytes().to_vec()),
+        | ColumnKind::Set { .. } => {
+            Value::Bytes(value.as_str().ok_or_else(bad)?.as_bytes().to_vec())
+        }
         ColumnKind::Bytes => Value::Bytes(
             B64.decode(value.as_str().ok_or_else(bad)?)
                 .map_err(|_| bad())?,
@@ -173,7 +181,8 @@ pub fn decode(kind: &ColumnKind, value: &Json) -> Result<Value, String> {
             sql_datetime(dt.naive_utc())
         }
         ColumnKind::Timestamp { .. } => {
-            let dt = DateTime::parse_from_rfc3339(value.as_str().ok_or_else(bad)?).map_err(|_| bad())?;
+            let dt =
+                DateTime::parse_from_rfc3339(value.as_str().ok_or_else(bad)?).map_err(|_| bad())?;
             sql_datetime(dt.naive_utc())
         }
         ColumnKind::Time => {
@@ -182,8 +191,13 @@ pub fn decode(kind: &ColumnKind, value: &Json) -> Result<Value, String> {
             let a = us.unsigned_abs();
             let (secs, micros) = (a / 1_000_000, a % 1_000_000);
             Value::Bytes(
-                format!("{sign}{}:{:02}:{:02}.{micros:06}", secs / 3600, (secs / 60) % 60, secs % 60)
-                    .into_bytes(),
+                format!(
+                    "{sign}{}:{:02}:{:02}.{micros:06}",
+                    secs / 3600,
+                    (secs / 60) % 60,
+                    secs % 60
+                )
+                .into_bytes(),
             )
         }
     })
@@ -205,39 +219,103 @@ mod tests {
     #[test]
     fn debezium_encodings() {
         let dt = ColumnKind::DateTime { precision: 3 };
-        assert_eq!(encode(&dt, &bv(Value::Date(2024, 1, 1, 0, 0, 1, 500_000))).unwrap(), Json::from(1_704_067_201_500i64));
+        assert_eq!(
+            encode(&dt, &bv(Value::Date(2024, 1, 1, 0, 0, 1, 500_000))).unwrap(),
+            Json::from(1_704_067_201_500i64)
+        );
         let dt6 = ColumnKind::DateTime { precision: 6 };
-        assert_eq!(encode(&dt6, &bv(Value::Date(1970, 1, 1, 0, 0, 0, 7))).unwrap(), Json::from(7));
-        assert_eq!(encode(&ColumnKind::Date, &bv(Value::Date(1970, 1, 11, 0, 0, 0, 0))).unwrap(), Json::from(10));
+        assert_eq!(
+            encode(&dt6, &bv(Value::Date(1970, 1, 1, 0, 0, 0, 7))).unwrap(),
+            Json::from(7)
+        );
+        assert_eq!(
+            encode(&ColumnKind::Date, &bv(Value::Date(1970, 1, 11, 0, 0, 0, 0))).unwrap(),
+            Json::from(10)
+        );
         let ts = ColumnKind::Timestamp { precision: 3 };
-        assert_eq!(encode(&ts, &bv(Value::Bytes(b"1704067201.250000".to_vec()))).unwrap(), Json::from("2024-01-01T00:00:01.250Z"));
-        assert_eq!(encode(&ColumnKind::Time, &bv(Value::Time(true, 1, 2, 0, 0, 5))).unwrap(), Json::from(-(26 * 3600 * 1_000_000i64 + 5)));
-        let e = ColumnKind::Enum { values: vec!["pending".into(), "paid".into()] };
+        assert_eq!(
+            encode(&ts, &bv(Value::Bytes(b"1704067201.250000".to_vec()))).unwrap(),
+            Json::from("2024-01-01T00:00:01.250Z")
+        );
+        assert_eq!(
+            encode(&ColumnKind::Time, &bv(Value::Time(true, 1, 2, 0, 0, 5))).unwrap(),
+            Json::from(-(26 * 3600 * 1_000_000i64 + 5))
+        );
+        let e = ColumnKind::Enum {
+            values: vec!["pending".into(), "paid".into()],
+        };
         assert_eq!(encode(&e, &bv(Value::Int(2))).unwrap(), Json::from("paid"));
-        let s = ColumnKind::Set { values: vec!["a".into(), "b".into(), "c".into()] };
-        assert_eq!(encode(&s, &bv(Value::Bytes(vec![0b101]))).unwrap(), Json::from("a,c"));
-        let u8k = ColumnKind::Int { unsigned: true, bits: 8 };
+        let s = ColumnKind::Set {
+            values: vec!["a".into(), "b".into(), "c".into()],
+        };
+        assert_eq!(
+            encode(&s, &bv(Value::Bytes(vec![0b101]))).unwrap(),
+            Json::from("a,c")
+        );
+        let u8k = ColumnKind::Int {
+            unsigned: true,
+            bits: 8,
+        };
         assert_eq!(encode(&u8k, &bv(Value::Int(-56))).unwrap(), Json::from(200));
-        let u64k = ColumnKind::Int { unsigned: true, bits: 64 };
-        assert_eq!(encode(&u64k, &bv(Value::Int(-1))).unwrap(), Json::from(u64::MAX));
-        assert_eq!(encode(&ColumnKind::Bytes, &bv(Value::Bytes(vec![0, 255]))).unwrap(), Json::from("AP8="));
-        assert_eq!(encode(&ColumnKind::Decimal { scale: 2 }, &bv(Value::Bytes(b"19.99".to_vec()))).unwrap(), Json::from("19.99"));
+        let u64k = ColumnKind::Int {
+            unsigned: true,
+            bits: 64,
+        };
+        assert_eq!(
+            encode(&u64k, &bv(Value::Int(-1))).unwrap(),
+            Json::from(u64::MAX)
+        );
+        assert_eq!(
+            encode(&ColumnKind::Bytes, &bv(Value::Bytes(vec![0, 255]))).unwrap(),
+            Json::from("AP8=")
+        );
+        assert_eq!(
+            encode(
+                &ColumnKind::Decimal { scale: 2 },
+                &bv(Value::Bytes(b"19.99".to_vec()))
+            )
+            .unwrap(),
+            Json::from("19.99")
+        );
         assert!(encode(&ColumnKind::Date, &bv(Value::Bytes(b"x".to_vec()))).is_err());
     }
 
     #[test]
     fn decode_inverts_encode() {
         let cases = [
-            (ColumnKind::DateTime { precision: 3 }, Json::from(1_704_067_201_500i64), "2024-01-01 00:00:01.500000"),
-            (ColumnKind::DateTime { precision: 6 }, Json::from(1_704_067_201_000_001i64), "2024-01-01 00:00:01.000001"),
-            (ColumnKind::Timestamp { precision: 3 }, Json::from("2024-01-01T00:00:01.250Z"), "2024-01-01 00:00:01.250000"),
+            (
+                ColumnKind::DateTime { precision: 3 },
+                Json::from(1_704_067_201_500i64),
+                "2024-01-01 00:00:01.500000",
+            ),
+            (
+                ColumnKind::DateTime { precision: 6 },
+                Json::from(1_704_067_201_000_001i64),
+                "2024-01-01 00:00:01.000001",
+            ),
+            (
+                ColumnKind::Timestamp { precision: 3 },
+                Json::from("2024-01-01T00:00:01.250Z"),
+                "2024-01-01 00:00:01.250000",
+            ),
             (ColumnKind::Date, Json::from(10), "1970-01-11"),
-            (ColumnKind::Time, Json::from(-(26 * 3600 * 1_000_000i64 + 5)), "-26:00:00.000005"),
+            (
+                ColumnKind::Time,
+                Json::from(-(26 * 3600 * 1_000_000i64 + 5)),
+                "-26:00:00.000005",
+            ),
         ];
         for (kind, json, sql) in cases {
-            assert_eq!(decode(&kind, &json).unwrap(), Value::Bytes(sql.as_bytes().to_vec()), "{kind:?}");
+            assert_eq!(
+                decode(&kind, &json).unwrap(),
+                Value::Bytes(sql.as_bytes().to_vec()),
+                "{kind:?}"
+            );
         }
-        assert_eq!(decode(&ColumnKind::Bytes, &Json::from("AP8=")).unwrap(), Value::Bytes(vec![0, 255]));
+        assert_eq!(
+            decode(&ColumnKind::Bytes, &Json::from("AP8=")).unwrap(),
+            Value::Bytes(vec![0, 255])
+        );
         assert!(decode(&ColumnKind::Date, &Json::from("tuesday")).is_err());
         assert_eq!(decode(&ColumnKind::Text, &Json::Null).unwrap(), Value::NULL);
     }

@@ -50,6 +50,8 @@ pub struct Transaction {
     pub ts_ms: i64,
     /// Row events skipped because cdc-sync itself wrote them.
     pub suppressed: u64,
+    /// Written by a cdc-sync applier (`skip_replication`): nothing in it is ever applied.
+    pub marked: bool,
 }
 
 /// A parsed MariaDB GTID event.
@@ -104,7 +106,8 @@ impl BinlogSource {
     pub async fn current_position(pool: &Pool) -> Result<Offset, CdcError> {
         let mut conn = pool.get_conn().await?;
         let row: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await?;
-        let mut row = row.ok_or_else(|| CdcError::Config("the source has no binlog (log_bin is off)".into()))?;
+        let mut row = row
+            .ok_or_else(|| CdcError::Config("the source has no binlog (log_bin is off)".into()))?;
         let gtid: Option<String> = conn.query_first("SELECT @@gtid_binlog_pos").await?;
         Ok(Offset {
             file: row.take(0).expect("file"),
@@ -120,7 +123,8 @@ impl BinlogSource {
         start: Offset,
         out: tokio::sync::mpsc::Sender<Transaction>,
     ) -> Result<(), CdcError> {
-        let opts = Opts::from_url(&self.url).map_err(|e| CdcError::Config(format!("source url: {e}")))?;
+        let opts =
+            Opts::from_url(&self.url).map_err(|e| CdcError::Config(format!("source url: {e}")))?;
         let pool = Pool::new(opts.clone());
         let mut schemas = SchemaCache::new(pool.clone());
         let mut conn = Conn::new(opts).await?;
@@ -146,7 +150,12 @@ impl BinlogSource {
                 let gtid = MariaGtid::parse(event.data())
                     .ok_or_else(|| decode_err("truncated MariaDB GTID event".into()))?;
                 pending = Some(Pending {
-                    gtid: Some(format!("{}-{}-{}", gtid.domain_id, header.server_id(), gtid.seq_no)),
+                    gtid: Some(format!(
+                        "{}-{}-{}",
+                        gtid.domain_id,
+                        header.server_id(),
+                        gtid.seq_no
+                    )),
                     marked,
                     standalone: gtid.standalone(),
                     events: Vec::new(),
@@ -157,7 +166,18 @@ impl BinlogSource {
             let data = event.read_data().map_err(|e| decode_err(e.to_string()))?;
             let commit = match data {
                 Some(EventData::RotateEvent(r)) => {
-                    file = r.name().to_string();
+                    let name = r.name().to_string();
+                    // The artificial rotate that opens a stream (log_pos 0) arrives before the
+                    // format description, so its name still carries the 4-byte checksum.
+                    file = if header.log_pos() != 0 {
+                        name
+                    } else if !file.is_empty() && name.starts_with(file.as_str()) {
+                        file.clone()
+                    } else {
+                        name.get(..name.len().saturating_sub(4))
+                            .unwrap_or(&name)
+                            .to_string()
+                    };
                     false
                 }
                 Some(EventData::QueryEvent(q)) => {
@@ -186,9 +206,9 @@ impl BinlogSource {
                     let Some(p) = pending.as_mut() else {
                         return Err(decode_err("rows event outside a transaction".into()));
                     };
-                    let tme = stream
-                        .get_tme(rows.table_id())
-                        .ok_or_else(|| decode_err(format!("no table map for table id {}", rows.table_id())))?;
+                    let tme = stream.get_tme(rows.table_id()).ok_or_else(|| {
+                        decode_err(format!("no table map for table id {}", rows.table_id()))
+                    })?;
                     let (db, table, ncols) = (
                         tme.database_name().to_string(),
                         tme.table_name().to_string(),
@@ -219,7 +239,9 @@ impl BinlogSource {
                     }
                     let tme = stream.get_tme(rows.table_id()).expect("checked above");
                     let op = match &rows {
-                        RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => Op::Create,
+                        RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
+                            Op::Create
+                        }
                         RowsEventData::UpdateRowsEvent(_)
                         | RowsEventData::UpdateRowsEventV1(_)
                         | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
@@ -272,6 +294,7 @@ impl BinlogSource {
                     gtid: p.as_ref().and_then(|p| p.gtid.clone()),
                     ts_ms: i64::from(header.timestamp()) * 1000,
                     suppressed: p.as_ref().map_or(0, |p| p.suppressed),
+                    marked: p.as_ref().is_some_and(|p| p.marked) || marked,
                     events: p.map(|p| p.events).unwrap_or_default(),
                 };
                 if out.send(txn).await.is_err() {
