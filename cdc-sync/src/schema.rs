@@ -183,10 +183,21 @@ impl SchemaCache {
     }
 }
 
+/// name, data type, column type, scale, datetime precision, key, nullable.
+type InfoColumn = (
+    String,
+    String,
+    String,
+    Option<u64>,
+    Option<u64>,
+    String,
+    String,
+);
+
 /// Reads one table's schema.
 pub async fn load(pool: &Pool, db: &str, table: &str) -> Result<TableSchema, CdcError> {
     let mut conn = pool.get_conn().await?;
-    let rows: Vec<(String, String, String, Option<u64>, Option<u64>, String, String)> = conn
+    let rows: Vec<InfoColumn> = conn
         .exec(
             "SELECT COLUMN_NAME, DATA_TYPE, COLUMN_TYPE, NUMERIC_SCALE, DATETIME_PRECISION, COLUMN_KEY, IS_NULLABLE \
              FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ? ORDER BY ORDINAL_POSITION",

@@ -9,7 +9,9 @@ use mysql_async::prelude::*;
 
 async fn exec(url: &str, sql: &str) {
     let mut c = mysql_async::Conn::from_url(url).await.unwrap();
-    c.query_drop(sql).await.unwrap_or_else(|e| panic!("{sql}: {e}"));
+    c.query_drop(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
     c.disconnect().await.unwrap();
 }
 
@@ -32,7 +34,10 @@ async fn converge(src: &str, dst: &str, secs: u64) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    panic!("target {:?} never matched source {want:?}", fingerprint(dst).await);
+    panic!(
+        "target {:?} never matched source {want:?}",
+        fingerprint(dst).await
+    );
 }
 
 /// A burst of small transactions: inserts, updates of earlier rows, deletes.
@@ -40,16 +45,21 @@ async fn burst(url: String, from: u32, to: u32) {
     let mut c = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
     for i in from..to {
         let mut tx = c.start_transaction(Default::default()).await.unwrap();
-        tx.exec_drop("INSERT INTO orders VALUES (?, ?, ?)", (i, format!("{}.{:02}", i, i % 100), format!("order {i}")))
-            .await
-            .unwrap();
+        tx.exec_drop(
+            "INSERT INTO orders VALUES (?, ?, ?)",
+            (i, format!("{}.{:02}", i, i % 100), format!("order {i}")),
+        )
+        .await
+        .unwrap();
         if i % 3 == 0 && i > from {
             tx.exec_drop("UPDATE orders SET note = CONCAT(note, ' (updated)'), amount = amount + 1 WHERE id = ?", (i - 1,))
                 .await
                 .unwrap();
         }
         if i % 7 == 0 && i > from + 1 {
-            tx.exec_drop("DELETE FROM orders WHERE id = ?", (i - 2,)).await.unwrap();
+            tx.exec_drop("DELETE FROM orders WHERE id = ?", (i - 2,))
+                .await
+                .unwrap();
         }
         tx.commit().await.unwrap();
     }
@@ -82,7 +92,11 @@ async fn kill_9_mid_burst_then_restart_loses_and_doubles_nothing() {
     let spawn = |n: u32| {
         testkit::ProcessGuard::spawn(
             Path::new(env!("CARGO_BIN_EXE_cdc-sync")),
-            &["stream".into(), "--config".into(), config.display().to_string()],
+            &[
+                "stream".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
             &dir.path().join(format!("cdc{n}.pid")),
             &dir.path().join("cdc.log"),
         )
@@ -117,13 +131,17 @@ async fn kill_9_mid_burst_then_restart_loses_and_doubles_nothing() {
         .output()
         .unwrap();
     let report: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
-    assert!(report["transactions_applied"].as_u64().unwrap() >= 1499, "{report}");
+    assert!(
+        report["transactions_applied"].as_u64().unwrap() >= 1499,
+        "{report}"
+    );
     drop(process);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_restart_is_survived() {
-    let mut source = testkit::MariaDb::start(testkit::MariaDbOptions::new("cdc-restart", 21)).unwrap();
+    let mut source =
+        testkit::MariaDb::start(testkit::MariaDbOptions::new("cdc-restart", 21)).unwrap();
     let s = testkit::services_server();
     let src = source.create_database("restart_src").await.unwrap();
     let dst = s.create_database("restart_dst").await.unwrap();
@@ -148,7 +166,52 @@ async fn source_restart_is_survived() {
     source.restart().unwrap();
     burst(src.url.clone(), 100, 200).await;
     converge(&src.url, &dst.url, 60).await;
-    assert!(metrics.render().contains(r#"cdc_errors_total{kind="reconnect""#));
+    assert!(
+        metrics
+            .render()
+            .contains(r#"cdc_errors_total{kind="reconnect""#)
+    );
     let _ = stop.send(true);
     task.await.unwrap().unwrap();
+}
+
+#[test]
+fn check_config_accepts_good_files_and_names_the_bad_line() {
+    let dir = testkit::TempDir::new("cdc-check").unwrap();
+    let good = dir.path().join("good.toml");
+    std::fs::write(
+        &good,
+        "name = \"m2s\"\nsource_url = \"mysql://root@127.0.0.1:1\"\ntarget_url = \"mysql://root@127.0.0.1:2\"\n\n[[tables]]\nsource = \"shop.users\"\ntarget = \"shop_mirror.users\"\n",
+    )
+    .unwrap();
+    let run = |p: &Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sync"))
+            .arg("--config")
+            .arg(p)
+            .arg("--check-config")
+            .output()
+            .unwrap()
+    };
+    let out = run(&good);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("stream m2s with 1 tables"));
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(
+        &bad,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace("target = ", "trget = "),
+    )
+    .unwrap();
+    let out = run(&bad);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("bad.toml") && err.contains("line 7") && err.contains("trget"),
+        "{err}"
+    );
 }

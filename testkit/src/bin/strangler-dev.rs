@@ -43,6 +43,9 @@ struct Args {
     /// Initial flags (copied into the state folder when none are there yet).
     #[arg(long, default_value = "strangler-proxy/config/flags.json")]
     proxy_flags: PathBuf,
+    /// Port of cdc-sync's /metrics and /healthz.
+    #[arg(long, default_value_t = 9500)]
+    cdc_port: u16,
     /// Seeded customers.
     #[arg(long, default_value_t = 1000)]
     users: u64,
@@ -56,6 +59,9 @@ struct Args {
     #[arg(long)]
     check: bool,
 }
+
+const CHECK_USER: &str =
+    r#"{"email":"dev-check@example.com","password":"password123","name":"Dev Check"}"#;
 
 /// Errors here are one line for the person at the terminal.
 type Fallible<T> = Result<T, String>;
@@ -123,6 +129,7 @@ fn run(args: Args) -> Fallible<()> {
         (args.monolith_port, "--monolith-port"),
         (args.proxy_port, "--proxy-port"),
         (args.proxy_admin_port, "--proxy-admin-port"),
+        (args.cdc_port, "--cdc-port"),
     ] {
         if port != 0 && !port_free(port) {
             return Err(format!(
@@ -132,6 +139,7 @@ fn run(args: Args) -> Fallible<()> {
     }
     let monolith_bin = binary(&args.bin_dir, "legacy-monolith")?;
     let proxy_bin = binary(&args.bin_dir, "strangler-proxy")?;
+    let cdc_bin = binary(&args.bin_dir, "cdc-sync")?;
     let routes = std::fs::read_to_string(&args.proxy_routes)
         .map_err(|e| format!("reading {}: {e}", args.proxy_routes.display()))?;
     let logs = args.state_dir.join("logs");
@@ -183,6 +191,65 @@ fn run(args: Args) -> Fallible<()> {
     )
     .map_err(|e| e.to_string())?;
     wait_ready(args.monolith_port, "legacy-monolith", &monolith)?;
+
+    eprintln!("starting cdc-sync (monolith → services, direct mode)…");
+    // The services server gets the shop schema as `shop_mirror` until the services own theirs.
+    let out = Command::new(&monolith_bin)
+        .env("SHOP_DATABASE_URL", services_db.url("shop_mirror"))
+        .arg("migrate")
+        .output()
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!(
+            "creating shop_mirror: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let cdc_config = args
+        .state_dir
+        .canonicalize()
+        .map_err(|e| e.to_string())?
+        .join("cdc-monolith-to-services.toml");
+    let mut cdc_text = format!(
+        "name = \"monolith-to-services\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = 4001\nlisten = \"127.0.0.1:{}\"\n",
+        monolith_db.root_url(),
+        services_db.root_url(),
+        args.cdc_port
+    );
+    for table in [
+        "users",
+        "products",
+        "inventory",
+        "orders",
+        "order_items",
+        "payments",
+        "notifications",
+    ] {
+        cdc_text.push_str(&format!(
+            "\n[[tables]]\nsource = \"shop.{table}\"\ntarget = \"shop_mirror.{table}\"\n"
+        ));
+    }
+    std::fs::write(&cdc_config, cdc_text).map_err(|e| e.to_string())?;
+    let cdc_log = logs.join("cdc-sync.log");
+    let _ = std::fs::remove_file(&cdc_log);
+    let cdc = ProcessGuard::spawn(
+        &cdc_bin,
+        &[
+            "stream".to_string(),
+            "--config".to_string(),
+            cdc_config.display().to_string(),
+        ],
+        &args.state_dir.join("cdc-sync.pid"),
+        &cdc_log,
+    )
+    .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    while !matches!(http_get(args.cdc_port, "/healthz"), Ok((200, _))) {
+        if !cdc.is_alive() || started.elapsed() > Duration::from_secs(60) {
+            return Err(format!("cdc-sync did not start; see {}", cdc_log.display()));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     eprintln!("starting strangler-proxy…");
     let state = args.state_dir.canonicalize().map_err(|e| e.to_string())?;
@@ -249,6 +316,15 @@ fn run(args: Args) -> Fallible<()> {
         format!("http://127.0.0.1:{}/admin/routes", args.proxy_admin_port),
         proxy_config.display()
     );
+    println!(
+        "  {:<22} {:<40} {}",
+        "cdc-sync",
+        format!(
+            "shop → shop_mirror, http://127.0.0.1:{}/metrics",
+            args.cdc_port
+        ),
+        cdc_log.display()
+    );
     println!();
     println!("End users go through the proxy; every route starts in `monolith` mode. Try:");
     println!(
@@ -281,7 +357,53 @@ fn run(args: Args) -> Fallible<()> {
         if status != 200 || !body.contains("users.login") {
             return Err(format!("proxy admin answered {status}: {body}"));
         }
-        println!("check passed: every component answered; stopping.");
+        // A write through the proxy reaches the services server through cdc-sync.
+        let register = format!(
+            "POST /api/users/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+            CHECK_USER.len(),
+            CHECK_USER
+        );
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", args.proxy_port))
+            .map_err(|e| e.to_string())?;
+        s.write_all(register.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        if !answer.starts_with("HTTP/1.1 201") {
+            return Err(format!("registering through the proxy: {answer}"));
+        }
+        let mirror = services_db.url("shop_mirror");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map_err(|e| e.to_string())?;
+        let replicated = rt.block_on(async {
+            use mysql_async::prelude::Queryable;
+            for _ in 0..100 {
+                if let Ok(mut c) = mysql_async::Conn::from_url(mirror.as_str()).await {
+                    let n: Option<u64> = c
+                        .query_first(
+                            "SELECT COUNT(*) FROM users WHERE email = 'dev-check@example.com'",
+                        )
+                        .await
+                        .unwrap_or(None);
+                    if n == Some(1) {
+                        return true;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            false
+        });
+        if !replicated {
+            return Err(format!(
+                "the new user never reached shop_mirror; see {}",
+                cdc_log.display()
+            ));
+        }
+        println!(
+            "check passed: every component answered and a write through the proxy replicated; stopping."
+        );
         return Ok(());
     }
     println!();
@@ -303,6 +425,10 @@ fn run(args: Args) -> Fallible<()> {
                         eprintln!("legacy-monolith exited; see {}", monolith_log.display());
                         break;
                     }
+                    if !cdc.is_alive() {
+                        eprintln!("cdc-sync exited; see {}", cdc_log.display());
+                        break;
+                    }
                     if !proxy.is_alive() {
                         eprintln!("strangler-proxy exited; see {}", proxy_log.display());
                         break;
@@ -313,6 +439,7 @@ fn run(args: Args) -> Fallible<()> {
     });
     eprintln!("stopping…");
     drop(proxy);
+    drop(cdc);
     drop(monolith);
     drop(services_db);
     drop(monolith_db);
