@@ -27,6 +27,10 @@ pids=()
 cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
+# With two or more cores, load generators run on CPU 0 and every server on CPU 1, so the
+# measured process competes with the same neighbours in every case.
+if [ "$(nproc)" -ge 2 ]; then LOADGEN="taskset -c 0"; SERVER="taskset -c 1"; else LOADGEN=""; SERVER=""; fi
+
 UP=19100; STR=19101; STRADM=19102; BARE=19103; NGX=19104; HAP=19105
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
@@ -38,7 +42,7 @@ events { worker_connections 4096; }
 http { access_log off; server { listen 127.0.0.1:$UP;
   location / { default_type application/json; return 200 '{"status":"ok","items":[1,2,3]}'; } } }
 NGX
-nginx -c "$work/up/nginx.conf" -p "$work/up" & pids+=($!)
+$SERVER nginx -c "$work/up/nginx.conf" -p "$work/up" & pids+=($!)
 # nginx as a plain reverse proxy, one worker, keep-alive to the upstream.
 cat >"$work/ngx/nginx.conf" <<NGX
 worker_processes 1; daemon off; pid $work/ngx/nginx.pid; error_log $work/ngx/error.log;
@@ -46,7 +50,7 @@ events { worker_connections 4096; }
 http { access_log off; upstream up { server 127.0.0.1:$UP; keepalive 64; }
   server { listen 127.0.0.1:$NGX; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGX
-nginx -c "$work/ngx/nginx.conf" -p "$work/ngx" & pids+=($!)
+$SERVER nginx -c "$work/ngx/nginx.conf" -p "$work/ngx" & pids+=($!)
 # haproxy, one thread.
 cat >"$work/haproxy.cfg" <<HAP
 global
@@ -64,9 +68,9 @@ backend b
   http-reuse always
   server s1 127.0.0.1:$UP
 HAP
-haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
+$SERVER haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
 # Bare Pingora: fixed peer, one thread.
-"$REL/examples/bare_pingora" "127.0.0.1:$BARE" "127.0.0.1:$UP" 1 >"$work/bare.log" 2>&1 & pids+=($!)
+$SERVER "$REL/examples/bare_pingora" "127.0.0.1:$BARE" "127.0.0.1:$UP" 1 >"$work/bare.log" 2>&1 & pids+=($!)
 # strangler-proxy, one thread: the bench path is a canary route at 50% (both sides are the
 # same upstream), so every request is matched, keyed, evaluated and bucketed.
 cat >"$work/flags.json" <<'FLAGS'
@@ -102,18 +106,18 @@ service = "svc"
 CFG
 }
 write_config 0
-RUST_LOG=warn "$REL/strangler-proxy" --config "$work/proxy.toml" >"$work/proxy.log" 2>&1 & pids+=($!)
+RUST_LOG=warn $SERVER "$REL/strangler-proxy" --config "$work/proxy.toml" >"$work/proxy.log" 2>&1 & pids+=($!)
 STRANGLER_PID=$!
 for p in $UP $NGX $HAP $BARE $STR $STRADM; do wait_port "$p"; done
 sleep 1
 
 # oha JSON → "p50_ms p99_ms success_rate requests"
 oha_run() {
-  oha --no-tui --output-format json -z "${DURATION}s" -q "$RATE" -c 50 --latency-correction "$@" 2>/dev/null |
+  $LOADGEN oha --no-tui --output-format json -z "${DURATION}s" -q "$RATE" -c 50 --latency-correction "$@" 2>/dev/null |
     python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; s=d["summary"]
 print("%.3f %.3f %.4f %d" % (p["p50"]*1000, p["p99"]*1000, s["successRate"], sum(d.get("statusCodeDistribution",{}).values())))'
 }
-wrk_rps() { wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "$1" | awk '/Requests\/sec/ {print $2}'; }
+wrk_rps() { $LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "$1" | awk '/Requests\/sec/ {print $2}'; }
 
 declare -A URL=(
   [direct]="http://127.0.0.1:$UP/bench"
@@ -152,7 +156,7 @@ done
 
 # 100 config reloads (file rewrites, every tenth also through the admin API) under load.
 echo "100 reloads under load" >&2
-oha --no-tui --output-format json -z 25s -q 2000 -c 32 -H "x-user-id: u1" "${URL[strangler]}" >"$work/reload.json" 2>/dev/null &
+$LOADGEN oha --no-tui --output-format json -z 25s -q 2000 -c 32 -H "x-user-id: u1" "${URL[strangler]}" >"$work/reload.json" 2>/dev/null &
 load=$!
 sleep 1
 for i in $(seq 1 100); do
@@ -176,6 +180,7 @@ read -r d50 d99 _ _ <<<"${LAT[direct]}"
   echo "Run: \`bash bench/proxy.sh\` (RATE=$RATE req/s, ${DURATION} s per measurement, wrk -t1 -c$CONNS)."
   echo "Machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(date -u +%F)."
   echo "Everything on loopback, the same nginx upstream (one worker, 33-byte JSON), every proxy with one worker thread;"
+  echo "load generators pinned to CPU 0, upstream and proxies to CPU 1 (\`taskset\`) when there are two cores;"
   echo "this machine is shared and noisy: compare the ratios of one run, not absolute numbers across runs."
   echo
   echo "## Added latency at a fixed rate ($RATE req/s, open loop, oha --latency-correction)"
