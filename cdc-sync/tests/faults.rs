@@ -215,3 +215,77 @@ fn check_config_accepts_good_files_and_names_the_bad_line() {
         "{err}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tail_prints_debezium_events_with_schema_and_transaction_metadata() {
+    let m = testkit::monolith_server();
+    let src = m.create_database("tail_src").await.unwrap();
+    exec(&src.url, TABLE).await;
+    let dir = testkit::TempDir::new("cdc-tail").unwrap();
+    let config = dir.path().join("tail.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"shop\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = 4701\n\n[[tables]]\nsource = \"{}.orders\"\ntarget = \"x.orders\"\n",
+            m.root_url(),
+            m.root_url(),
+            src.name
+        ),
+    )
+    .unwrap();
+    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cdc-sync"))
+        .args(["tail", "--schema", "--limit", "3", "--config"])
+        .arg(&config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    exec(
+        &src.url,
+        "BEGIN; INSERT INTO orders VALUES (1, 9.99, 'a'), (2, 1.50, 'b'); COMMIT",
+    )
+    .await;
+    exec(&src.url, "DELETE FROM orders WHERE id = 2").await;
+    let out = tokio::time::timeout(Duration::from_secs(20), child.wait_with_output())
+        .await
+        .expect("tail stops after --limit")
+        .unwrap();
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines.len(),
+        4,
+        "two creates, a delete and its tombstone: {lines:?}"
+    );
+    let first = &lines[0];
+    assert_eq!(first["key"]["payload"]["id"], 1);
+    assert_eq!(
+        first["key"]["schema"]["name"],
+        format!("shop.{}.orders.Key", src.name)
+    );
+    assert_eq!(
+        first["value"]["schema"]["name"],
+        format!("shop.{}.orders.Envelope", src.name)
+    );
+    let payload = &first["value"]["payload"];
+    assert_eq!(payload["op"], "c");
+    assert_eq!(payload["after"]["amount"], "9.99");
+    assert_eq!(payload["source"]["connector"], "mariadb");
+    assert_eq!(payload["transaction"]["total_order"], 1);
+    assert_eq!(
+        lines[1]["value"]["payload"]["transaction"]["total_order"],
+        2
+    );
+    assert_eq!(lines[2]["value"]["payload"]["op"], "d");
+    assert!(lines[3]["value"].is_null(), "tombstone");
+    // What tail prints reads back as a Debezium event.
+    let text = serde_json::to_vec(&first["value"]).unwrap();
+    let env = cdc_sync::model::debezium::Envelope::from_json(&text)
+        .unwrap()
+        .unwrap();
+    assert_eq!(env.after.unwrap()["note"], "a");
+}

@@ -284,7 +284,24 @@ impl BinlogSource {
                 _ => false,
             };
             if commit {
-                let p = pending.take();
+                let mut p = pending.take();
+                // Debezium's transaction metadata: order in the transaction and per table.
+                if let Some(p) = p.as_mut() {
+                    let id = p
+                        .gtid
+                        .clone()
+                        .unwrap_or_else(|| format!("{file}:{next_pos}"));
+                    let mut per_table: std::collections::HashMap<String, u64> = Default::default();
+                    for (i, ev) in p.events.iter_mut().enumerate() {
+                        let n = per_table.entry(ev.schema.qualified()).or_default();
+                        *n += 1;
+                        ev.envelope.transaction = Some(crate::model::debezium::TransactionBlock {
+                            id: id.clone(),
+                            total_order: i as u64 + 1,
+                            data_collection_order: *n,
+                        });
+                    }
+                }
                 let txn = Transaction {
                     end: Offset {
                         file: file.clone(),
