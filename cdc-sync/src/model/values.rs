@@ -4,7 +4,7 @@
 //! event value back into an SQL parameter for the applier.
 
 use base64::Engine as _;
-use chrono::{DateTime, NaiveDate, NaiveDateTime, Timelike as _};
+use chrono::{DateTime, NaiveDate, NaiveDateTime};
 use mysql_async::Value;
 use mysql_async::binlog::value::BinlogValue;
 use serde_json::Value as Json;
@@ -201,11 +201,6 @@ pub fn decode(kind: &ColumnKind, value: &Json) -> Result<Value, String> {
             )
         }
     })
-}
-
-/// The micro-second part of a DATETIME, for tests and comparisons.
-pub fn micros_of(dt: &NaiveDateTime) -> u32 {
-    dt.nanosecond() / 1000
 }
 
 #[cfg(test)]
