@@ -109,7 +109,7 @@ impl MariaDb {
         if !status.success() {
             return Err(TestkitError::CommandFailed {
                 what: format!("{} ({status})", install_db.display()),
-                tail: log_tail(&install_log, 20),
+                tail: log_tail(&install_log, 60),
                 log: install_log,
             });
         }

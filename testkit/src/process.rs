@@ -147,12 +147,27 @@ static COUNTER: AtomicU64 = AtomicU64::new(0);
 impl TempDir {
     /// Creates a new folder under the system temp dir, named `strangler-<prefix>-<pid>-<n>`.
     pub fn new(prefix: &str) -> Result<Self, TestkitError> {
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path =
-            std::env::temp_dir().join(format!("strangler-{prefix}-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&path);
-        std::fs::create_dir_all(&path)
-            .map_err(|e| TestkitError::io(format!("creating {}", path.display()), e))?;
+        // Process ids are reused quickly in small PID namespaces, and an earlier owner's remover
+        // may still be about to delete its folder: names also carry the time, and a folder that
+        // already exists is never reused.
+        let path = loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0);
+            let path = std::env::temp_dir().join(format!(
+                "strangler-{prefix}-{}-{n}-{nanos:x}",
+                std::process::id()
+            ));
+            match std::fs::create_dir(&path) {
+                Ok(()) => break path,
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+                Err(e) => {
+                    return Err(TestkitError::io(format!("creating {}", path.display()), e));
+                }
+            }
+        };
         let mut child = Command::new("sh")
             .arg("-c")
             .arg(r#"cat >/dev/null; sleep 0.2; rm -rf "$1""#)
