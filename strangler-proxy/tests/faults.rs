@@ -278,15 +278,7 @@ async fn reloads_under_load_fail_no_request_and_bad_config_keeps_the_old() {
     );
     assert_eq!(proxy.metric("strangler_config_version").await, version);
     assert_eq!(proxy.get_as("/echo/after", "u").await.0, 200);
-    let status: serde_json::Value = proxy
-        .client
-        .get(proxy.admin_url("/admin/status"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let status: serde_json::Value = proxy.admin_json("/admin/status").await;
     assert!(
         status["config_error"].as_str().unwrap().contains("nope"),
         "{status}"
@@ -299,29 +291,13 @@ async fn reloads_under_load_fail_no_request_and_bad_config_keeps_the_old() {
     )
     .unwrap();
     for _ in 0..100 {
-        let s: serde_json::Value = proxy
-            .client
-            .get(proxy.admin_url("/admin/status"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
+        let s: serde_json::Value = proxy.admin_json("/admin/status").await;
         if s["flags_error"].is_string() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let routes: serde_json::Value = proxy
-        .client
-        .get(proxy.admin_url("/admin/routes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let routes: serde_json::Value = proxy.admin_json("/admin/routes").await;
     assert_eq!(routes["routes"][0]["mode"]["mode"], "canary", "{routes}");
 }
 

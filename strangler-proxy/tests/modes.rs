@@ -207,15 +207,7 @@ async fn shadow_learns_noise_from_the_monolith_itself() {
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
-    let routes: serde_json::Value = proxy
-        .client
-        .get(proxy.admin_url("/admin/routes"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let routes: serde_json::Value = proxy.admin_json("/admin/routes").await;
     assert!(
         routes["routes"][0]["shadow_noise"]
             .as_array()

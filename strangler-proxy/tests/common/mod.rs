@@ -219,6 +219,18 @@ impl Proxy {
         format!("http://127.0.0.1:{}{path}", self.admin)
     }
 
+    /// GET an admin endpoint as JSON.
+    pub async fn admin_json(&self, path: &str) -> serde_json::Value {
+        self.client
+            .get(self.admin_url(path))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Sets a route flag and waits until the proxy reports the new mode.
     pub async fn set_mode(&self, flag: &str, mode: RouteMode) {
         FileSource::new(&self.flags_path)
@@ -226,15 +238,7 @@ impl Proxy {
             .unwrap();
         let want = serde_json::to_value(mode).unwrap();
         for _ in 0..200 {
-            let routes: serde_json::Value = self
-                .client
-                .get(self.admin_url("/admin/routes"))
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let routes: serde_json::Value = self.admin_json("/admin/routes").await;
             if routes["routes"]
                 .as_array()
                 .unwrap()
