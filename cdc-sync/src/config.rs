@@ -28,6 +28,17 @@ pub struct StreamConfig {
     /// `direct` (in-process).
     #[serde(default)]
     pub transport: Transport,
+    /// Which side owns writes for these tables: it wins when a row changed on both sides in the
+    /// same window. `source` for the direction leaving the owner, `target` for the way back.
+    #[serde(default)]
+    pub owner: Owner,
+    /// Compare each target row with the event's `before` image to detect conflicts (one locked
+    /// read per row); off applies blindly (the source always wins, nothing is counted).
+    #[serde(default = "default_true")]
+    pub detect_conflicts: bool,
+    /// Kafka settings when `transport = "kafka"`.
+    #[serde(default)]
+    pub kafka: Option<KafkaConfig>,
     /// `/metrics` and `/healthz` of the running stream.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -42,6 +53,43 @@ pub enum Transport {
     /// In-process channel (the embedded default).
     #[default]
     Direct,
+    /// Through Kafka topics `<prefix>.<db>.<table>` and `<prefix>.transaction`.
+    Kafka,
+}
+
+/// The side whose version of a row stands in a conflict.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Owner {
+    /// The server this stream reads from.
+    #[default]
+    Source,
+    /// The server this stream writes to.
+    Target,
+}
+
+/// Kafka transport settings.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaConfig {
+    /// `host:port[,host:port…]`.
+    pub bootstrap_servers: String,
+    /// Topic prefix (Debezium's `topic.prefix`); defaults to the stream name.
+    #[serde(default)]
+    pub topic_prefix: Option<String>,
+    /// The applier's consumer group; defaults to `cdc-sync.<name>`.
+    #[serde(default)]
+    pub group_id: Option<String>,
+    /// Partitions of each table topic created by cdc-sync.
+    #[serde(default = "default_partitions")]
+    pub partitions: i32,
+}
+
+fn default_partitions() -> i32 {
+    1
+}
+fn default_true() -> bool {
+    true
 }
 
 fn default_reader_id() -> u32 {
@@ -55,6 +103,25 @@ fn default_listen() -> SocketAddr {
 }
 
 impl StreamConfig {
+    /// The Kafka topic prefix (Debezium's `topic.prefix`).
+    pub fn topic_prefix(&self) -> &str {
+        self.kafka
+            .as_ref()
+            .and_then(|k| k.topic_prefix.as_deref())
+            .unwrap_or(&self.name)
+    }
+
+    /// The applier for this stream's target.
+    pub fn applier(&self) -> Result<crate::apply::mysql::MysqlApplier, crate::error::CdcError> {
+        crate::apply::mysql::MysqlApplier::with_conflicts(
+            &self.target_url,
+            &self.name,
+            &self.offsets_db,
+            self.tables.clone(),
+            self.detect_conflicts.then_some(self.owner),
+        )
+    }
+
     /// Reads and validates a config file.
     pub fn load(path: &Path) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
@@ -74,6 +141,32 @@ impl StreamConfig {
         }
         for (i, t) in c.tables.iter().enumerate() {
             t.validate().map_err(|e| format!("tables[{i}]: {e}"))?;
+        }
+        match (c.transport, &c.kafka) {
+            (Transport::Kafka, None) => {
+                return Err(
+                    "transport = \"kafka\" needs a [kafka] section with bootstrap_servers".into(),
+                );
+            }
+            (Transport::Kafka, Some(k)) => {
+                if k.bootstrap_servers.trim().is_empty() {
+                    return Err("kafka.bootstrap_servers is empty".into());
+                }
+                if !(1..=1000).contains(&k.partitions) {
+                    return Err("kafka.partitions must be 1 to 1000".into());
+                }
+                let prefix = k.topic_prefix.as_deref().unwrap_or(&c.name);
+                if prefix.is_empty()
+                    || !prefix
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                {
+                    return Err(format!(
+                        "kafka topic prefix {prefix:?} may hold only letters, digits, '.', '_' and '-'"
+                    ));
+                }
+            }
+            (Transport::Direct, _) => {}
         }
         for url in [&c.source_url, &c.target_url] {
             mysql_async::Opts::from_url(url)
@@ -100,5 +193,17 @@ mod tests {
         assert!(err.contains("tables[0]"), "{err}");
         let err = StreamConfig::parse(&format!("transport = \"pigeon\"\n{GOOD}")).unwrap_err();
         assert!(err.contains("pigeon"), "{err}");
+        let err = StreamConfig::parse(&format!("transport = \"kafka\"\n{GOOD}")).unwrap_err();
+        assert!(err.contains("[kafka]"), "{err}");
+        let k = StreamConfig::parse(&format!(
+            "transport = \"kafka\"\nowner = \"target\"\n{GOOD}\n[kafka]\nbootstrap_servers = \"127.0.0.1:9092\"\n"
+        ))
+        .unwrap();
+        assert_eq!((k.topic_prefix(), k.owner), ("m2s", Owner::Target));
+        let err = StreamConfig::parse(&format!(
+            "transport = \"kafka\"\n{GOOD}\n[kafka]\nbootstrap_servers = \"b:1\"\ntopic_prefix = \"a b\"\n"
+        ))
+        .unwrap_err();
+        assert!(err.contains("prefix"), "{err}");
     }
 }

@@ -25,6 +25,8 @@ pub enum CdcError {
     Malformed { at: String, message: String },
     #[error("table `{0}` has no primary key; cdc-sync needs one to apply changes idempotently")]
     NoPrimaryKey(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
     #[error("config: {0}")]
     Config(String),
 }

@@ -10,3 +10,4 @@ pub mod model;
 pub mod pipeline;
 pub mod schema;
 pub mod source;
+pub mod transport;

@@ -27,7 +27,11 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the stream until Ctrl-C / SIGTERM.
-    Stream,
+    Stream {
+        /// With the Kafka transport: publish, apply, or both in this process.
+        #[arg(long, value_enum, default_value = "both")]
+        role: cdc_sync::pipeline::Role,
+    },
     /// Offset, lag and counts of the stream, as a table or `--json`.
     Status {
         #[arg(long)]
@@ -68,7 +72,8 @@ async fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     match cli.command {
-        None | Some(Command::Stream) => stream(config).await,
+        None => stream(config, Default::default()).await,
+        Some(Command::Stream { role }) => stream(config, role).await,
         Some(Command::Status { json }) => status(config, json).await,
         Some(Command::Tail { schema, limit }) => tail(config, schema, limit).await,
     }
@@ -120,7 +125,7 @@ async fn tail(config: StreamConfig, with_schema: bool, limit: Option<u64>) -> an
     Ok(())
 }
 
-async fn stream(config: StreamConfig) -> anyhow::Result<()> {
+async fn stream(config: StreamConfig, role: cdc_sync::pipeline::Role) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
@@ -151,7 +156,7 @@ async fn stream(config: StreamConfig) -> anyhow::Result<()> {
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
         let _ = stop_tx.send(true);
     });
-    cdc_sync::pipeline::run(&config, metrics, stop_rx).await?;
+    cdc_sync::pipeline::run_stream(&config, role, metrics, stop_rx).await?;
     Ok(())
 }
 

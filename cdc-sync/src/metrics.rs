@@ -1,5 +1,5 @@
-//! Metrics of a stream: events read and applied per table, transactions, loop-suppressed events,
-//! errors, and replication lag in seconds.
+//! Metrics of a stream: events read, published and applied per table, transactions, conflicts,
+//! loop-suppressed events, errors, and replication lag in seconds.
 
 use prometheus::{Encoder as _, Gauge, IntCounterVec, IntGauge, Opts, Registry, TextEncoder};
 
@@ -10,6 +10,7 @@ pub struct Metrics {
     pub events: IntCounterVec,
     pub transactions: IntCounterVec,
     pub suppressed: IntCounterVec,
+    pub conflicts: IntCounterVec,
     pub errors: IntCounterVec,
     pub lag_seconds: Gauge,
     pub running: IntGauge,
@@ -40,7 +41,7 @@ impl Metrics {
         Self {
             events: counter(
                 "cdc_events_total",
-                "Change events by table and stage (read, applied)",
+                "Change events by table and stage (read, published, applied)",
                 &["table", "stage"],
             ),
             transactions: counter(
@@ -52,6 +53,11 @@ impl Metrics {
                 "cdc_loop_suppressed_total",
                 "Row events skipped because cdc-sync wrote them",
                 &["stream"],
+            ),
+            conflicts: counter(
+                "cdc_conflicts_total",
+                "Rows changed on both sides in the same window, by target table and winning side",
+                &["table", "winner"],
             ),
             errors: counter("cdc_errors_total", "Errors by kind", &["kind"]),
             lag_seconds,

@@ -10,20 +10,45 @@ use crate::apply::mysql::MysqlApplier;
 use crate::config::StreamConfig;
 use crate::error::CdcError;
 use crate::metrics::Metrics;
-use crate::source::binlog::{BinlogSource, Offset};
+use crate::source::binlog::{BinlogSource, Offset, Transaction};
 
-/// Runs `config` until `stop` fires or a non-retryable error stops it.
+/// Which half of a Kafka stream a process runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Role {
+    /// Binlog → Kafka.
+    Publish,
+    /// Kafka → target.
+    Apply,
+    /// Both, in one process.
+    #[default]
+    Both,
+}
+
+/// Runs the stream over its configured transport until `stop` fires or a fatal error.
+pub async fn run_stream(
+    config: &StreamConfig,
+    role: Role,
+    metrics: Metrics,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), CdcError> {
+    use crate::transport::kafka;
+    match (config.transport, role) {
+        (crate::config::Transport::Direct, _) => run(config, metrics, stop).await,
+        (crate::config::Transport::Kafka, Role::Both) => kafka::run(config, metrics, stop).await,
+        (crate::config::Transport::Kafka, Role::Publish) => {
+            kafka::publish(config, metrics, stop).await
+        }
+        (crate::config::Transport::Kafka, Role::Apply) => kafka::apply(config, metrics, stop).await,
+    }
+}
+
+/// Runs `config` in direct mode until `stop` fires or a non-retryable error stops it.
 pub async fn run(
     config: &StreamConfig,
     metrics: Metrics,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), CdcError> {
-    let applier = MysqlApplier::new(
-        &config.target_url,
-        &config.name,
-        &config.offsets_db,
-        config.tables.clone(),
-    )?;
+    let applier = config.applier()?;
     applier.prepare(&config.offsets_db).await?;
     let source = BinlogSource {
         url: config.source_url.clone(),
@@ -79,16 +104,9 @@ pub async fn run(
                             }
                         }
                         last_offset_write = std::time::Instant::now();
-                        if let Err(e) = applier.apply(&txn).await {
-                            metrics.errors.with_label_values(&["apply"]).inc();
+                        if let Err(e) = apply_one(&applier, &txn, &metrics).await {
                             break Err(e);
                         }
-                        for ev in &txn.events {
-                            metrics.events.with_label_values(&[&ev.schema.qualified(), "applied"]).inc();
-                        }
-                        metrics.transactions.with_label_values(&[if txn.events.is_empty() { "empty" } else { "data" }]).inc();
-                        let lag = (chrono::Utc::now().timestamp_millis() - txn.ts_ms).max(0) as f64 / 1000.0;
-                        metrics.lag_seconds.set(lag);
                         applied = Some(txn.end.clone());
                         backoff = Duration::from_millis(200);
                     }
@@ -126,8 +144,50 @@ pub async fn run(
     }
 }
 
+/// Applies one transaction and records it in the metrics.
+pub async fn apply_one(
+    applier: &MysqlApplier,
+    txn: &Transaction,
+    metrics: &Metrics,
+) -> Result<(), CdcError> {
+    let applied = match applier.apply(txn).await {
+        Ok(a) => a,
+        Err(e) => {
+            metrics.errors.with_label_values(&["apply"]).inc();
+            return Err(e);
+        }
+    };
+    for ev in &txn.events {
+        metrics
+            .events
+            .with_label_values(&[&ev.schema.qualified(), "applied"])
+            .inc();
+    }
+    for c in &applied.conflicts {
+        let winner = match c.winner {
+            crate::config::Owner::Source => "source",
+            crate::config::Owner::Target => "target",
+        };
+        metrics
+            .conflicts
+            .with_label_values(&[&c.table, winner])
+            .inc();
+    }
+    metrics
+        .transactions
+        .with_label_values(&[if txn.events.is_empty() {
+            "empty"
+        } else {
+            "data"
+        }])
+        .inc();
+    let lag = (chrono::Utc::now().timestamp_millis() - txn.ts_ms).max(0) as f64 / 1000.0;
+    metrics.lag_seconds.set(lag);
+    Ok(())
+}
+
 /// Errors a reconnect can cure: lost connections, a restarting server, deadlocks.
-fn retryable(e: &CdcError) -> bool {
+pub fn retryable(e: &CdcError) -> bool {
     match e {
         CdcError::Db(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) => true,
         // Deadlock, lock wait, server shutdown, connection killed, lost connection.

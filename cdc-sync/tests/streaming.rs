@@ -160,6 +160,8 @@ async fn every_change_kind_and_type_arrives_intact() {
     assert_eq!(origin, vec![vec![Some("monolith".to_string())]]);
     let metrics = run.metrics.render();
     assert!(metrics.contains("cdc_events_total"), "{metrics}");
+    // Conflict detection compares every type without false alarms.
+    assert!(!metrics.contains("cdc_conflicts_total{"), "{metrics}");
     let _ = run.stop.send(true);
     run.task.await.unwrap().unwrap();
 }
@@ -272,6 +274,94 @@ async fn both_directions_at_once_without_loops() {
     for r in [forward, reverse] {
         let _ = r.stop.send(true);
         r.task.await.unwrap().unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_are_won_by_the_owner_and_counted() {
+    let (m, s) = (testkit::monolith_server(), testkit::services_server());
+    let id = std::process::id();
+    for (n, owner) in [("target", 4301u32), ("source", 4302)]
+        .into_iter()
+        .map(|(o, r)| (r, o))
+    {
+        let a = m.create_database("conf_a").await.unwrap();
+        let b = s.create_database("conf_b").await.unwrap();
+        for url in [&a.url, &b.url] {
+            exec(url, "CREATE TABLE users (id INT PRIMARY KEY, email VARCHAR(100) NOT NULL, name VARCHAR(100) NOT NULL)").await;
+            exec(url, "INSERT INTO users VALUES (1, 'a@x.co', 'original'), (2, 'b@x.co', 'original'), (3, 'c@x.co', 'original')").await;
+        }
+        let mut cfg = config(
+            &format!("conf{owner}{id}"),
+            m,
+            s,
+            &format!(
+                "[[tables]]\nsource = \"{}.users\"\ntarget = \"{}.users\"\n",
+                a.name, b.name
+            ),
+            n,
+        );
+        cfg.owner = if owner == "target" {
+            cdc_sync::config::Owner::Target
+        } else {
+            cdc_sync::config::Owner::Source
+        };
+        let run = start(cfg).await;
+        // Row 1 changes on both sides in the same window; row 3 is deleted on the source after
+        // the target changed it; row 2 changes only on the source.
+        exec(
+            &b.url,
+            "UPDATE users SET name = 'changed on the target' WHERE id IN (1, 3)",
+        )
+        .await;
+        exec(
+            &a.url,
+            "UPDATE users SET name = 'changed on the source' WHERE id = 1",
+        )
+        .await;
+        exec(&a.url, "DELETE FROM users WHERE id = 3").await;
+        exec(
+            &a.url,
+            "UPDATE users SET name = 'only the source' WHERE id = 2",
+        )
+        .await;
+        let b_url = b.url.clone();
+        eventually("row 2 to arrive", || {
+            let b_url = b_url.clone();
+            async move {
+                rows(&b_url, "SELECT name FROM users WHERE id = 2").await
+                    == vec![vec![Some("only the source".to_string())]]
+            }
+        })
+        .await;
+        let got = rows(&b.url, "SELECT id, name FROM users ORDER BY id").await;
+        let metrics = run.metrics.render();
+        let counted = format!(
+            "cdc_conflicts_total{{table=\"{}.users\",winner=\"{owner}\",stream=\"conf{owner}{id}\"}} 2",
+            b.name
+        );
+        assert!(metrics.contains(&counted), "{counted}\n{metrics}");
+        let row = |i: &str, name: &str| vec![Some(i.to_string()), Some(name.to_string())];
+        if owner == "target" {
+            assert_eq!(
+                got,
+                vec![
+                    row("1", "changed on the target"),
+                    row("2", "only the source"),
+                    row("3", "changed on the target")
+                ]
+            );
+        } else {
+            assert_eq!(
+                got,
+                vec![
+                    row("1", "changed on the source"),
+                    row("2", "only the source")
+                ]
+            );
+        }
+        let _ = run.stop.send(true);
+        run.task.await.unwrap().unwrap();
     }
 }
 

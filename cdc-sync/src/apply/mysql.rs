@@ -1,7 +1,9 @@
 //! The MySQL/MariaDB applier: each source transaction becomes one target transaction of
 //! idempotent statements (upsert of the full row image, delete by key) plus the stream's offset
 //! row, committed together. Its connections run with `skip_replication=1`, so the reverse stream
-//! never re-emits what the applier wrote.
+//! never re-emits what the applier wrote. With conflict detection on, each row is first compared
+//! (under a row lock) with the event's `before` image: a row the target changed on its own since
+//! is a conflict, resolved by the stream's owner (`source` applies, `target` keeps its row).
 
 use std::collections::HashMap;
 
@@ -9,9 +11,11 @@ use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder, Pool, Value};
 
 use super::mapping::{TableMapping, toml_to_json};
+use crate::config::Owner;
 use crate::error::CdcError;
 use crate::model::debezium::{ChangeEvent, Op};
 use crate::model::values::decode;
+use crate::schema::ColumnKind;
 use crate::source::binlog::{Offset, Transaction};
 
 /// Applies transactions to the target.
@@ -21,6 +25,36 @@ pub struct MysqlApplier {
     stream: String,
     offsets_table: String,
     mappings: HashMap<String, TableMapping>,
+    conflicts: Option<Owner>,
+}
+
+/// A row changed on both sides in the same window.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Conflict {
+    /// Target table.
+    pub table: String,
+    /// Which side's version stands.
+    pub winner: Owner,
+}
+
+/// What one applied transaction did.
+#[derive(Debug, Default)]
+pub struct Applied {
+    /// Row statements executed.
+    pub statements: usize,
+    /// Conflicts seen (and resolved by the owner rule).
+    pub conflicts: Vec<Conflict>,
+}
+
+type Row = serde_json::Map<String, serde_json::Value>;
+
+/// One row change as SQL: the write, and the check that tells a conflict.
+struct RowChange {
+    table: String,
+    op: Op,
+    write: Option<(String, Vec<Value>)>,
+    /// `SELECT (row = before), (row = after) … FOR UPDATE`; no row: `None`.
+    check: Option<(String, Vec<Value>)>,
 }
 
 fn quote(qualified: &str) -> String {
@@ -39,6 +73,18 @@ impl MysqlApplier {
         offsets_db: &str,
         mappings: Vec<TableMapping>,
     ) -> Result<Self, CdcError> {
+        Self::with_conflicts(url, stream, offsets_db, mappings, None)
+    }
+
+    /// Like `new`, comparing each row with the event's `before` image first; `owner` says which
+    /// side wins a conflict.
+    pub fn with_conflicts(
+        url: &str,
+        stream: &str,
+        offsets_db: &str,
+        mappings: Vec<TableMapping>,
+        owner: Option<Owner>,
+    ) -> Result<Self, CdcError> {
         let opts = Opts::from_url(url).map_err(|e| CdcError::Config(format!("target url: {e}")))?;
         // Every transaction we write runs with skip_replication=1 (set in `apply`), so no stream
         // picks it up again: loop prevention.
@@ -51,6 +97,7 @@ impl MysqlApplier {
                 .into_iter()
                 .map(|m| (m.source.clone(), m))
                 .collect(),
+            conflicts: owner,
         })
     }
 
@@ -92,10 +139,10 @@ impl MysqlApplier {
         Ok(row.map(|(file, pos, gtid)| Offset { file, pos, gtid }))
     }
 
-    fn statements(&self, ev: &ChangeEvent) -> Result<Vec<(String, Vec<Value>)>, CdcError> {
+    fn row_change(&self, ev: &ChangeEvent) -> Result<Option<RowChange>, CdcError> {
         let qualified = ev.schema.qualified();
         let Some(m) = self.mappings.get(&qualified) else {
-            return Ok(Vec::new());
+            return Ok(None);
         };
         let malformed = |message: String| CdcError::Malformed {
             at: format!(
@@ -105,46 +152,106 @@ impl MysqlApplier {
             message,
         };
         let target = quote(&m.target);
-        let mut out = Vec::new();
-        let key_where = |row: &serde_json::Map<String, serde_json::Value>| -> Result<(String, Vec<Value>), CdcError> {
-            let mut conds = Vec::new();
-            let mut params = Vec::new();
-            for &i in &ev.schema.primary_key {
-                let col = &ev.schema.columns[i];
-                let target_col = m
-                    .target_column(&col.name)
-                    .ok_or_else(|| malformed(format!("primary key column {} is dropped by the mapping", col.name)))?;
-                let v = row.get(&col.name).ok_or_else(|| malformed(format!("key column {} missing", col.name)))?;
-                conds.push(format!("`{target_col}` = ?"));
-                params.push(decode(&col.kind, v).map_err(malformed)?);
+        // Mapped (target column, SQL value) pairs of a row image.
+        let mapped = |row: &Row, only_key: bool| -> Result<Vec<(String, Value, bool)>, CdcError> {
+            let mut out = Vec::new();
+            for (i, col) in ev.schema.columns.iter().enumerate() {
+                let is_key = ev.schema.primary_key.contains(&i);
+                if only_key && !is_key {
+                    continue;
+                }
+                let Some(target_col) = m.target_column(&col.name) else {
+                    if is_key {
+                        return Err(malformed(format!(
+                            "primary key column {} is dropped by the mapping",
+                            col.name
+                        )));
+                    }
+                    continue;
+                };
+                let mut v = match row.get(&col.name) {
+                    Some(v) => v.clone(),
+                    None if is_key => {
+                        return Err(malformed(format!("key column {} missing", col.name)));
+                    }
+                    None => serde_json::Value::Null,
+                };
+                if let Some(t) = m.transform.get(&col.name) {
+                    v = t.apply(v);
+                }
+                let value =
+                    decode(&col.kind, &v).map_err(|e| malformed(format!("{}: {e}", col.name)))?;
+                // Floats do not survive a text round trip exactly: never compared.
+                let comparable = !matches!(col.kind, ColumnKind::Float | ColumnKind::Double);
+                out.push((target_col.to_string(), value, comparable || is_key));
             }
-            Ok((conds.join(" AND "), params))
+            Ok(out)
         };
-        match ev.envelope.op {
+        let key_where = |row: &Row| -> Result<(String, Vec<Value>), CdcError> {
+            let key = mapped(row, true)?;
+            Ok((
+                key.iter()
+                    .map(|(c, _, _)| format!("`{c}` = ?"))
+                    .collect::<Vec<_>>()
+                    .join(" AND "),
+                key.into_iter().map(|(_, v, _)| v).collect(),
+            ))
+        };
+        let matches = |row: &Row| -> Result<(String, Vec<Value>), CdcError> {
+            let cols = mapped(row, false)?;
+            let cmp: Vec<_> = cols.into_iter().filter(|(_, _, c)| *c).collect();
+            Ok((
+                format!(
+                    "({})",
+                    cmp.iter()
+                        .map(|(c, _, _)| format!("`{c}` <=> ?"))
+                        .collect::<Vec<_>>()
+                        .join(" AND ")
+                ),
+                cmp.into_iter().map(|(_, v, _)| v).collect(),
+            ))
+        };
+        let check = |before: Option<&Row>,
+                     after: Option<&Row>,
+                     key_row: &Row|
+         -> Result<Option<(String, Vec<Value>)>, CdcError> {
+            if self.conflicts.is_none() {
+                return Ok(None);
+            }
+            let mut params = Vec::new();
+            let mut select = Vec::new();
+            for image in [before, after] {
+                match image {
+                    Some(row) => {
+                        let (sql, p) = matches(row)?;
+                        select.push(sql);
+                        params.extend(p);
+                    }
+                    None => select.push("0".into()),
+                }
+            }
+            let (cond, p) = key_where(key_row)?;
+            params.extend(p);
+            Ok(Some((
+                format!(
+                    "SELECT {} FROM {target} WHERE {cond} FOR UPDATE",
+                    select.join(", ")
+                ),
+                params,
+            )))
+        };
+        let env = &ev.envelope;
+        let change = match env.op {
             Op::Create | Op::Read | Op::Update => {
-                let row = ev
-                    .envelope
+                let row = env
                     .after
                     .as_ref()
                     .ok_or_else(|| malformed("no `after` image".into()))?;
                 let mut cols = Vec::new();
                 let mut params = Vec::new();
-                for col in &ev.schema.columns {
-                    let Some(target_col) = m.target_column(&col.name) else {
-                        continue;
-                    };
-                    let mut v = row
-                        .get(&col.name)
-                        .cloned()
-                        .unwrap_or(serde_json::Value::Null);
-                    if let Some(t) = m.transform.get(&col.name) {
-                        v = t.apply(v);
-                    }
-                    cols.push(format!("`{target_col}`"));
-                    params.push(
-                        decode(&col.kind, &v)
-                            .map_err(|e| malformed(format!("{}: {e}", col.name)))?,
-                    );
+                for (c, v, _) in mapped(row, false)? {
+                    cols.push(format!("`{c}`"));
+                    params.push(v);
                 }
                 for (name, value) in &m.defaults {
                     cols.push(format!("`{name}`"));
@@ -160,45 +267,95 @@ impl MysqlApplier {
                 }
                 let updates: Vec<String> =
                     cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
-                out.push((
-                    format!(
-                        "INSERT INTO {target} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}",
-                        cols.join(", "),
-                        vec!["?"; cols.len()].join(", "),
-                        updates.join(", ")
-                    ),
-                    params,
-                ));
+                let before = if env.op == Op::Update {
+                    env.before.as_ref()
+                } else {
+                    None
+                };
+                RowChange {
+                    table: m.target.clone(),
+                    op: env.op,
+                    write: Some((
+                        format!(
+                            "INSERT INTO {target} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}",
+                            cols.join(", "),
+                            vec!["?"; cols.len()].join(", "),
+                            updates.join(", ")
+                        ),
+                        params,
+                    )),
+                    check: check(before, Some(row), row)?,
+                }
             }
             Op::Delete => {
-                let row = ev
-                    .envelope
+                let row = env
                     .before
                     .as_ref()
                     .ok_or_else(|| malformed("no `before` image".into()))?;
                 let (cond, params) = key_where(row)?;
-                out.push((format!("DELETE FROM {target} WHERE {cond}"), params));
+                RowChange {
+                    table: m.target.clone(),
+                    op: Op::Delete,
+                    write: Some((format!("DELETE FROM {target} WHERE {cond}"), params)),
+                    check: check(Some(row), None, row)?,
+                }
             }
-            Op::Truncate => out.push((format!("DELETE FROM {target}"), Vec::new())),
-            Op::Message => {}
-        }
-        Ok(out)
+            Op::Truncate => RowChange {
+                table: m.target.clone(),
+                op: Op::Truncate,
+                write: Some((format!("DELETE FROM {target}"), Vec::new())),
+                check: None,
+            },
+            Op::Message => return Ok(None),
+        };
+        Ok(Some(change))
     }
 
     /// Applies one source transaction and records its end offset, atomically.
-    pub async fn apply(&self, txn: &Transaction) -> Result<usize, CdcError> {
-        let mut statements = Vec::new();
+    pub async fn apply(&self, txn: &Transaction) -> Result<Applied, CdcError> {
+        let mut changes = Vec::new();
         for ev in &txn.events {
-            statements.extend(self.statements(ev)?);
+            changes.extend(self.row_change(ev)?);
         }
+        let mut applied = Applied::default();
         let mut conn = self.pool.get_conn().await?;
         // Pooled connections are reset when returned, which clears session variables: mark
         // every transaction explicitly.
         conn.query_drop("SET SESSION skip_replication = 1, time_zone = '+00:00'")
             .await?;
         let mut tx = conn.start_transaction(Default::default()).await?;
-        for (sql, params) in &statements {
-            tx.exec_drop(sql.as_str(), params.clone()).await?;
+        for change in changes {
+            if let Some((sql, params)) = change.check {
+                let row: Option<(Option<i64>, Option<i64>)> = tx.exec_first(sql, params).await?;
+                // (matches before, matches after) of the target's current row.
+                let conflict = match (change.op, row) {
+                    (_, Some((_, Some(1)))) => {
+                        // Already as the event leaves it (a replay, or both sides made the same
+                        // change): nothing to do.
+                        continue;
+                    }
+                    (Op::Delete, None) => continue,
+                    (Op::Create | Op::Read, None) => false,
+                    (Op::Update, Some((Some(1), _))) | (Op::Delete, Some((Some(1), _))) => false,
+                    // The target changed (or removed) the row on its own since.
+                    _ => true,
+                };
+                if conflict {
+                    let winner = self.conflicts.unwrap_or(Owner::Source);
+                    tracing::warn!(stream = %self.stream, table = %change.table, op = ?change.op, at = %txn.end, winner = ?winner, "conflict: the row changed on both sides");
+                    applied.conflicts.push(Conflict {
+                        table: change.table.clone(),
+                        winner,
+                    });
+                    if winner == Owner::Target {
+                        continue;
+                    }
+                }
+            }
+            if let Some((sql, params)) = change.write {
+                tx.exec_drop(sql, params).await?;
+                applied.statements += 1;
+            }
         }
         tx.exec_drop(
             format!(
@@ -211,6 +368,6 @@ impl MysqlApplier {
         )
         .await?;
         tx.commit().await?;
-        Ok(statements.len())
+        Ok(applied)
     }
 }

@@ -187,6 +187,97 @@ fn row_schema(schema: &TableSchema, prefix: &str, columns: &[usize], name: &str)
            "name": format!("{prefix}.{}.{}.{name}", schema.db, schema.table)})
 }
 
+/// The column kind of a Kafka Connect field schema (`type` + logical `name`), as Debezium's
+/// MySQL connector writes it (decimals in `string` mode, times in `adaptive_time_microseconds`).
+fn kind_from_connect(field: &Value) -> Result<ColumnKind, String> {
+    let t = field.get("type").and_then(Value::as_str).unwrap_or("");
+    let name = field.get("name").and_then(Value::as_str);
+    let int = |bits| ColumnKind::Int {
+        unsigned: false,
+        bits,
+    };
+    Ok(match (t, name) {
+        ("int8", None) => int(8),
+        ("int16", None) => int(16),
+        ("int32", None) => int(32),
+        ("int64", None) => int(64),
+        ("int32", Some("io.debezium.time.Year")) => ColumnKind::Year,
+        ("int32", Some("io.debezium.time.Date")) => ColumnKind::Date,
+        ("int64", Some("io.debezium.time.Timestamp")) => ColumnKind::DateTime { precision: 3 },
+        ("int64", Some("io.debezium.time.MicroTimestamp")) => ColumnKind::DateTime { precision: 6 },
+        ("int64", Some("io.debezium.time.MicroTime")) => ColumnKind::Time,
+        ("string", Some("io.debezium.time.ZonedTimestamp")) => {
+            ColumnKind::Timestamp { precision: 6 }
+        }
+        ("string", Some("io.debezium.data.Json")) => ColumnKind::Json,
+        ("string", Some("io.debezium.data.Enum")) => ColumnKind::Enum { values: Vec::new() },
+        ("string", Some("io.debezium.data.EnumSet")) => ColumnKind::Set { values: Vec::new() },
+        ("string", None) => ColumnKind::Text,
+        ("float", None) => ColumnKind::Float,
+        ("double", None) => ColumnKind::Double,
+        ("bytes", None) => ColumnKind::Bytes,
+        (t, name) => {
+            return Err(format!(
+                "field {}: type {t:?}{} is not supported (use decimal.handling.mode=string and \
+                 time.precision.mode=adaptive_time_microseconds)",
+                field.get("field").and_then(Value::as_str).unwrap_or("?"),
+                name.map(|n| format!(" ({n})")).unwrap_or_default()
+            ));
+        }
+    })
+}
+
+/// Rebuilds a table schema from the key and value schemas of the JSON converter's
+/// `schema` + `payload` form.
+pub fn schema_from_connect(
+    db: &str,
+    table: &str,
+    key_schema: &Value,
+    value_schema: &Value,
+) -> Result<TableSchema, String> {
+    let fields = |s: &Value| -> Result<Vec<Value>, String> {
+        s.get("fields")
+            .and_then(Value::as_array)
+            .cloned()
+            .ok_or_else(|| "a schema without fields".to_string())
+    };
+    let row = fields(value_schema)?
+        .into_iter()
+        .find(|f| f.get("field").and_then(Value::as_str) == Some("after"))
+        .ok_or("the value schema has no `after` field")?;
+    let mut columns = Vec::new();
+    for f in fields(&row)? {
+        let name = f
+            .get("field")
+            .and_then(Value::as_str)
+            .ok_or("a column without a name")?;
+        columns.push(crate::schema::Column {
+            name: name.to_string(),
+            kind: kind_from_connect(&f)?,
+            nullable: f.get("optional").and_then(Value::as_bool).unwrap_or(true),
+        });
+    }
+    let mut primary_key = Vec::new();
+    for f in fields(key_schema)? {
+        let name = f.get("field").and_then(Value::as_str).unwrap_or("");
+        primary_key.push(
+            columns
+                .iter()
+                .position(|c| c.name == name)
+                .ok_or_else(|| format!("key field {name:?} is not a column of the value"))?,
+        );
+    }
+    if primary_key.is_empty() {
+        return Err("the key schema has no fields".into());
+    }
+    Ok(TableSchema {
+        db: db.to_string(),
+        table: table.to_string(),
+        columns,
+        primary_key,
+    })
+}
+
 impl ChangeEvent {
     /// The Kafka key: the primary-key columns of the row (from `after`, or `before` for deletes).
     pub fn key(&self) -> Map<String, Value> {

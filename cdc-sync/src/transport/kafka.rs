@@ -1,0 +1,754 @@
+//! The Kafka transport. The publisher turns binlog transactions into Debezium events (JSON with
+//! schemas, key = primary key) on `<prefix>.<db>.<table>`, framed by BEGIN/END records on
+//! `<prefix>.transaction`, and resumes from the last END in Kafka. The applier consumes in a
+//! group, rebuilds each source transaction in END order, applies it with its source offset (so a
+//! redelivered transaction is skipped) and commits Kafka offsets only behind what it applied.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::DefaultClientContext;
+use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, StreamConsumer};
+use rdkafka::error::KafkaError;
+use rdkafka::message::Message;
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
+use rdkafka::types::RDKafkaErrorCode;
+use rdkafka::{ClientConfig, Offset as KOffset, TopicPartitionList};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::config::{KafkaConfig, StreamConfig};
+use crate::error::CdcError;
+use crate::metrics::Metrics;
+use crate::model::debezium::{ChangeEvent, Envelope};
+use crate::schema::TableSchema;
+use crate::source::binlog::{BinlogSource, Offset, Transaction};
+
+/// A record of the transaction topic, as Debezium writes it, plus the source offset right after
+/// the transaction (`source_offset`, ours) so the publisher and applier know where it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TxnRecord {
+    pub status: TxnStatus,
+    pub id: String,
+    #[serde(default)]
+    pub ts_ms: i64,
+    #[serde(default)]
+    pub event_count: Option<u64>,
+    #[serde(default)]
+    pub data_collections: Option<Vec<DataCollection>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_offset: Option<Offset>,
+}
+
+/// BEGIN or END.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum TxnStatus {
+    #[serde(rename = "BEGIN")]
+    Begin,
+    #[serde(rename = "END")]
+    End,
+}
+
+/// Events of one table in a transaction.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataCollection {
+    pub data_collection: String,
+    pub event_count: u64,
+}
+
+/// Topic names of a stream.
+#[derive(Debug, Clone)]
+pub struct Topics {
+    pub transaction: String,
+    /// Source `db.table` → topic.
+    pub tables: BTreeMap<String, String>,
+}
+
+impl Topics {
+    /// `<prefix>.transaction` and `<prefix>.<db>.<table>` for every source table.
+    pub fn of(config: &StreamConfig) -> Self {
+        let prefix = config.topic_prefix();
+        Self {
+            transaction: format!("{prefix}.transaction"),
+            tables: config
+                .tables
+                .iter()
+                .map(|t| (t.source.clone(), format!("{prefix}.{}", t.source)))
+                .collect(),
+        }
+    }
+
+    fn all(&self) -> Vec<&str> {
+        std::iter::once(self.transaction.as_str())
+            .chain(self.tables.values().map(String::as_str))
+            .collect()
+    }
+}
+
+fn kafka_of(config: &StreamConfig) -> Result<&KafkaConfig, CdcError> {
+    config
+        .kafka
+        .as_ref()
+        .ok_or_else(|| CdcError::Config("the kafka transport needs a [kafka] section".into()))
+}
+
+fn client(k: &KafkaConfig) -> ClientConfig {
+    let mut c = ClientConfig::new();
+    c.set("bootstrap.servers", &k.bootstrap_servers)
+        .set("log_level", "4")
+        .set("reconnect.backoff.max.ms", "2000");
+    c
+}
+
+fn kafka_err(what: &str, e: KafkaError) -> CdcError {
+    CdcError::Kafka(format!("{what}: {e}"))
+}
+
+/// Creates the stream's topics where missing (transaction topic: one partition, so BEGIN/END
+/// keep source order).
+pub async fn ensure_topics(config: &StreamConfig) -> Result<(), CdcError> {
+    let k = kafka_of(config)?;
+    let topics = Topics::of(config);
+    let admin: AdminClient<DefaultClientContext> = client(k)
+        .create()
+        .map_err(|e| kafka_err("admin client", e))?;
+    let mut new = vec![NewTopic::new(
+        &topics.transaction,
+        1,
+        TopicReplication::Fixed(1),
+    )];
+    for t in topics.tables.values() {
+        new.push(NewTopic::new(t, k.partitions, TopicReplication::Fixed(1)));
+    }
+    let opts = AdminOptions::new().operation_timeout(Some(Duration::from_secs(10)));
+    let results = admin
+        .create_topics(new.iter(), &opts)
+        .await
+        .map_err(|e| kafka_err("creating topics", e))?;
+    for r in results {
+        match r {
+            Ok(_) | Err((_, RDKafkaErrorCode::TopicAlreadyExists)) => {}
+            Err((topic, code)) => {
+                return Err(CdcError::Kafka(format!("creating topic {topic}: {code}")));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Orders binlog positions: by file sequence number, then position.
+pub fn position_key(file: &str, pos: u64) -> (u64, String, u64) {
+    let seq = file
+        .rsplit_once('.')
+        .and_then(|(_, n)| n.parse::<u64>().ok())
+        .unwrap_or(0);
+    (seq, file.to_string(), pos)
+}
+
+fn before_or_at(a: &Offset, b: &Offset) -> bool {
+    position_key(&a.file, a.pos) <= position_key(&b.file, b.pos)
+}
+
+/// The source offset of the last END record on the transaction topic: where publishing resumes.
+pub async fn last_published(config: &StreamConfig) -> Result<Option<Offset>, CdcError> {
+    let k = kafka_of(config)?.clone();
+    let topic = Topics::of(config).transaction;
+    let group = format!("cdc-sync.{}.probe", config.name);
+    tokio::task::spawn_blocking(move || -> Result<Option<Offset>, CdcError> {
+        let consumer: BaseConsumer = client(&k)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .set("enable.partition.eof", "true")
+            .create()
+            .map_err(|e| kafka_err("consumer", e))?;
+        let (low, high) = consumer
+            .fetch_watermarks(&topic, 0, Duration::from_secs(10))
+            .map_err(|e| kafka_err(&format!("watermarks of {topic}"), e))?;
+        let mut back = 64i64;
+        loop {
+            if high <= low {
+                return Ok(None);
+            }
+            let from = (high - back).max(low);
+            let mut tpl = TopicPartitionList::new();
+            tpl.add_partition_offset(&topic, 0, KOffset::Offset(from))
+                .map_err(|e| kafka_err("assign", e))?;
+            consumer.assign(&tpl).map_err(|e| kafka_err("assign", e))?;
+            let mut last_end = None;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if Instant::now() > deadline {
+                    return Err(CdcError::Kafka(format!(
+                        "reading {topic} up to offset {high} timed out"
+                    )));
+                }
+                match consumer.poll(Duration::from_millis(500)) {
+                    None => continue,
+                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    Some(Err(e)) => return Err(kafka_err(&format!("reading {topic}"), e)),
+                    Some(Ok(m)) => {
+                        let at = m.offset();
+                        let rec: TxnRecord = serde_json::from_slice(
+                            m.payload().unwrap_or_default(),
+                        )
+                        .map_err(|e| CdcError::Malformed {
+                            at: format!("{topic}[0]@{at}"),
+                            message: format!("not a transaction record: {e}"),
+                        })?;
+                        if rec.status == TxnStatus::End {
+                            last_end =
+                                Some(rec.source_offset.ok_or_else(|| CdcError::Malformed {
+                                    at: format!("{topic}[0]@{at}"),
+                                    message: "END record without source_offset".into(),
+                                })?);
+                        }
+                        if at + 1 >= high {
+                            break;
+                        }
+                    }
+                }
+            }
+            if last_end.is_some() || from == low {
+                return Ok(last_end);
+            }
+            back *= 4;
+        }
+    })
+    .await
+    .map_err(|e| CdcError::Kafka(format!("probe task: {e}")))?
+}
+
+/// Reads the binlog and publishes every transaction until `stop` fires or a fatal error.
+pub async fn publish(
+    config: &StreamConfig,
+    metrics: Metrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), CdcError> {
+    ensure_topics(config).await?;
+    let k = kafka_of(config)?;
+    let topics = Topics::of(config);
+    let source = BinlogSource {
+        url: config.source_url.clone(),
+        reader_server_id: config.reader_server_id,
+        name: config.name.clone(),
+        tables: config.tables.iter().map(|t| t.source.clone()).collect(),
+    };
+    let prefix = config.topic_prefix().to_string();
+    let mut backoff = Duration::from_millis(200);
+    loop {
+        let attempt = async {
+            let start = match last_published(config).await? {
+                Some(o) => o,
+                None => {
+                    let pool = mysql_async::Pool::new(
+                        mysql_async::Opts::from_url(&config.source_url)
+                            .map_err(|e| CdcError::Config(e.to_string()))?,
+                    );
+                    let o = BinlogSource::current_position(&pool).await?;
+                    pool.disconnect().await?;
+                    o
+                }
+            };
+            tracing::info!(stream = %config.name, from = %start, "publishing to Kafka");
+            let producer: FutureProducer = client(k)
+                .set("enable.idempotence", "true")
+                .set("acks", "all")
+                .set("linger.ms", "5")
+                .set("partitioner", "murmur2_random")
+                .set("message.timeout.ms", "120000")
+                .create()
+                .map_err(|e| kafka_err("producer", e))?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            let reader = {
+                let source = source.clone();
+                tokio::spawn(async move { source.run(start, tx).await })
+            };
+            let mut inflight: VecDeque<DeliveryFuture> = VecDeque::new();
+            let mut last_heartbeat = Instant::now();
+            let result: Result<(), CdcError> = async {
+                loop {
+                    let txn = tokio::select! {
+                        _ = stop.changed() => break,
+                        t = rx.recv() => t,
+                    };
+                    let Some(txn) = txn else { break };
+                    if txn.suppressed > 0 {
+                        metrics
+                            .suppressed
+                            .with_label_values(&[&config.name])
+                            .inc_by(txn.suppressed);
+                    }
+                    for ev in &txn.events {
+                        metrics
+                            .events
+                            .with_label_values(&[&ev.schema.qualified(), "read"])
+                            .inc();
+                    }
+                    if txn.events.is_empty()
+                        && (txn.marked || last_heartbeat.elapsed() < Duration::from_secs(1))
+                    {
+                        continue;
+                    }
+                    last_heartbeat = Instant::now();
+                    for (topic, key, payload) in records(&txn, &topics, &prefix)? {
+                        let mut record = FutureRecord::to(&topic).payload(&payload);
+                        if let Some(key) = &key {
+                            record = record.key(key);
+                        }
+                        let mut record = record;
+                        loop {
+                            match producer.send_result(record) {
+                                Ok(f) => {
+                                    inflight.push_back(f);
+                                    break;
+                                }
+                                Err((
+                                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
+                                    r,
+                                )) => {
+                                    record = r;
+                                    settle(&mut inflight, 1).await?;
+                                    if inflight.is_empty() {
+                                        tokio::time::sleep(Duration::from_millis(20)).await;
+                                    }
+                                }
+                                Err((e, _)) => {
+                                    return Err(kafka_err(&format!("producing to {topic}"), e));
+                                }
+                            }
+                        }
+                    }
+                    for ev in &txn.events {
+                        metrics
+                            .events
+                            .with_label_values(&[&ev.schema.qualified(), "published"])
+                            .inc();
+                    }
+                    settle_ready(&mut inflight)?;
+                    if inflight.len() > 50_000 {
+                        let n = inflight.len() - 10_000;
+                        settle(&mut inflight, n).await?;
+                    }
+                }
+                // Everything produced must be acknowledged before we say we stopped cleanly.
+                settle(&mut inflight, usize::MAX).await
+            }
+            .await;
+            reader.abort();
+            let read = reader.await;
+            result?;
+            match read {
+                Ok(Err(e)) => Err(e),
+                _ => Ok(()),
+            }
+        };
+        let err = match attempt.await {
+            Ok(()) if *stop.borrow() => return Ok(()),
+            Ok(()) => CdcError::Config("the binlog stream ended".into()),
+            Err(e) => e,
+        };
+        if !crate::pipeline::retryable(&err) && !matches!(err, CdcError::Kafka(_)) {
+            metrics.errors.with_label_values(&["fatal"]).inc();
+            tracing::error!(error = %err, "publisher stopped");
+            return Err(err);
+        }
+        metrics.errors.with_label_values(&["reconnect"]).inc();
+        tracing::warn!(error = %err, retry_in_ms = backoff.as_millis() as u64, "publisher interrupted; resuming from the last END in Kafka");
+        tokio::select! {
+            _ = tokio::time::sleep(backoff) => {},
+            _ = stop.changed() => return Ok(()),
+        }
+        backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+async fn settle(inflight: &mut VecDeque<DeliveryFuture>, n: usize) -> Result<(), CdcError> {
+    for _ in 0..n {
+        let Some(f) = inflight.pop_front() else { break };
+        delivered(f.await)?;
+    }
+    Ok(())
+}
+
+fn settle_ready(inflight: &mut VecDeque<DeliveryFuture>) -> Result<(), CdcError> {
+    use futures_util::FutureExt as _;
+    while let Some(f) = inflight.front_mut() {
+        match f.now_or_never() {
+            Some(r) => {
+                inflight.pop_front();
+                delivered(r)?;
+            }
+            None => break,
+        }
+    }
+    Ok(())
+}
+
+fn delivered<E>(
+    r: Result<rdkafka::producer::future_producer::OwnedDeliveryResult, E>,
+) -> Result<(), CdcError> {
+    match r {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err((e, m))) => Err(kafka_err(&format!("delivery to {}", m.topic()), e)),
+        Err(_) => Err(CdcError::Kafka("the producer went away".into())),
+    }
+}
+
+/// The Kafka records of one transaction: BEGIN, each event (key, value with schemas), END.
+pub fn records(
+    txn: &Transaction,
+    topics: &Topics,
+    prefix: &str,
+) -> Result<Vec<(String, Option<Vec<u8>>, Vec<u8>)>, CdcError> {
+    let id = txn.gtid.clone().unwrap_or_else(|| txn.end.to_string());
+    let mut out = Vec::with_capacity(txn.events.len() + 2);
+    let begin = TxnRecord {
+        status: TxnStatus::Begin,
+        id: id.clone(),
+        ts_ms: txn.ts_ms,
+        event_count: None,
+        data_collections: None,
+        source_offset: None,
+    };
+    out.push((
+        topics.transaction.clone(),
+        None,
+        serde_json::to_vec(&begin).expect("serializable"),
+    ));
+    let mut per_table: BTreeMap<String, u64> = BTreeMap::new();
+    for (i, ev) in txn.events.iter().enumerate() {
+        let table = ev.schema.qualified();
+        let topic = topics
+            .tables
+            .get(&table)
+            .ok_or_else(|| CdcError::Config(format!("no topic for table {table}")))?;
+        let mut ev = ev.clone();
+        // Debezium's transaction block, with our transaction id (the END record's).
+        let n = per_table.entry(table.clone()).or_default();
+        *n += 1;
+        ev.envelope.transaction = Some(crate::model::debezium::TransactionBlock {
+            id: id.clone(),
+            total_order: i as u64 + 1,
+            data_collection_order: *n,
+        });
+        out.push((
+            topic.clone(),
+            Some(serde_json::to_vec(&ev.key_with_schema(prefix)).expect("serializable")),
+            serde_json::to_vec(&ev.value_with_schema(prefix)).expect("serializable"),
+        ));
+    }
+    let end = TxnRecord {
+        status: TxnStatus::End,
+        id,
+        ts_ms: txn.ts_ms,
+        event_count: Some(txn.events.len() as u64),
+        data_collections: Some(
+            per_table
+                .into_iter()
+                .map(|(t, n)| DataCollection {
+                    data_collection: t,
+                    event_count: n,
+                })
+                .collect(),
+        ),
+        source_offset: Some(txn.end.clone()),
+    };
+    out.push((
+        topics.transaction.clone(),
+        None,
+        serde_json::to_vec(&end).expect("serializable"),
+    ));
+    Ok(out)
+}
+
+/// Reads a change event from a Kafka record in the JSON-with-schemas form: the table schema is
+/// rebuilt from the key and value schemas, so events written by Debezium itself are read too.
+/// `Ok(None)` is a tombstone.
+pub fn decode_record(
+    key: Option<&[u8]>,
+    value: Option<&[u8]>,
+    cache: &mut HashMap<String, (Value, Arc<TableSchema>)>,
+) -> Result<Option<ChangeEvent>, String> {
+    let Some(value) = value.filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let Some(envelope) = Envelope::from_json(value).map_err(|e| e.to_string())? else {
+        return Ok(None);
+    };
+    let table = envelope
+        .source
+        .table
+        .clone()
+        .ok_or("the event's source block names no table")?;
+    let qualified = format!("{}.{table}", envelope.source.db);
+    let value_json: Value = serde_json::from_slice(value).map_err(|e| e.to_string())?;
+    let value_schema = value_json
+        .get("schema")
+        .ok_or("the value has no `schema` (produce JSON with schemas enabled)")?;
+    let key_json: Value = match key {
+        Some(k) => serde_json::from_slice(k).map_err(|e| format!("key is not JSON: {e}"))?,
+        None => return Err("the record has no key".into()),
+    };
+    let key_schema = key_json.get("schema").ok_or("the key has no `schema`")?;
+    let schema = match cache.get(&qualified) {
+        Some((s, schema))
+            if s == value_schema && schema.primary_key.len() == key_fields(key_schema)?.len() =>
+        {
+            schema.clone()
+        }
+        _ => {
+            let schema = Arc::new(crate::model::debezium::schema_from_connect(
+                &envelope.source.db,
+                &table,
+                key_schema,
+                value_schema,
+            )?);
+            cache.insert(qualified, (value_schema.clone(), schema.clone()));
+            schema
+        }
+    };
+    if envelope.transaction.is_none() {
+        return Err("the event has no `transaction` block (enable transaction metadata)".into());
+    }
+    Ok(Some(ChangeEvent { schema, envelope }))
+}
+
+fn key_fields(key_schema: &Value) -> Result<Vec<&str>, String> {
+    key_schema
+        .get("fields")
+        .and_then(Value::as_array)
+        .ok_or("the key schema has no fields")?
+        .iter()
+        .map(|f| {
+            f.get("field")
+                .and_then(Value::as_str)
+                .ok_or("a key field has no name".to_string())
+        })
+        .collect()
+}
+
+/// Where a record sits: topic, partition, offset.
+type At = (String, i32, i64);
+
+fn at_text(at: &At) -> String {
+    format!("{}[{}]@{}", at.0, at.1, at.2)
+}
+
+/// Consumes the stream's topics and applies each source transaction, in order, exactly once in
+/// effect. Stops with an error naming the record at a malformed record; nothing after it applies.
+pub async fn apply(
+    config: &StreamConfig,
+    metrics: Metrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), CdcError> {
+    ensure_topics(config).await?;
+    let k = kafka_of(config)?;
+    let topics = Topics::of(config);
+    let applier = config.applier()?;
+    applier.prepare(&config.offsets_db).await?;
+    let mut applied = applier.stored_offset().await?;
+    let group = k
+        .group_id
+        .clone()
+        .unwrap_or_else(|| format!("cdc-sync.{}", config.name));
+    let consumer: StreamConsumer = client(k)
+        .set("group.id", &group)
+        .set("enable.auto.commit", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .create()
+        .map_err(|e| kafka_err("consumer", e))?;
+    consumer
+        .subscribe(&topics.all())
+        .map_err(|e| kafka_err("subscribe", e))?;
+    tracing::info!(stream = %config.name, group = %group, applied = ?applied, "applying from Kafka");
+    metrics.running.set(1);
+
+    let mut ends: VecDeque<(TxnRecord, At)> = VecDeque::new();
+    // Transaction id → total_order → (event, where).
+    let mut buffers: HashMap<String, BTreeMap<u64, (ChangeEvent, At)>> = HashMap::new();
+    // Offsets read but not yet applied, and the last offset read, per partition.
+    let mut held: HashMap<(String, i32), BTreeSet<i64>> = HashMap::new();
+    let mut seen: HashMap<(String, i32), i64> = HashMap::new();
+    let mut schemas = HashMap::new();
+    let mut last_commit = Instant::now();
+    let result: Result<(), CdcError> = loop {
+        let msg = tokio::select! {
+            _ = stop.changed() => break Ok(()),
+            m = consumer.recv() => m,
+        };
+        let m = match msg {
+            Ok(m) => m,
+            Err(e) => {
+                metrics.errors.with_label_values(&["kafka"]).inc();
+                tracing::warn!(error = %e, "kafka consumer error; librdkafka retries");
+                continue;
+            }
+        };
+        let at: At = (m.topic().to_string(), m.partition(), m.offset());
+        seen.insert((at.0.clone(), at.1), at.2);
+        let malformed = |message: String| CdcError::Malformed {
+            at: at_text(&at),
+            message,
+        };
+        if at.0 == topics.transaction {
+            let rec: TxnRecord = match serde_json::from_slice(m.payload().unwrap_or_default()) {
+                Ok(r) => r,
+                Err(e) => break Err(malformed(format!("not a transaction record: {e}"))),
+            };
+            if rec.status == TxnStatus::End {
+                if rec.source_offset.is_none() || rec.event_count.is_none() {
+                    break Err(malformed(
+                        "END record without source_offset or event_count".into(),
+                    ));
+                }
+                held.entry((at.0.clone(), at.1)).or_default().insert(at.2);
+                ends.push_back((rec, at.clone()));
+            }
+        } else {
+            let ev = match decode_record(m.key(), m.payload(), &mut schemas) {
+                Ok(ev) => ev,
+                Err(e) => break Err(malformed(e)),
+            };
+            if let Some(ev) = ev {
+                let pos = Offset {
+                    file: ev.envelope.source.file.clone(),
+                    pos: ev.envelope.source.pos,
+                    gtid: None,
+                };
+                // Part of a transaction applied already (a redelivery): nothing to hold.
+                let done = applied.as_ref().is_some_and(|a| {
+                    position_key(&pos.file, pos.pos) < position_key(&a.file, a.pos)
+                });
+                if !done {
+                    let block = ev.envelope.transaction.clone().expect("checked in decode");
+                    held.entry((at.0.clone(), at.1)).or_default().insert(at.2);
+                    buffers
+                        .entry(block.id)
+                        .or_default()
+                        .insert(block.total_order, (ev, at.clone()));
+                }
+            }
+        }
+        drop(m);
+        // Apply every transaction that is complete, in END order.
+        let mut failed = None;
+        while let Some((rec, _)) = ends.front() {
+            let end = rec.source_offset.clone().expect("checked");
+            let count = rec.event_count.expect("checked");
+            let skip = applied.as_ref().is_some_and(|a| before_or_at(&end, a));
+            let have = buffers.get(&rec.id).map_or(0, |b| b.len() as u64);
+            if !skip && have < count {
+                break;
+            }
+            let (rec, end_at) = ends.pop_front().expect("front exists");
+            let events = buffers.remove(&rec.id).unwrap_or_default();
+            let mut release = vec![end_at];
+            let mut txn_events = Vec::with_capacity(events.len());
+            for (_, (ev, at)) in events {
+                release.push(at);
+                txn_events.push(ev);
+            }
+            if !skip {
+                if have > count {
+                    failed = Some(CdcError::Malformed {
+                        at: at_text(&release[0]),
+                        message: format!(
+                            "transaction {} has {have} events, its END says {count}",
+                            rec.id
+                        ),
+                    });
+                    break;
+                }
+                let txn = Transaction {
+                    end: end.clone(),
+                    gtid: end.gtid.clone(),
+                    events: txn_events,
+                    ts_ms: rec.ts_ms,
+                    suppressed: 0,
+                    marked: false,
+                };
+                if let Err(e) = crate::pipeline::apply_one(&applier, &txn, &metrics).await {
+                    failed = Some(e);
+                    break;
+                }
+                applied = Some(end);
+            }
+            for (topic, partition, offset) in release {
+                if let Some(h) = held.get_mut(&(topic, partition)) {
+                    h.remove(&offset);
+                }
+            }
+        }
+        if let Some(e) = failed {
+            break Err(e);
+        }
+        if last_commit.elapsed() > Duration::from_millis(200) {
+            commit(&consumer, &held, &seen, CommitMode::Async);
+            last_commit = Instant::now();
+        }
+    };
+    // Commit what is applied; a malformed record stays uncommitted, so a restart stops there again.
+    commit(&consumer, &held, &seen, CommitMode::Sync);
+    metrics.running.set(0);
+    if let Err(e) = &result {
+        metrics.errors.with_label_values(&["fatal"]).inc();
+        tracing::error!(error = %e, applied = ?applied, "applier stopped; nothing after the last applied transaction was applied");
+    }
+    result
+}
+
+/// Commits, per partition, the first offset not yet applied.
+fn commit(
+    consumer: &StreamConsumer,
+    held: &HashMap<(String, i32), BTreeSet<i64>>,
+    seen: &HashMap<(String, i32), i64>,
+    mode: CommitMode,
+) {
+    let mut tpl = TopicPartitionList::new();
+    let partitions: HashSet<&(String, i32)> = seen.keys().collect();
+    for tp in partitions {
+        let next = match held.get(tp).and_then(|h| h.first()) {
+            Some(&first) => first,
+            None => seen[tp] + 1,
+        };
+        let _ = tpl.add_partition_offset(&tp.0, tp.1, KOffset::Offset(next));
+    }
+    if tpl.count() > 0
+        && let Err(e) = consumer.commit(&tpl, mode)
+    {
+        tracing::warn!(error = %e, "committing Kafka offsets failed; they will be committed later");
+    }
+}
+
+/// Runs publisher and applier together until `stop` or a fatal error in either.
+pub async fn run(
+    config: &StreamConfig,
+    metrics: Metrics,
+    stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), CdcError> {
+    // Either half failing stops the other.
+    let (halt_tx, halt_rx) = tokio::sync::watch::channel(false);
+    let mut outer = stop.clone();
+    let forward = {
+        let halt_tx = halt_tx.clone();
+        tokio::spawn(async move {
+            let _ = outer.wait_for(|s| *s).await;
+            let _ = halt_tx.send(true);
+        })
+    };
+    let stopper = |r: Result<(), CdcError>| {
+        if r.is_err() {
+            let _ = halt_tx.send(true);
+        }
+        r
+    };
+    let (a, b) = tokio::join!(
+        async { stopper(publish(config, metrics.clone(), halt_rx.clone()).await) },
+        async { stopper(apply(config, metrics.clone(), halt_rx.clone()).await) }
+    );
+    forward.abort();
+    a.and(b)
+}

@@ -1,0 +1,285 @@
+//! The Kafka transport against a real `tansu` broker: Debezium records on the topics, `kill -9`
+//! of cdc-sync mid-burst, a broker restart, and a malformed record that stops the applier at its
+//! offset with nothing after it applied.
+
+use std::path::Path;
+use std::time::Duration;
+
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
+
+mod common;
+use common::{TABLE, burst, converge, exec, fingerprint};
+
+fn stream_toml(
+    name: &str,
+    source: &str,
+    target: &str,
+    src_db: &str,
+    dst_db: &str,
+    brokers: &str,
+    reader_id: u32,
+    listen: u16,
+) -> String {
+    format!(
+        "name = \"{name}\"\nsource_url = \"{source}\"\ntarget_url = \"{target}\"\nreader_server_id = {reader_id}\n\
+         transport = \"kafka\"\nlisten = \"127.0.0.1:{listen}\"\n\n\
+         [[tables]]\nsource = \"{src_db}.orders\"\ntarget = \"{dst_db}.orders\"\n\n\
+         [kafka]\nbootstrap_servers = \"{brokers}\"\n"
+    )
+}
+
+/// Every record of a topic partition 0, as (key, value) JSON.
+fn read_topic(brokers: &str, topic: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let parse = |b: Option<&[u8]>| {
+                    b.map(|b| serde_json::from_slice(b).unwrap())
+                        .unwrap_or(serde_json::Value::Null)
+                };
+                out.push((parse(m.key()), parse(m.payload())));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            _ => {}
+        }
+    }
+    out
+}
+
+async fn wait_port(port: u16) {
+    for _ in 0..200 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("port {port} never opened");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_mode_survives_kill_9_mid_burst_and_writes_debezium_records() {
+    let broker = testkit::Tansu::start().unwrap();
+    let (m, s) = (testkit::monolith_server(), testkit::services_server());
+    let src = m.create_database("kcrash_src").await.unwrap();
+    let dst = s.create_database("kcrash_dst").await.unwrap();
+    exec(&src.url, TABLE).await;
+    exec(&dst.url, TABLE).await;
+    let dir = testkit::TempDir::new("cdc-kcrash").unwrap();
+    let config = dir.path().join("stream.toml");
+    let port = testkit::free_port();
+    let name = format!("kcrash{}", std::process::id());
+    std::fs::write(
+        &config,
+        stream_toml(
+            &name,
+            &m.root_url(),
+            &s.root_url(),
+            &src.name,
+            &dst.name,
+            &broker.bootstrap_servers(),
+            4801,
+            port,
+        ),
+    )
+    .unwrap();
+    let spawn = |n: u32| {
+        testkit::ProcessGuard::spawn(
+            Path::new(env!("CARGO_BIN_EXE_cdc-sync")),
+            &[
+                "stream".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+            &dir.path().join(format!("cdc{n}.pid")),
+            &dir.path().join("cdc.log"),
+        )
+        .unwrap()
+    };
+    let mut process = spawn(1);
+    wait_port(port).await;
+    // Let it create the topics and settle its group before writing.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writer = tokio::spawn(burst(src.url.clone(), 1, 1200));
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(900)).await;
+        process.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        process = spawn(round + 2);
+    }
+    writer.await.unwrap();
+    converge(&src.url, &dst.url, 90).await;
+    let (rows, _) = fingerprint(&dst.url).await;
+    assert!(rows > 800, "{rows}");
+    let log = std::fs::read_to_string(dir.path().join("cdc.log")).unwrap();
+    assert_eq!(log.matches("publishing to Kafka").count(), 3, "{log}");
+
+    // The table topic holds Debezium records: key and value with schemas, transaction blocks.
+    let records = read_topic(
+        &broker.bootstrap_servers(),
+        &format!("{name}.{}.orders", src.name),
+    );
+    assert!(records.len() >= 1199, "{}", records.len());
+    let (key, value) = &records[0];
+    assert_eq!(key["payload"]["id"], 1);
+    assert_eq!(
+        value["schema"]["name"],
+        format!("{name}.{}.orders.Envelope", src.name)
+    );
+    assert_eq!(value["payload"]["op"], "c");
+    assert_eq!(value["payload"]["after"]["amount"], "1.01");
+    assert_eq!(value["payload"]["transaction"]["total_order"], 1);
+    // The transaction topic frames them with BEGIN/END as Debezium does.
+    let txns = read_topic(&broker.bootstrap_servers(), &format!("{name}.transaction"));
+    let ends: Vec<_> = txns.iter().filter(|(_, v)| v["status"] == "END").collect();
+    assert!(ends.len() >= 1199, "{}", ends.len());
+    assert_eq!(
+        ends[0].1["data_collections"][0]["data_collection"],
+        format!("{}.orders", src.name)
+    );
+    drop(process);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_record_stops_the_applier_at_its_offset() {
+    let broker = testkit::Tansu::start().unwrap();
+    let (m, s) = (testkit::monolith_server(), testkit::services_server());
+    let src = m.create_database("kbad_src").await.unwrap();
+    let dst = s.create_database("kbad_dst").await.unwrap();
+    exec(&src.url, TABLE).await;
+    exec(&dst.url, TABLE).await;
+    let name = format!("kbad{}", std::process::id());
+    let config = cdc_sync::config::StreamConfig::parse(&stream_toml(
+        &name,
+        &m.root_url(),
+        &s.root_url(),
+        &src.name,
+        &dst.name,
+        &broker.bootstrap_servers(),
+        4811,
+        testkit::free_port(),
+    ))
+    .unwrap();
+    let metrics = cdc_sync::metrics::Metrics::new(&name);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = {
+        let (config, metrics) = (config.clone(), metrics.clone());
+        tokio::spawn(async move {
+            cdc_sync::pipeline::run_stream(&config, Default::default(), metrics, rx).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    burst(src.url.clone(), 1, 20).await;
+    converge(&src.url, &dst.url, 60).await;
+    let good = fingerprint(&dst.url).await;
+
+    // A record that is not a change event lands on the table topic, then more real changes.
+    let topic = format!("{name}.{}.orders", src.name);
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", broker.bootstrap_servers())
+        .create()
+        .unwrap();
+    let delivery = producer
+        .send(
+            FutureRecord::to(&topic).key("{}").payload("{not json"),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap();
+    let bad_at = format!("{topic}[{}]@{}", delivery.partition, delivery.offset);
+    burst(src.url.clone(), 20, 40).await;
+    let outcome = tokio::time::timeout(Duration::from_secs(60), task)
+        .await
+        .expect("the stream stops by itself")
+        .unwrap();
+    let err = outcome.unwrap_err().to_string();
+    assert!(
+        err.contains(&bad_at) && err.contains("not JSON"),
+        "{err} (wanted {bad_at})"
+    );
+    // Nothing after the bad record was applied.
+    assert_eq!(fingerprint(&dst.url).await, good);
+    assert!(
+        metrics
+            .render()
+            .contains(r#"cdc_errors_total{kind="fatal""#)
+    );
+
+    // A restart stops at the same record again: its offset was never committed.
+    let (_stop2, rx2) = tokio::sync::watch::channel(false);
+    let again = tokio::time::timeout(
+        Duration::from_secs(60),
+        cdc_sync::transport::kafka::apply(&config, cdc_sync::metrics::Metrics::new(&name), rx2),
+    )
+    .await
+    .expect("stops again")
+    .unwrap_err()
+    .to_string();
+    assert!(again.contains(&bad_at), "{again}");
+    assert_eq!(fingerprint(&dst.url).await, good);
+    let _ = stop.send(true);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_restart_is_survived() {
+    // PostgreSQL storage keeps topics, records and group offsets across the restart.
+    let pg = testkit::postgres_database("cdc_broker").unwrap();
+    let mut broker = testkit::Tansu::start_with_storage(&pg).unwrap();
+    let (m, s) = (testkit::monolith_server(), testkit::services_server());
+    let src = m.create_database("kbroker_src").await.unwrap();
+    let dst = s.create_database("kbroker_dst").await.unwrap();
+    exec(&src.url, TABLE).await;
+    exec(&dst.url, TABLE).await;
+    let name = format!("kbroker{}", std::process::id());
+    let config = cdc_sync::config::StreamConfig::parse(&stream_toml(
+        &name,
+        &m.root_url(),
+        &s.root_url(),
+        &src.name,
+        &dst.name,
+        &broker.bootstrap_servers(),
+        4821,
+        testkit::free_port(),
+    ))
+    .unwrap();
+    let metrics = cdc_sync::metrics::Metrics::new(&name);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = {
+        let (config, metrics) = (config.clone(), metrics.clone());
+        tokio::spawn(async move {
+            cdc_sync::pipeline::run_stream(&config, Default::default(), metrics, rx).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    burst(src.url.clone(), 1, 100).await;
+    converge(&src.url, &dst.url, 60).await;
+    broker.kill();
+    // Writes go on while the broker is down.
+    burst(src.url.clone(), 100, 200).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    broker.restart().unwrap();
+    burst(src.url.clone(), 200, 300).await;
+    converge(&src.url, &dst.url, 120).await;
+    assert!(!task.is_finished(), "the stream keeps running");
+    let _ = stop.send(true);
+    tokio::time::timeout(Duration::from_secs(30), task)
+        .await
+        .expect("stops on request")
+        .unwrap()
+        .unwrap();
+}
