@@ -28,6 +28,10 @@ pub struct StreamConfig {
     /// `direct` (in-process).
     #[serde(default)]
     pub transport: Transport,
+    /// Where to start reading (`binlog-file:position`) when no offset is stored yet; without it
+    /// the stream starts at the source's current position. Backfills hand over at such a point.
+    #[serde(default)]
+    pub start_position: Option<String>,
     /// Which side owns writes for these tables: it wins when a row changed on both sides in the
     /// same window. `source` for the direction leaving the owner, `target` for the way back.
     #[serde(default)]
@@ -102,7 +106,44 @@ fn default_listen() -> SocketAddr {
     "127.0.0.1:9500".parse().expect("valid")
 }
 
+/// Parses `file:pos`.
+pub fn parse_position(text: &str) -> Result<crate::source::binlog::Offset, String> {
+    let (file, pos) = text
+        .rsplit_once(':')
+        .ok_or_else(|| format!("start_position {text:?} must be binlog-file:position"))?;
+    let pos: u64 = pos
+        .parse()
+        .map_err(|_| format!("start_position {text:?}: {pos:?} is not a position"))?;
+    if file.is_empty() || pos < 4 {
+        return Err(format!(
+            "start_position {text:?} must be binlog-file:position (position ≥ 4)"
+        ));
+    }
+    Ok(crate::source::binlog::Offset {
+        file: file.to_string(),
+        pos,
+        gtid: None,
+    })
+}
+
 impl StreamConfig {
+    /// Where a stream without a stored offset starts: `start_position`, else the source's
+    /// current binlog position.
+    pub async fn initial_offset(
+        &self,
+    ) -> Result<crate::source::binlog::Offset, crate::error::CdcError> {
+        if let Some(p) = &self.start_position {
+            return parse_position(p).map_err(crate::error::CdcError::Config);
+        }
+        let pool = mysql_async::Pool::new(
+            mysql_async::Opts::from_url(&self.source_url)
+                .map_err(|e| crate::error::CdcError::Config(e.to_string()))?,
+        );
+        let o = crate::source::binlog::BinlogSource::current_position(&pool).await?;
+        pool.disconnect().await?;
+        Ok(o)
+    }
+
     /// The Kafka topic prefix (Debezium's `topic.prefix`).
     pub fn topic_prefix(&self) -> &str {
         self.kafka
@@ -141,6 +182,9 @@ impl StreamConfig {
         }
         for (i, t) in c.tables.iter().enumerate() {
             t.validate().map_err(|e| format!("tables[{i}]: {e}"))?;
+        }
+        if let Some(p) = &c.start_position {
+            parse_position(p)?;
         }
         match (c.transport, &c.kafka) {
             (Transport::Kafka, None) => {
@@ -193,6 +237,17 @@ mod tests {
         assert!(err.contains("tables[0]"), "{err}");
         let err = StreamConfig::parse(&format!("transport = \"pigeon\"\n{GOOD}")).unwrap_err();
         assert!(err.contains("pigeon"), "{err}");
+        let err = StreamConfig::parse(&format!("start_position = \"binlog.000001\"\n{GOOD}"))
+            .unwrap_err();
+        assert!(err.contains("binlog-file:position"), "{err}");
+        let ok = StreamConfig::parse(&format!("start_position = \"binlog.000001:328\"\n{GOOD}"))
+            .unwrap();
+        assert_eq!(
+            parse_position(ok.start_position.as_deref().unwrap())
+                .unwrap()
+                .pos,
+            328
+        );
         let err = StreamConfig::parse(&format!("transport = \"kafka\"\n{GOOD}")).unwrap_err();
         assert!(err.contains("[kafka]"), "{err}");
         let k = StreamConfig::parse(&format!(

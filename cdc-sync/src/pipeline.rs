@@ -62,15 +62,7 @@ pub async fn run(
     };
     let mut start = match applier.stored_offset().await? {
         Some(o) => o,
-        None => {
-            let pool = mysql_async::Pool::new(
-                mysql_async::Opts::from_url(&config.source_url)
-                    .map_err(|e| CdcError::Config(e.to_string()))?,
-            );
-            let o = BinlogSource::current_position(&pool).await?;
-            pool.disconnect().await?;
-            o
-        }
+        None => config.initial_offset().await?,
     };
     tracing::info!(stream = %config.name, from = %start, "stream starting");
     metrics.running.set(1);
@@ -89,25 +81,40 @@ pub async fn run(
                 _ = stop.changed() => break Ok(()),
                 txn = rx.recv() => match txn {
                     Some(txn) => {
-                        for ev in &txn.events {
-                            metrics.events.with_label_values(&[&ev.schema.qualified(), "read"]).inc();
-                        }
-                        if txn.suppressed > 0 {
-                            metrics.suppressed.with_label_values(&[&config.name]).inc_by(txn.suppressed);
-                        }
-                        if txn.events.is_empty() {
+                        // Take what else is waiting, whole transactions, into one target commit.
+                        let mut batch: Vec<Transaction> = Vec::new();
+                        let mut events = 0;
+                        let mut next = Some(txn);
+                        while let Some(txn) = next.take() {
+                            for ev in &txn.events {
+                                metrics.events.with_label_values(&[&ev.schema.qualified(), "read"]).inc();
+                            }
+                            if txn.suppressed > 0 {
+                                metrics.suppressed.with_label_values(&[&config.name]).inc_by(txn.suppressed);
+                            }
                             // Nothing to apply: another stream's own writes are skipped outright
                             // (else two streams would bounce offset updates forever), and other
                             // activity only moves the stored offset about once a second.
-                            if txn.marked || last_offset_write.elapsed() < Duration::from_secs(1) {
-                                continue;
+                            let keep = !txn.events.is_empty()
+                                || (!txn.marked
+                                    && (!batch.is_empty()
+                                        || last_offset_write.elapsed() >= Duration::from_secs(1)));
+                            if keep {
+                                events += txn.events.len();
+                                batch.push(txn);
+                            }
+                            if batch.len() < BATCH_TRANSACTIONS && events < BATCH_EVENTS {
+                                next = rx.try_recv().ok();
                             }
                         }
+                        if batch.is_empty() {
+                            continue;
+                        }
                         last_offset_write = std::time::Instant::now();
-                        if let Err(e) = apply_one(&applier, &txn, &metrics).await {
+                        if let Err(e) = apply_batch(&applier, &batch, &metrics).await {
                             break Err(e);
                         }
-                        applied = Some(txn.end.clone());
+                        applied = batch.last().map(|t| t.end.clone());
                         backoff = Duration::from_millis(200);
                     }
                     None => break Ok(()),
@@ -144,20 +151,27 @@ pub async fn run(
     }
 }
 
-/// Applies one transaction and records it in the metrics.
-pub async fn apply_one(
+/// Most source transactions / row events applied in one target transaction.
+pub const BATCH_TRANSACTIONS: usize = 500;
+pub const BATCH_EVENTS: usize = 5_000;
+
+/// Applies consecutive transactions as one target transaction and records them in the metrics.
+pub async fn apply_batch(
     applier: &MysqlApplier,
-    txn: &Transaction,
+    txns: &[Transaction],
     metrics: &Metrics,
 ) -> Result<(), CdcError> {
-    let applied = match applier.apply(txn).await {
+    let Some(last) = txns.last() else {
+        return Ok(());
+    };
+    let applied = match applier.apply_batch(txns).await {
         Ok(a) => a,
         Err(e) => {
             metrics.errors.with_label_values(&["apply"]).inc();
             return Err(e);
         }
     };
-    for ev in &txn.events {
+    for ev in txns.iter().flat_map(|t| &t.events) {
         metrics
             .events
             .with_label_values(&[&ev.schema.qualified(), "applied"])
@@ -173,15 +187,15 @@ pub async fn apply_one(
             .with_label_values(&[&c.table, winner])
             .inc();
     }
-    metrics
-        .transactions
-        .with_label_values(&[if txn.events.is_empty() {
+    for txn in txns {
+        let kind = if txn.events.is_empty() {
             "empty"
         } else {
             "data"
-        }])
-        .inc();
-    let lag = (chrono::Utc::now().timestamp_millis() - txn.ts_ms).max(0) as f64 / 1000.0;
+        };
+        metrics.transactions.with_label_values(&[kind]).inc();
+    }
+    let lag = (chrono::Utc::now().timestamp_millis() - last.ts_ms).max(0) as f64 / 1000.0;
     metrics.lag_seconds.set(lag);
     Ok(())
 }

@@ -313,9 +313,20 @@ impl MysqlApplier {
 
     /// Applies one source transaction and records its end offset, atomically.
     pub async fn apply(&self, txn: &Transaction) -> Result<Applied, CdcError> {
+        self.apply_batch(std::slice::from_ref(txn)).await
+    }
+
+    /// Applies consecutive source transactions as one target transaction (whole source
+    /// transactions only, so boundaries hold) and records the last one's end offset.
+    pub async fn apply_batch(&self, txns: &[Transaction]) -> Result<Applied, CdcError> {
+        let Some(last) = txns.last() else {
+            return Ok(Applied::default());
+        };
         let mut changes = Vec::new();
-        for ev in &txn.events {
-            changes.extend(self.row_change(ev)?);
+        for txn in txns {
+            for ev in &txn.events {
+                changes.extend(self.row_change(ev)?.map(|c| (c, &txn.end)));
+            }
         }
         let mut applied = Applied::default();
         let mut conn = self.pool.get_conn().await?;
@@ -324,7 +335,7 @@ impl MysqlApplier {
         conn.query_drop("SET SESSION skip_replication = 1, time_zone = '+00:00'")
             .await?;
         let mut tx = conn.start_transaction(Default::default()).await?;
-        for change in changes {
+        for (change, at) in changes {
             if let Some((sql, params)) = change.check {
                 let row: Option<(Option<i64>, Option<i64>)> = tx.exec_first(sql, params).await?;
                 // (matches before, matches after) of the target's current row.
@@ -342,7 +353,7 @@ impl MysqlApplier {
                 };
                 if conflict {
                     let winner = self.conflicts.unwrap_or(Owner::Source);
-                    tracing::warn!(stream = %self.stream, table = %change.table, op = ?change.op, at = %txn.end, winner = ?winner, "conflict: the row changed on both sides");
+                    tracing::warn!(stream = %self.stream, table = %change.table, op = ?change.op, at = %at, winner = ?winner, "conflict: the row changed on both sides");
                     applied.conflicts.push(Conflict {
                         table: change.table.clone(),
                         winner,
@@ -359,12 +370,12 @@ impl MysqlApplier {
         }
         tx.exec_drop(
             format!(
-                "INSERT INTO {} (stream, file, pos, gtid, transactions, source_ts_ms) VALUES (?, ?, ?, ?, 1, ?) \
+                "INSERT INTO {} (stream, file, pos, gtid, transactions, source_ts_ms) VALUES (?, ?, ?, ?, ?, ?) \
                  ON DUPLICATE KEY UPDATE file = VALUES(file), pos = VALUES(pos), gtid = VALUES(gtid), \
-                 transactions = transactions + 1, source_ts_ms = VALUES(source_ts_ms)",
+                 transactions = transactions + VALUES(transactions), source_ts_ms = VALUES(source_ts_ms)",
                 self.offsets_table
             ),
-            (&self.stream, &txn.end.file, txn.end.pos, &txn.end.gtid, txn.ts_ms),
+            (&self.stream, &last.end.file, last.end.pos, &last.end.gtid, txns.len() as u64, last.ts_ms),
         )
         .await?;
         tx.commit().await?;

@@ -241,15 +241,7 @@ pub async fn publish(
         let attempt = async {
             let start = match last_published(config).await? {
                 Some(o) => o,
-                None => {
-                    let pool = mysql_async::Pool::new(
-                        mysql_async::Opts::from_url(&config.source_url)
-                            .map_err(|e| CdcError::Config(e.to_string()))?,
-                    );
-                    let o = BinlogSource::current_position(&pool).await?;
-                    pool.disconnect().await?;
-                    o
-                }
+                None => config.initial_offset().await?,
             };
             tracing::info!(stream = %config.name, from = %start, "publishing to Kafka");
             let producer: FutureProducer = client(k)
@@ -633,9 +625,14 @@ pub async fn apply(
             }
         }
         drop(m);
-        // Apply every transaction that is complete, in END order.
+        // Apply every transaction that is complete, in END order, as one target commit.
         let mut failed = None;
+        let mut batch: Vec<Transaction> = Vec::new();
+        let mut release: Vec<At> = Vec::new();
         while let Some((rec, _)) = ends.front() {
+            if batch.len() >= crate::pipeline::BATCH_TRANSACTIONS {
+                break;
+            }
             let end = rec.source_offset.clone().expect("checked");
             let count = rec.event_count.expect("checked");
             let skip = applied.as_ref().is_some_and(|a| before_or_at(&end, a));
@@ -644,38 +641,41 @@ pub async fn apply(
                 break;
             }
             let (rec, end_at) = ends.pop_front().expect("front exists");
+            if !skip && have > count {
+                failed = Some(CdcError::Malformed {
+                    at: at_text(&end_at),
+                    message: format!(
+                        "transaction {} has {have} events, its END says {count}",
+                        rec.id
+                    ),
+                });
+                break;
+            }
             let events = buffers.remove(&rec.id).unwrap_or_default();
-            let mut release = vec![end_at];
+            release.push(end_at);
             let mut txn_events = Vec::with_capacity(events.len());
             for (_, (ev, at)) in events {
                 release.push(at);
                 txn_events.push(ev);
             }
             if !skip {
-                if have > count {
-                    failed = Some(CdcError::Malformed {
-                        at: at_text(&release[0]),
-                        message: format!(
-                            "transaction {} has {have} events, its END says {count}",
-                            rec.id
-                        ),
-                    });
-                    break;
-                }
-                let txn = Transaction {
-                    end: end.clone(),
+                batch.push(Transaction {
                     gtid: end.gtid.clone(),
+                    end: end.clone(),
                     events: txn_events,
                     ts_ms: rec.ts_ms,
                     suppressed: 0,
                     marked: false,
-                };
-                if let Err(e) = crate::pipeline::apply_one(&applier, &txn, &metrics).await {
-                    failed = Some(e);
-                    break;
-                }
+                });
                 applied = Some(end);
             }
+        }
+        if failed.is_none() && !batch.is_empty() {
+            if let Err(e) = crate::pipeline::apply_batch(&applier, &batch, &metrics).await {
+                failed = Some(e);
+            }
+        }
+        if failed.is_none() {
             for (topic, partition, offset) in release {
                 if let Some(h) = held.get_mut(&(topic, partition)) {
                     h.remove(&offset);

@@ -1,0 +1,404 @@
+//! cdc-sync benchmark, with MariaDB's own replication as the baseline in the same run: apply rate
+//! for a binlog backlog of single-row and 100-row transactions (direct, Kafka, native replica),
+//! then replication lag under a paced write load. Prints a Markdown report. Run through
+//! `bench/cdc.sh`.
+
+use std::time::{Duration, Instant};
+
+use cdc_sync::config::StreamConfig;
+use cdc_sync::metrics::Metrics;
+use cdc_sync::source::binlog::{BinlogSource, Offset};
+use mysql_async::prelude::*;
+
+const TABLE: &str = "CREATE TABLE IF NOT EXISTS events (id BIGINT PRIMARY KEY, account INT NOT NULL, \
+    amount DECIMAL(12,2) NOT NULL, note VARCHAR(64) NOT NULL, created_at DATETIME(6) NOT NULL)";
+
+struct Args {
+    single: u64,
+    batched: u64,
+    lag_seconds: u64,
+    rate: u64,
+    kafka: bool,
+}
+
+fn args() -> Args {
+    let mut a = Args {
+        single: 20_000,
+        batched: 100_000,
+        lag_seconds: 60,
+        rate: 2_000,
+        kafka: true,
+    };
+    let argv: Vec<String> = std::env::args().skip(1).collect();
+    let mut i = 0;
+    while i < argv.len() {
+        let v = || {
+            argv.get(i + 1)
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("a number")
+        };
+        match argv[i].as_str() {
+            "--single" => a.single = v(),
+            "--batched" => a.batched = v(),
+            "--lag-seconds" => a.lag_seconds = v(),
+            "--rate" => a.rate = v(),
+            "--no-kafka" => {
+                a.kafka = false;
+                i -= 1;
+            }
+            other => panic!("unknown argument {other}"),
+        }
+        i += 2;
+    }
+    a
+}
+
+async fn exec(url: &str, sql: &str) {
+    let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+    c.query_drop(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    c.disconnect().await.unwrap();
+}
+
+async fn position(url: &str) -> Offset {
+    let pool = mysql_async::Pool::new(url);
+    let o = BinlogSource::current_position(&pool).await.unwrap();
+    pool.disconnect().await.unwrap();
+    o
+}
+
+/// Writes `rows` rows from id `from`, `per_txn` rows a transaction, over 4 connections.
+async fn write_backlog(url: &str, from: u64, rows: u64, per_txn: u64) {
+    let conns = 4u64;
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+            let txns = rows / per_txn;
+            let mut t = c;
+            while t < txns {
+                let first = from + t * per_txn;
+                let values: Vec<String> = (first..first + per_txn)
+                    .map(|id| {
+                        format!(
+                            "({id}, {}, {}.{:02}, 'event {id}', NOW(6))",
+                            id % 997,
+                            id % 10_000,
+                            id % 100
+                        )
+                    })
+                    .collect();
+                conn.query_drop(format!("INSERT INTO events VALUES {}", values.join(", ")))
+                    .await
+                    .unwrap();
+                t += conns;
+            }
+            conn.disconnect().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+fn stream_config(
+    name: &str,
+    source: &testkit::MariaDb,
+    target: &testkit::MariaDb,
+    db: &str,
+    from: &Offset,
+    reader_id: u32,
+    kafka: Option<&str>,
+) -> StreamConfig {
+    let mut text = format!(
+        "name = \"{name}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = {reader_id}\n\
+         start_position = \"{}:{}\"\nlisten = \"127.0.0.1:{}\"\n",
+        source.root_url(),
+        target.root_url(),
+        from.file,
+        from.pos,
+        testkit::free_port()
+    );
+    if kafka.is_some() {
+        text.push_str("transport = \"kafka\"\n");
+    }
+    text.push_str(&format!(
+        "\n[[tables]]\nsource = \"{db}.events\"\ntarget = \"{db}.events\"\n"
+    ));
+    if let Some(b) = kafka {
+        text.push_str(&format!("\n[kafka]\nbootstrap_servers = \"{b}\"\n"));
+    }
+    StreamConfig::parse(&text).unwrap()
+}
+
+async fn count(url: &str) -> u64 {
+    let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM events").await.unwrap();
+    c.disconnect().await.unwrap();
+    n.unwrap_or(0)
+}
+
+/// Runs a stream from `from` until the target holds `want` rows; returns the seconds it took.
+async fn time_stream(config: StreamConfig, target_url: &str, want: u64) -> f64 {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let metrics = Metrics::new(&config.name);
+    let started = Instant::now();
+    let task = tokio::spawn(async move {
+        cdc_sync::pipeline::run_stream(&config, Default::default(), metrics, rx).await
+    });
+    while count(target_url).await < want {
+        assert!(!task.is_finished(), "the stream stopped: {:?}", task.await);
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    secs
+}
+
+/// Native replication from `from` until the replica holds `want` rows.
+async fn time_native(
+    replica: &testkit::MariaDb,
+    source: &testkit::MariaDb,
+    db: &str,
+    from: &Offset,
+    want: u64,
+) -> f64 {
+    let url = replica.root_url();
+    exec(&url, "STOP SLAVE").await;
+    exec(&url, "RESET SLAVE ALL").await;
+    exec(
+        &url,
+        &format!(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='root', \
+             MASTER_LOG_FILE='{}', MASTER_LOG_POS={}",
+            source.port(),
+            from.file,
+            from.pos
+        ),
+    )
+    .await;
+    let started = Instant::now();
+    exec(&url, "START SLAVE").await;
+    let table_url = replica.url(db);
+    while count(&table_url).await < want {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let secs = started.elapsed().as_secs_f64();
+    exec(&url, "STOP SLAVE").await;
+    secs
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// Paced writes at `rate` single-row transactions/s for `secs`, sampling the target's lag (age
+/// of its newest row) every 50 ms. Returns (p50, p99, max) in seconds and the rate achieved.
+async fn lag_under_load(
+    config: StreamConfig,
+    source_url: &str,
+    target_url: &str,
+    first_id: u64,
+    rate: u64,
+    secs: u64,
+) -> (f64, f64, f64, f64) {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let metrics = Metrics::new(&config.name);
+    let task = tokio::spawn(async move {
+        cdc_sync::pipeline::run_stream(&config, Default::default(), metrics, rx).await
+    });
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let writers = 8u64;
+    let per_writer = rate / writers;
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    let mut tasks = Vec::new();
+    for w in 0..writers {
+        let url = source_url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_writer as f64));
+            tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+            let mut n = 0u64;
+            while Instant::now() < deadline {
+                tick.tick().await;
+                let id = first_id + w + n * writers;
+                conn.exec_drop(
+                    "INSERT INTO events VALUES (?, ?, 1.00, 'lag', NOW(6))",
+                    (id, id % 997),
+                )
+                .await
+                .unwrap();
+                n += 1;
+            }
+            n
+        }));
+    }
+    let mut sampler = mysql_async::Conn::from_url(target_url).await.unwrap();
+    let mut samples = Vec::new();
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    while Instant::now() < deadline {
+        let lag: Option<Option<i64>> = sampler
+            .query_first(format!(
+                "SELECT TIMESTAMPDIFF(MICROSECOND, created_at, NOW(6)) FROM events WHERE id >= {first_id} ORDER BY id DESC LIMIT 1"
+            ))
+            .await
+            .unwrap();
+        if let Some(Some(us)) = lag {
+            samples.push(us as f64 / 1e6);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut written = 0;
+    for t in tasks {
+        written += t.await.unwrap();
+    }
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    samples.sort_by(|a, b| a.partial_cmp(b).expect("numbers"));
+    (
+        percentile(&samples, 0.5),
+        percentile(&samples, 0.99),
+        samples.last().copied().unwrap_or(f64::NAN),
+        written as f64 / secs as f64,
+    )
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let a = args();
+    let source = testkit::MariaDb::start(testkit::MariaDbOptions::new("bench-source", 31)).unwrap();
+    let target = testkit::MariaDb::start(testkit::MariaDbOptions::new("bench-target", 32)).unwrap();
+    let replica =
+        testkit::MariaDb::start(testkit::MariaDbOptions::new("bench-replica", 33)).unwrap();
+    let broker = if a.kafka {
+        Some(testkit::Tansu::start().unwrap())
+    } else {
+        None
+    };
+    let db = "bench";
+    for s in [&source, &target, &replica] {
+        exec(&s.root_url(), &format!("CREATE DATABASE {db}")).await;
+        exec(&s.url(db), TABLE).await;
+    }
+    println!("# cdc-sync benchmark\n");
+    println!(
+        "Apply rate for a binlog backlog (row changes/s), each way from the same source position; the baseline is a MariaDB replica of the source (one SQL thread) applying the same backlog.\n"
+    );
+    println!(
+        "| workload | rows | direct | kafka | native replica | direct / native | kafka / native |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|");
+    let mut next_id = 1u64;
+    let mut streams = 0u32;
+    let mut want_target = 0u64;
+    for (label, rows, per_txn) in [
+        ("single-row transactions", a.single, 1u64),
+        ("100-row transactions", a.batched, 100),
+    ] {
+        let from = position(&source.root_url()).await;
+        write_backlog(&source.url(db), next_id, rows, per_txn).await;
+        next_id += rows;
+        want_target += rows;
+        // Direct.
+        streams += 1;
+        let direct = time_stream(
+            stream_config(
+                &format!("bench{streams}"),
+                &source,
+                &target,
+                db,
+                &from,
+                5000 + streams,
+                None,
+            ),
+            &target.url(db),
+            want_target,
+        )
+        .await;
+        // Kafka: a fresh target database would cost a reload; delete the rows instead.
+        let kafka = if let Some(b) = &broker {
+            exec(
+                &target.url(db),
+                &format!("DELETE FROM events WHERE id >= {}", next_id - rows),
+            )
+            .await;
+            streams += 1;
+            Some(
+                time_stream(
+                    stream_config(
+                        &format!("bench{streams}"),
+                        &source,
+                        &target,
+                        db,
+                        &from,
+                        5000 + streams,
+                        Some(&b.bootstrap_servers()),
+                    ),
+                    &target.url(db),
+                    want_target,
+                )
+                .await,
+            )
+        } else {
+            None
+        };
+        let native = time_native(&replica, &source, db, &from, want_target).await;
+        let r = |s: f64| rows as f64 / s;
+        println!(
+            "| {label} | {rows} | {:.0} | {} | {:.0} | {:.2}× | {} |",
+            r(direct),
+            kafka.map(|k| format!("{:.0}", r(k))).unwrap_or("–".into()),
+            r(native),
+            native / direct,
+            kafka
+                .map(|k| format!("{:.2}×", native / k))
+                .unwrap_or("–".into()),
+        );
+    }
+    println!(
+        "\nReplication lag under a paced load of single-row transactions ({} s at {}/s requested; samples every 50 ms of the age of the newest row on the target):\n",
+        a.lag_seconds, a.rate
+    );
+    println!("| transport | writes/s achieved | lag p50 | lag p99 | lag max |");
+    println!("|---|---:|---:|---:|---:|");
+    let mut modes = vec![None];
+    if let Some(b) = &broker {
+        modes.push(Some(b.bootstrap_servers()));
+    }
+    for kafka in modes {
+        streams += 1;
+        let from = position(&source.root_url()).await;
+        let first = next_id;
+        next_id += a.rate * a.lag_seconds * 2;
+        let (p50, p99, max, achieved) = lag_under_load(
+            stream_config(
+                &format!("bench{streams}"),
+                &source,
+                &target,
+                db,
+                &from,
+                5000 + streams,
+                kafka.as_deref(),
+            ),
+            &source.url(db),
+            &target.url(db),
+            first,
+            a.rate,
+            a.lag_seconds,
+        )
+        .await;
+        println!(
+            "| {} | {achieved:.0} | {:.3} s | {:.3} s | {:.3} s |",
+            if kafka.is_some() { "kafka" } else { "direct" },
+            p50,
+            p99,
+            max
+        );
+    }
+}
