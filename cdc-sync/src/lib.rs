@@ -11,3 +11,4 @@ pub mod pipeline;
 pub mod schema;
 pub mod source;
 pub mod transport;
+pub mod verify;

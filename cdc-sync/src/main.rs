@@ -37,6 +37,19 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Compare a table on both sides through the mapping (chunked checksums, then rows); exit
+    /// code 0 when clean, 1 when rows differ, 2 on errors. `--repair` rewrites the target rows.
+    Verify {
+        /// Source or target `db.table` (or table name) of a mapping in the config.
+        #[arg(long)]
+        table: String,
+        #[arg(long, default_value_t = 10_000)]
+        chunk_size: u64,
+        #[arg(long)]
+        repair: bool,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print change events from now on as Debezium JSON lines (`{"key":…,"value":…}`), without
     /// applying them; `--schema` uses the JSON converter's `schema` + `payload` form.
     Tail {
@@ -76,7 +89,131 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Stream { role }) => stream(config, role).await,
         Some(Command::Status { json }) => status(config, json).await,
         Some(Command::Tail { schema, limit }) => tail(config, schema, limit).await,
+        Some(Command::Verify {
+            table,
+            chunk_size,
+            repair,
+            json,
+        }) => verify(config, &table, chunk_size, repair, json).await,
     }
+}
+
+/// The mapping `name` designates: source or target `db.table`, or a table name if unique.
+fn mapping<'a>(
+    config: &'a StreamConfig,
+    name: &str,
+) -> Result<&'a cdc_sync::apply::mapping::TableMapping, String> {
+    let hits: Vec<_> = config
+        .tables
+        .iter()
+        .filter(|t| {
+            t.source == name
+                || t.target == name
+                || t.source.split_once('.').is_some_and(|(_, n)| n == name)
+        })
+        .collect();
+    match hits.as_slice() {
+        [one] => Ok(one),
+        [] => Err(format!(
+            "no table {name:?} in the config; it maps: {}",
+            config
+                .tables
+                .iter()
+                .map(|t| t.source.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )),
+        _ => Err(format!("{name:?} matches several tables; give db.table")),
+    }
+}
+
+async fn verify(
+    config: StreamConfig,
+    table: &str,
+    chunk_size: u64,
+    repair: bool,
+    json: bool,
+) -> anyhow::Result<()> {
+    let m = mapping(&config, table).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(2);
+    });
+    if chunk_size == 0 || chunk_size > 10_000_000 {
+        eprintln!("error: --chunk-size must be 1 to 10000000");
+        std::process::exit(2);
+    }
+    let opts = cdc_sync::verify::VerifyOptions {
+        chunk_size,
+        repair,
+        ..Default::default()
+    };
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} rows {per_sec} eta {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    bar.set_message(format!("verify {}", m.source));
+    let result = cdc_sync::verify::verify(
+        &config.source_url,
+        &config.target_url,
+        m,
+        &opts,
+        |done, total| {
+            bar.set_length(total.max(done));
+            bar.set_position(done);
+        },
+    )
+    .await;
+    bar.finish_and_clear();
+    let report = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: verify {}: {e}", m.source);
+            std::process::exit(2);
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!("table         {} -> {}", report.source, report.target);
+        println!(
+            "rows          source {}  target {}",
+            report.source_rows, report.target_rows
+        );
+        println!(
+            "chunks        {} ({} mismatched)",
+            report.chunks, report.mismatched_chunks
+        );
+        let show = |what: &str, keys: &Vec<String>| {
+            if !keys.is_empty() {
+                let head: Vec<&str> = keys.iter().take(20).map(String::as_str).collect();
+                println!(
+                    "{what:<13} {} (keys {}{})",
+                    keys.len(),
+                    head.join(", "),
+                    if keys.len() > 20 { ", …" } else { "" }
+                );
+            }
+        };
+        show("missing", &report.missing);
+        show("extra", &report.extra);
+        show("different", &report.different);
+        if repair {
+            println!("repaired      {}", report.repaired);
+        }
+        println!(
+            "took          {:.2}s ({:.0} rows/s per side)",
+            report.seconds, report.rows_per_second
+        );
+        println!(
+            "result        {}",
+            if report.clean() { "CLEAN" } else { "DIFFERENT" }
+        );
+    }
+    std::process::exit(if report.clean() { 0 } else { 1 });
 }
 
 async fn tail(config: StreamConfig, with_schema: bool, limit: Option<u64>) -> anyhow::Result<()> {
