@@ -76,6 +76,20 @@ async fn kill_9_mid_burst_then_restart_loses_and_doubles_nothing() {
         report["transactions_applied"].as_u64().unwrap() >= 1499,
         "{report}"
     );
+    // Per table: every row event applied once (inserts, updates, deletes of the burst).
+    let table = &report["tables"][0];
+    let writes = 1499
+        + (1..1500).filter(|i| i % 3 == 0 && *i > 1).count()
+        + (1..1500).filter(|i| i % 7 == 0 && *i > 2).count();
+    assert_eq!(
+        table["events_applied"].as_u64().unwrap() as usize,
+        writes,
+        "{report}"
+    );
+    assert!(
+        table["last_change_age_seconds"].as_f64().unwrap() < 120.0,
+        "{report}"
+    );
     drop(process);
 }
 

@@ -24,6 +24,7 @@ pub struct MysqlApplier {
     pool: Pool,
     stream: String,
     offsets_table: String,
+    stats_table: String,
     mappings: HashMap<String, TableMapping>,
     conflicts: Option<Owner>,
 }
@@ -93,6 +94,7 @@ impl MysqlApplier {
             pool: Pool::new(opts),
             stream: stream.to_string(),
             offsets_table: format!("{}.cdc_offsets", quote(offsets_db)),
+            stats_table: format!("{}.cdc_table_stats", quote(offsets_db)),
             mappings: mappings
                 .into_iter()
                 .map(|m| (m.source.clone(), m))
@@ -119,6 +121,17 @@ impl MysqlApplier {
                source_ts_ms BIGINT NOT NULL DEFAULT 0,
                updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3))",
             self.offsets_table
+        ))
+        .await?;
+        conn.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+               stream VARCHAR(100) NOT NULL,
+               source_table VARCHAR(200) NOT NULL,
+               events BIGINT UNSIGNED NOT NULL DEFAULT 0,
+               last_source_ts_ms BIGINT NOT NULL DEFAULT 0,
+               updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
+               PRIMARY KEY (stream, source_table))",
+            self.stats_table
         ))
         .await?;
         Ok(())
@@ -378,6 +391,27 @@ impl MysqlApplier {
             (&self.stream, &last.end.file, last.end.pos, &last.end.gtid, txns.len() as u64, last.ts_ms),
         )
         .await?;
+        // Per-table figures for `cdc-sync status`, in the same commit.
+        let mut per_table: std::collections::BTreeMap<String, (u64, i64)> = Default::default();
+        for txn in txns {
+            for ev in &txn.events {
+                let e = per_table.entry(ev.schema.qualified()).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(txn.ts_ms);
+            }
+        }
+        for (table, (events, ts)) in per_table {
+            tx.exec_drop(
+                format!(
+                    "INSERT INTO {} (stream, source_table, events, last_source_ts_ms) VALUES (?, ?, ?, ?) \
+                     ON DUPLICATE KEY UPDATE events = events + VALUES(events), \
+                     last_source_ts_ms = GREATEST(last_source_ts_ms, VALUES(last_source_ts_ms))",
+                    self.stats_table
+                ),
+                (&self.stream, table, events, ts),
+            )
+            .await?;
+        }
         tx.commit().await?;
         Ok(applied)
     }
