@@ -3,6 +3,7 @@
 //! alongside, loop prevention with `skip_replication`, and a CLI to run and inspect streams.
 
 pub mod apply;
+pub mod backfill;
 pub mod config;
 pub mod error;
 pub mod metrics;

@@ -50,7 +50,9 @@ pub async fn run(
 ) -> Result<(), CdcError> {
     let applier = config.applier()?;
     applier.prepare(&config.offsets_db).await?;
-    let source = BinlogSource {
+    let mut backfills = crate::backfill::Backfills::new(config, metrics.clone())?;
+    backfills.resume_unfinished().await?;
+    let mut source = BinlogSource {
         url: config.source_url.clone(),
         reader_server_id: config.reader_server_id,
         name: config.name.clone(),
@@ -60,6 +62,7 @@ pub async fn run(
             .map(|t| t.source.clone())
             .collect::<HashSet<_>>(),
     };
+    source.tables.insert(backfills.signal_table().to_string());
     let mut start = match applier.stored_offset().await? {
         Some(o) => o,
         None => config.initial_offset().await?,
@@ -111,8 +114,36 @@ pub async fn run(
                             continue;
                         }
                         last_offset_write = std::time::Instant::now();
-                        if let Err(e) = apply_batch(&applier, &batch, &metrics).await {
+                        // Backfill chunks are written where the stream passes their high
+                        // watermark: after every change before it, before every change after it.
+                        let mut from = 0;
+                        let mut failed = None;
+                        for i in 0..batch.len() {
+                            let step = match backfills.observe(&batch[i]).await {
+                                Ok(s) => s,
+                                Err(e) => { failed = Some(e); break; }
+                            };
+                            if let crate::backfill::Step::Copy(chunk, window) = step {
+                                if let Err(e) = apply_batch(&applier, &batch[from..=i], &metrics).await {
+                                    failed = Some(e);
+                                    break;
+                                }
+                                applied = Some(batch[i].end.clone());
+                                from = i + 1;
+                                if let Err(e) = backfills.copy(chunk, window).await {
+                                    failed = Some(e);
+                                    break;
+                                }
+                            }
+                        }
+                        if let Some(e) = failed {
                             break Err(e);
+                        }
+                        backfills.reap();
+                        if from < batch.len() {
+                            if let Err(e) = apply_batch(&applier, &batch[from..], &metrics).await {
+                                break Err(e);
+                            }
                         }
                         applied = batch.last().map(|t| t.end.clone());
                         backoff = Duration::from_millis(200);
