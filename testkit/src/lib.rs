@@ -4,14 +4,12 @@
 
 mod error;
 mod mariadb;
-mod postgres;
 mod process;
 mod shared;
 mod tansu;
 
 pub use error::TestkitError;
 pub use mariadb::{MariaDb, MariaDbOptions, TestDatabase};
-pub use postgres::postgres_database;
 pub use process::{ProcessGuard, TempDir, free_port};
 pub use shared::{MONOLITH_SERVER_ID, SERVICES_SERVER_ID, monolith_server, services_server};
 pub use tansu::Tansu;

@@ -177,6 +177,7 @@ pub async fn last_published(config: &StreamConfig) -> Result<Option<Offset>, Cdc
                 .map_err(|e| kafka_err("assign", e))?;
             consumer.assign(&tpl).map_err(|e| kafka_err("assign", e))?;
             let mut last_end = None;
+            let mut read_to = from - 1;
             let deadline = Instant::now() + Duration::from_secs(30);
             loop {
                 if Instant::now() > deadline {
@@ -186,10 +187,14 @@ pub async fn last_published(config: &StreamConfig) -> Result<Option<Offset>, Cdc
                 }
                 match consumer.poll(Duration::from_millis(500)) {
                     None => continue,
-                    Some(Err(KafkaError::PartitionEOF(_))) => break,
+                    // The end as the broker saw it when fetching; only trust it once the
+                    // records up to the high watermark taken above have been read.
+                    Some(Err(KafkaError::PartitionEOF(_))) if read_to + 1 >= high => break,
+                    Some(Err(KafkaError::PartitionEOF(_))) => continue,
                     Some(Err(e)) => return Err(kafka_err(&format!("reading {topic}"), e)),
                     Some(Ok(m)) => {
                         let at = m.offset();
+                        read_to = at;
                         let rec: TxnRecord = serde_json::from_slice(
                             m.payload().unwrap_or_default(),
                         )
@@ -220,6 +225,13 @@ pub async fn last_published(config: &StreamConfig) -> Result<Option<Offset>, Cdc
     .map_err(|e| CdcError::Kafka(format!("probe task: {e}")))?
 }
 
+/// The offset the applier stored in the target, if any.
+async fn applied_offset(config: &StreamConfig) -> Result<Option<Offset>, CdcError> {
+    let applier = config.applier()?;
+    applier.prepare(&config.offsets_db).await?;
+    applier.stored_offset().await
+}
+
 /// Reads the binlog and publishes every transaction until `stop` fires or a fatal error.
 pub async fn publish(
     config: &StreamConfig,
@@ -239,9 +251,15 @@ pub async fn publish(
     let mut backoff = Duration::from_millis(200);
     loop {
         let attempt = async {
+            ensure_topics(config).await?;
+            // Kafka's last END; if Kafka has none (a new stream, or a broker that lost its data),
+            // what the target applied last; else the configured or current position.
             let start = match last_published(config).await? {
                 Some(o) => o,
-                None => config.initial_offset().await?,
+                None => match applied_offset(config).await? {
+                    Some(o) => o,
+                    None => config.initial_offset().await?,
+                },
             };
             tracing::info!(stream = %config.name, from = %start, "publishing to Kafka");
             let producer: FutureProducer = client(k)
@@ -549,12 +567,23 @@ pub async fn apply(
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
         .create()
         .map_err(|e| kafka_err("consumer", e))?;
-    consumer
-        .subscribe(&topics.all())
-        .map_err(|e| kafka_err("subscribe", e))?;
+    // Every partition assigned to this one applier (no group rebalances: a restarted applier
+    // takes over at once); positions come from the group's committed offsets.
+    let mut tpl = TopicPartitionList::new();
+    for topic in topics.all() {
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| kafka_err(&format!("metadata of {topic}"), e))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                tpl.add_partition_offset(topic, p.id(), KOffset::Stored)
+                    .map_err(|e| kafka_err("assign", e))?;
+            }
+        }
+    }
+    consumer.assign(&tpl).map_err(|e| kafka_err("assign", e))?;
     tracing::info!(stream = %config.name, group = %group, applied = ?applied, "applying from Kafka");
     metrics.running.set(1);
 
@@ -581,6 +610,10 @@ pub async fn apply(
         };
         let at: At = (m.topic().to_string(), m.partition(), m.offset());
         seen.insert((at.0.clone(), at.1), at.2);
+        // Held until handled: a record that fails to parse stays held, so the committed offset
+        // never passes it and a restart stops at it again.
+        held.entry((at.0.clone(), at.1)).or_default().insert(at.2);
+        let mut keep = false;
         let malformed = |message: String| CdcError::Malformed {
             at: at_text(&at),
             message,
@@ -596,7 +629,7 @@ pub async fn apply(
                         "END record without source_offset or event_count".into(),
                     ));
                 }
-                held.entry((at.0.clone(), at.1)).or_default().insert(at.2);
+                keep = true;
                 ends.push_back((rec, at.clone()));
             }
         } else {
@@ -616,7 +649,7 @@ pub async fn apply(
                 });
                 if !done {
                     let block = ev.envelope.transaction.clone().expect("checked in decode");
-                    held.entry((at.0.clone(), at.1)).or_default().insert(at.2);
+                    keep = true;
                     buffers
                         .entry(block.id)
                         .or_default()
@@ -625,6 +658,9 @@ pub async fn apply(
             }
         }
         drop(m);
+        if !keep && let Some(h) = held.get_mut(&(at.0.clone(), at.1)) {
+            h.remove(&at.2);
+        }
         // Apply every transaction that is complete, in END order, as one target commit.
         let mut failed = None;
         let mut batch: Vec<Transaction> = Vec::new();
