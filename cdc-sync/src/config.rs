@@ -87,6 +87,20 @@ pub struct KafkaConfig {
     /// Partitions of each table topic created by cdc-sync.
     #[serde(default = "default_partitions")]
     pub partitions: i32,
+    /// Where a (re)started applier reads from: the group's committed offsets, or the start of
+    /// every partition (what it applied already is skipped by source offset). `earliest` is for
+    /// brokers that cannot fetch from inside a record batch, such as tansu 0.6.
+    #[serde(default)]
+    pub resume_from: ResumeFrom,
+}
+
+/// See [`KafkaConfig::resume_from`].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum ResumeFrom {
+    #[default]
+    Committed,
+    Earliest,
 }
 
 fn default_partitions() -> i32 {

@@ -102,6 +102,23 @@ impl Tansu {
         self.broker.kill();
     }
 
+    /// Freezes the broker (SIGSTOP): connections stay open, nothing answers.
+    pub fn pause(&self) {
+        self.signal("-STOP");
+    }
+
+    /// Thaws a paused broker (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("-CONT");
+    }
+
+    fn signal(&self, sig: &str) {
+        let _ = Command::new("kill")
+            .arg(sig)
+            .arg(self.broker.pid().to_string())
+            .status();
+    }
+
     /// Starts the broker again on the same port and storage.
     pub fn restart(&mut self) -> Result<(), TestkitError> {
         self.broker.kill();

@@ -40,6 +40,10 @@ pub struct TxnRecord {
     pub data_collections: Option<Vec<DataCollection>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_offset: Option<Offset>,
+    /// The source offset of the transaction published before this one (ours): the applier
+    /// sees a gap, records lost by the broker, instead of skipping past it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous_offset: Option<Offset>,
 }
 
 /// BEGIN or END.
@@ -267,80 +271,73 @@ pub async fn publish(
                 .set("acks", "all")
                 .set("linger.ms", "5")
                 .set("partitioner", "murmur2_random")
-                .set("message.timeout.ms", "120000")
+                .set("message.timeout.ms", "30000")
                 .create()
                 .map_err(|e| kafka_err("producer", e))?;
             let (tx, mut rx) = tokio::sync::mpsc::channel(64);
             let reader = {
                 let source = source.clone();
-                tokio::spawn(async move { source.run(start, tx).await })
+                let from = start.clone();
+                tokio::spawn(async move { source.run(from, tx).await })
             };
             let mut inflight: VecDeque<DeliveryFuture> = VecDeque::new();
+            let mut previous = start.clone();
             let mut last_heartbeat = Instant::now();
             let result: Result<(), CdcError> = async {
                 loop {
-                    let txn = tokio::select! {
+                    let first = tokio::select! {
                         _ = stop.changed() => break,
                         t = rx.recv() => t,
                     };
-                    let Some(txn) = txn else { break };
-                    if txn.suppressed > 0 {
-                        metrics
-                            .suppressed
-                            .with_label_values(&[&config.name])
-                            .inc_by(txn.suppressed);
-                    }
-                    for ev in &txn.events {
-                        metrics
-                            .events
-                            .with_label_values(&[&ev.schema.qualified(), "read"])
-                            .inc();
-                    }
-                    if txn.events.is_empty()
-                        && (txn.marked || last_heartbeat.elapsed() < Duration::from_secs(1))
-                    {
-                        continue;
-                    }
-                    last_heartbeat = Instant::now();
-                    for (topic, key, payload) in records(&txn, &topics, &prefix)? {
-                        let mut record = FutureRecord::to(&topic).payload(&payload);
-                        if let Some(key) = &key {
-                            record = record.key(key);
-                        }
-                        let mut record = record;
-                        loop {
-                            match producer.send_result(record) {
-                                Ok(f) => {
-                                    inflight.push_back(f);
-                                    break;
-                                }
-                                Err((
-                                    KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull),
-                                    r,
-                                )) => {
-                                    record = r;
-                                    settle(&mut inflight, 1).await?;
-                                    if inflight.is_empty() {
-                                        tokio::time::sleep(Duration::from_millis(20)).await;
-                                    }
-                                }
-                                Err((e, _)) => {
-                                    return Err(kafka_err(&format!("producing to {topic}"), e));
-                                }
-                            }
+                    let Some(first) = first else { break };
+                    // A batch of whole transactions: BEGIN and events first; their END records
+                    // only once every event is acknowledged. The publisher resumes after the
+                    // last END in Kafka, so an END must never be there before its events.
+                    let mut batch = vec![first];
+                    while batch.len() < crate::pipeline::BATCH_TRANSACTIONS {
+                        match rx.try_recv() {
+                            Ok(t) => batch.push(t),
+                            Err(_) => break,
                         }
                     }
-                    for ev in &txn.events {
-                        metrics
-                            .events
-                            .with_label_values(&[&ev.schema.qualified(), "published"])
-                            .inc();
+                    let mut ends = Vec::new();
+                    for txn in batch {
+                        if txn.suppressed > 0 {
+                            metrics
+                                .suppressed
+                                .with_label_values(&[&config.name])
+                                .inc_by(txn.suppressed);
+                        }
+                        for ev in &txn.events {
+                            metrics
+                                .events
+                                .with_label_values(&[&ev.schema.qualified(), "read"])
+                                .inc();
+                        }
+                        if txn.events.is_empty()
+                            && (txn.marked || last_heartbeat.elapsed() < Duration::from_secs(1))
+                        {
+                            continue;
+                        }
+                        last_heartbeat = Instant::now();
+                        let mut recs = records(&txn, Some(&previous), &topics, &prefix)?;
+                        previous = txn.end.clone();
+                        ends.push(recs.pop().expect("an END record"));
+                        for rec in recs {
+                            produce(&producer, &mut inflight, rec).await?;
+                        }
+                        for ev in &txn.events {
+                            metrics
+                                .events
+                                .with_label_values(&[&ev.schema.qualified(), "published"])
+                                .inc();
+                        }
+                    }
+                    settle(&mut inflight, usize::MAX).await?;
+                    for end in ends {
+                        produce(&producer, &mut inflight, end).await?;
                     }
                     settle_ready(&mut inflight)?;
-                    if inflight.len() > 50_000 {
-                        let n = inflight.len() - 10_000;
-                        settle(&mut inflight, n).await?;
-                    }
                 }
                 // Everything produced must be acknowledged before we say we stopped cleanly.
                 settle(&mut inflight, usize::MAX).await
@@ -371,6 +368,34 @@ pub async fn publish(
             _ = stop.changed() => return Ok(()),
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Queues one record, waiting for room when the producer's queue is full.
+async fn produce(
+    producer: &FutureProducer,
+    inflight: &mut VecDeque<DeliveryFuture>,
+    (topic, key, payload): (String, Option<Vec<u8>>, Vec<u8>),
+) -> Result<(), CdcError> {
+    let mut record = FutureRecord::to(&topic).payload(&payload);
+    if let Some(key) = &key {
+        record = record.key(key);
+    }
+    loop {
+        match producer.send_result(record) {
+            Ok(f) => {
+                inflight.push_back(f);
+                return Ok(());
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                settle(inflight, 1).await?;
+                if inflight.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }
+            Err((e, _)) => return Err(kafka_err(&format!("producing to {topic}"), e)),
+        }
     }
 }
 
@@ -409,6 +434,7 @@ fn delivered<E>(
 /// The Kafka records of one transaction: BEGIN, each event (key, value with schemas), END.
 pub fn records(
     txn: &Transaction,
+    previous: Option<&Offset>,
     topics: &Topics,
     prefix: &str,
 ) -> Result<Vec<(String, Option<Vec<u8>>, Vec<u8>)>, CdcError> {
@@ -421,6 +447,7 @@ pub fn records(
         event_count: None,
         data_collections: None,
         source_offset: None,
+        previous_offset: None,
     };
     out.push((
         topics.transaction.clone(),
@@ -464,6 +491,7 @@ pub fn records(
                 .collect(),
         ),
         source_offset: Some(txn.end.clone()),
+        previous_offset: previous.cloned(),
     };
     out.push((
         topics.transaction.clone(),
@@ -553,6 +581,30 @@ pub async fn apply(
     metrics: Metrics,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), CdcError> {
+    let mut backoff = Duration::from_millis(500);
+    loop {
+        match apply_session(config, metrics.clone(), stop.clone()).await {
+            Err(CdcError::Kafka(e)) => {
+                metrics.errors.with_label_values(&["reconnect"]).inc();
+                tracing::warn!(error = %e, retry_in_ms = backoff.as_millis() as u64, "applier interrupted; reconnecting");
+                tokio::select! {
+                    _ = tokio::time::sleep(backoff) => {},
+                    _ = stop.changed() => return Ok(()),
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            other => return other,
+        }
+    }
+}
+
+/// One consumer session: ends on stop, a fatal error, or a Kafka error that needs a new
+/// consumer (topics gone after a broker lost its data).
+async fn apply_session(
+    config: &StreamConfig,
+    metrics: Metrics,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), CdcError> {
     ensure_topics(config).await?;
     let k = kafka_of(config)?;
     let topics = Topics::of(config);
@@ -578,7 +630,11 @@ pub async fn apply(
             .map_err(|e| kafka_err(&format!("metadata of {topic}"), e))?;
         for t in metadata.topics() {
             for p in t.partitions() {
-                tpl.add_partition_offset(topic, p.id(), KOffset::Stored)
+                let from = match k.resume_from {
+                    crate::config::ResumeFrom::Committed => KOffset::Stored,
+                    crate::config::ResumeFrom::Earliest => KOffset::Beginning,
+                };
+                tpl.add_partition_offset(topic, p.id(), from)
                     .map_err(|e| kafka_err("assign", e))?;
             }
         }
@@ -604,6 +660,16 @@ pub async fn apply(
             Ok(m) => m,
             Err(e) => {
                 metrics.errors.with_label_values(&["kafka"]).inc();
+                let gone = matches!(
+                    e.rdkafka_error_code(),
+                    Some(
+                        RDKafkaErrorCode::UnknownTopicOrPartition
+                            | RDKafkaErrorCode::UnknownPartition
+                    )
+                );
+                if gone {
+                    break Err(kafka_err("a topic disappeared", e));
+                }
                 tracing::warn!(error = %e, "kafka consumer error; librdkafka retries");
                 continue;
             }
@@ -671,7 +737,18 @@ pub async fn apply(
             }
             let end = rec.source_offset.clone().expect("checked");
             let count = rec.event_count.expect("checked");
-            let skip = applied.as_ref().is_some_and(|a| before_or_at(&end, a));
+            let mut skip = applied.as_ref().is_some_and(|a| before_or_at(&end, a));
+            // A transaction whose predecessor is not what was applied last follows a gap (the
+            // broker lost records); the publisher sends the missing ones again, so this one is
+            // passed over now and applied when it comes again in order.
+            if !skip
+                && let (Some(a), Some(prev)) = (applied.as_ref(), rec.previous_offset.as_ref())
+                && position_key(&prev.file, prev.pos) != position_key(&a.file, a.pos)
+            {
+                metrics.errors.with_label_values(&["gap"]).inc();
+                tracing::warn!(transaction = %rec.id, follows = %prev, applied = %a, "gap before this transaction; waiting for the publisher to send what is missing");
+                skip = true;
+            }
             let have = buffers.get(&rec.id).map_or(0, |b| b.len() as u64);
             if !skip && have < count {
                 break;
