@@ -145,6 +145,9 @@ fn unique() -> String {
     )
 }
 
+/// status, rows copied, estimate, chunks, last key, message, seconds.
+type ProgressRow = (String, u64, u64, u64, Option<String>, Option<String>, f64);
+
 /// Every backfill of the stream, from the target.
 pub async fn all_progress(config: &StreamConfig) -> Result<Vec<Progress>, CdcError> {
     let mut out = Vec::new();
@@ -161,7 +164,7 @@ pub async fn progress(config: &StreamConfig, table: &str) -> Result<Option<Progr
     let p = pool(&config.target_url)?;
     let mut c = p.get_conn().await?;
     ensure_progress_table(&mut c, &config.offsets_db).await.ok();
-    let row: Option<(String, u64, u64, u64, Option<String>, Option<String>, f64)> = c
+    let row: Option<ProgressRow> = c
         .exec_first(
             format!(
                 "SELECT status, rows_copied, rows_estimate, chunks, last_key, message, \
@@ -406,11 +409,11 @@ impl Backfills {
 
     /// Starts (or resumes) a backfill task; one at a time per stream.
     async fn start(&mut self, req: Request) -> Result<(), CdcError> {
-        if let Some(a) = &self.active {
-            if !a.task.is_finished() {
-                tracing::warn!(running = %a.table, requested = %req.table, "a backfill is already running; request ignored");
-                return Ok(());
-            }
+        if let Some(a) = &self.active
+            && !a.task.is_finished()
+        {
+            tracing::warn!(running = %a.table, requested = %req.table, "a backfill is already running; request ignored");
+            return Ok(());
         }
         let Some(mapping) = self
             .config

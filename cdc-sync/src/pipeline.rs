@@ -140,10 +140,10 @@ pub async fn run(
                             break Err(e);
                         }
                         backfills.reap();
-                        if from < batch.len() {
-                            if let Err(e) = apply_batch(&applier, &batch[from..], &metrics).await {
-                                break Err(e);
-                            }
+                        if from < batch.len()
+                            && let Err(e) = apply_batch(&applier, &batch[from..], &metrics).await
+                        {
+                            break Err(e);
                         }
                         applied = batch.last().map(|t| t.end.clone());
                         backoff = Duration::from_millis(200);

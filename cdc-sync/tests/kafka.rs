@@ -13,12 +13,11 @@ use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 mod common;
 use common::{TABLE, burst, converge, exec, fingerprint};
 
+/// A Kafka stream config: `(server URL, database)` of each side.
 fn stream_toml(
     name: &str,
-    source: &str,
-    target: &str,
-    src_db: &str,
-    dst_db: &str,
+    (source, src_db): (&str, &str),
+    (target, dst_db): (&str, &str),
     brokers: &str,
     reader_id: u32,
     listen: u16,
@@ -88,10 +87,8 @@ async fn kafka_mode_survives_kill_9_mid_burst_and_writes_debezium_records() {
         &config,
         stream_toml(
             &name,
-            &m.root_url(),
-            &s.root_url(),
-            &src.name,
-            &dst.name,
+            (&m.root_url(), &src.name),
+            (&s.root_url(), &dst.name),
             &broker.bootstrap_servers(),
             4801,
             port,
@@ -211,10 +208,8 @@ async fn malformed_record_stops_the_applier_at_its_offset() {
     let name = format!("kbad{}", std::process::id());
     let config = cdc_sync::config::StreamConfig::parse(&stream_toml(
         &name,
-        &m.root_url(),
-        &s.root_url(),
-        &src.name,
-        &dst.name,
+        (&m.root_url(), &src.name),
+        (&s.root_url(), &dst.name),
         &broker.bootstrap_servers(),
         4811,
         testkit::free_port(),
@@ -291,10 +286,8 @@ async fn broker_outage_is_survived() {
     let name = format!("kfreeze{}", std::process::id());
     let config = cdc_sync::config::StreamConfig::parse(&stream_toml(
         &name,
-        &m.root_url(),
-        &s.root_url(),
-        &src.name,
-        &dst.name,
+        (&m.root_url(), &src.name),
+        (&s.root_url(), &dst.name),
         &broker.bootstrap_servers(),
         4821,
         testkit::free_port(),
@@ -346,10 +339,8 @@ async fn broker_restart_that_lost_its_data_is_survived() {
         &config,
         stream_toml(
             &name,
-            &m.root_url(),
-            &s.root_url(),
-            &src.name,
-            &dst.name,
+            (&m.root_url(), &src.name),
+            (&s.root_url(), &dst.name),
             &broker.bootstrap_servers(),
             4831,
             testkit::free_port(),

@@ -375,7 +375,7 @@ pub async fn publish(
 async fn produce(
     producer: &FutureProducer,
     inflight: &mut VecDeque<DeliveryFuture>,
-    (topic, key, payload): (String, Option<Vec<u8>>, Vec<u8>),
+    (topic, key, payload): Record,
 ) -> Result<(), CdcError> {
     let mut record = FutureRecord::to(&topic).payload(&payload);
     if let Some(key) = &key {
@@ -431,13 +431,16 @@ fn delivered<E>(
     }
 }
 
+/// A record to produce: topic, key, value.
+pub type Record = (String, Option<Vec<u8>>, Vec<u8>);
+
 /// The Kafka records of one transaction: BEGIN, each event (key, value with schemas), END.
 pub fn records(
     txn: &Transaction,
     previous: Option<&Offset>,
     topics: &Topics,
     prefix: &str,
-) -> Result<Vec<(String, Option<Vec<u8>>, Vec<u8>)>, CdcError> {
+) -> Result<Vec<Record>, CdcError> {
     let id = txn.gtid.clone().unwrap_or_else(|| txn.end.to_string());
     let mut out = Vec::with_capacity(txn.events.len() + 2);
     let begin = TxnRecord {
@@ -783,10 +786,11 @@ async fn apply_session(
                 applied = Some(end);
             }
         }
-        if failed.is_none() && !batch.is_empty() {
-            if let Err(e) = crate::pipeline::apply_batch(&applier, &batch, &metrics).await {
-                failed = Some(e);
-            }
+        if failed.is_none()
+            && !batch.is_empty()
+            && let Err(e) = crate::pipeline::apply_batch(&applier, &batch, &metrics).await
+        {
+            failed = Some(e);
         }
         if failed.is_none() {
             for (topic, partition, offset) in release {
