@@ -71,7 +71,7 @@ pub async fn run(
     metrics.running.set(1);
     let mut backoff = Duration::from_millis(200);
     loop {
-        let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+        let (tx, mut rx) = tokio::sync::mpsc::channel(BATCH_TRANSACTIONS * 2);
         let reader = {
             let source = source.clone();
             let from = start.clone();

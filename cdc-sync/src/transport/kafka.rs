@@ -274,7 +274,8 @@ pub async fn publish(
                 .set("message.timeout.ms", "30000")
                 .create()
                 .map_err(|e| kafka_err("producer", e))?;
-            let (tx, mut rx) = tokio::sync::mpsc::channel(64);
+            // Room for whole batches: ENDs wait for one acknowledgement round per batch.
+            let (tx, mut rx) = tokio::sync::mpsc::channel(crate::pipeline::BATCH_TRANSACTIONS * 2);
             let reader = {
                 let source = source.clone();
                 let from = start.clone();
@@ -622,6 +623,7 @@ async fn apply_session(
         .set("group.id", &group)
         .set("enable.auto.commit", "false")
         .set("auto.offset.reset", "earliest")
+        .set("fetch.wait.max.ms", "50")
         .create()
         .map_err(|e| kafka_err("consumer", e))?;
     // Every partition assigned to this one applier (no group rebalances: a restarted applier
