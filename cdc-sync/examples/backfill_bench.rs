@@ -94,7 +94,7 @@ async fn main() {
 
     // Baseline: mysqldump --single-transaction | mysql, data only, same table, same servers.
     let dumped = Instant::now();
-    run(Command::new("sh").arg("-c").arg(format!(
+    run(Command::new("bash").arg("-c").arg(format!(
         "set -o pipefail; mysqldump --protocol=tcp -h127.0.0.1 -P{} -uroot --single-transaction --no-create-info --skip-add-locks shop users | mysql --protocol=tcp -h127.0.0.1 -P{} -uroot copy_dump",
         source.port(),
         target.port()

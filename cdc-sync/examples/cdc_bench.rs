@@ -124,6 +124,9 @@ fn stream_config(
     if kafka.is_some() {
         text.push_str("transport = \"kafka\"\n");
     }
+    if name.ends_with("-blind") {
+        text.push_str("detect_conflicts = false\n");
+    }
     text.push_str(&format!(
         "\n[[tables]]\nsource = \"{db}.events\"\ntarget = \"{db}.events\"\n"
     ));
@@ -321,6 +324,27 @@ async fn main() {
             want_target,
         )
         .await;
+        // The same without the per-row conflict check.
+        exec(
+            &target.url(db),
+            &format!("DELETE FROM events WHERE id >= {}", next_id - rows),
+        )
+        .await;
+        streams += 1;
+        let blind = time_stream(
+            stream_config(
+                &format!("bench{streams}-blind"),
+                &source,
+                &target,
+                db,
+                &from,
+                5000 + streams,
+                None,
+            ),
+            &target.url(db),
+            want_target,
+        )
+        .await;
         // Kafka: a fresh target database would cost a reload; delete the rows instead.
         let kafka = if let Some(b) = &broker {
             exec(
@@ -351,11 +375,13 @@ async fn main() {
         let native = time_native(&replica, &source, db, &from, want_target).await;
         let r = |s: f64| rows as f64 / s;
         println!(
-            "| {label} | {rows} | {:.0} | {} | {:.0} | {:.2}× | {} |",
+            "| {label} | {rows} | {:.0} | {:.0} | {} | {:.0} | {:.2}× | {:.2}× | {} |",
             r(direct),
+            r(blind),
             kafka.map(|k| format!("{:.0}", r(k))).unwrap_or("–".into()),
             r(native),
             native / direct,
+            native / blind,
             kafka
                 .map(|k| format!("{:.2}×", native / k))
                 .unwrap_or("–".into()),

@@ -212,6 +212,7 @@ pub struct Active {
     paused: Arc<AtomicBool>,
     task: tokio::task::JoinHandle<()>,
     upsert: String,
+    width: usize,
     progress_sql: String,
 }
 
@@ -365,12 +366,21 @@ impl Backfills {
             .await?;
         let mut tx = conn.start_transaction(Default::default()).await?;
         let mut written = 0u64;
-        for (key, values) in &chunk.rows {
-            if window.contains(key) {
-                continue;
-            }
-            tx.exec_drop(a.upsert.as_str(), values.clone()).await?;
-            written += 1;
+        let keep: Vec<&Vec<Value>> = chunk
+            .rows
+            .iter()
+            .filter(|(key, _)| !window.contains(key))
+            .map(|(_, v)| v)
+            .collect();
+        let group = format!("({})", vec!["?"; a.width].join(", "));
+        // At most 65,535 placeholders a statement.
+        for part in keep.chunks((60_000 / a.width.max(1)).clamp(1, 1000)) {
+            let sql = a
+                .upsert
+                .replace("{rows}", &vec![group.as_str(); part.len()].join(", "));
+            let params: Vec<Value> = part.iter().flat_map(|v| v.iter().cloned()).collect();
+            tx.exec_drop(sql, params).await?;
+            written += part.len() as u64;
         }
         let last = chunk.last_key.as_ref().map(|k| keys_to_json(k).to_string());
         tx.exec_drop(
@@ -452,13 +462,14 @@ impl Backfills {
         let defaults: Vec<Value> = mapping.defaults.values().map(default_value).collect();
         cols.extend(mapping.defaults.keys().map(|k| format!("`{k}`")));
         let updates: Vec<String> = cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
+        // `{rows}` becomes one `(?, …)` group per row: chunks go out as multi-row statements.
         let upsert = format!(
-            "INSERT INTO {} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}",
+            "INSERT INTO {} ({}) VALUES {{rows}} ON DUPLICATE KEY UPDATE {}",
             quote(&mapping.target),
             cols.join(", "),
-            vec!["?"; cols.len()].join(", "),
             updates.join(", ")
         );
+        let width = cols.len();
         let keys: Vec<String> = schema
             .primary_key
             .iter()
@@ -533,6 +544,7 @@ impl Backfills {
             paused,
             task,
             upsert,
+            width,
             progress_sql: format!(
                 "UPDATE `{}`.cdc_backfill SET last_key = COALESCE(?, last_key), rows_copied = rows_copied + ?, \
                  chunks = chunks + 1, status = ? WHERE stream = ? AND source_table = ?",

@@ -49,11 +49,37 @@ pub struct Applied {
 
 type Row = serde_json::Map<String, serde_json::Value>;
 
+/// Upsert rows waiting to go out as one statement.
+struct Upserts {
+    head: String,
+    tail: String,
+    width: usize,
+    rows: usize,
+    params: Vec<Value>,
+}
+
+async fn flush(
+    tx: &mut mysql_async::Transaction<'_>,
+    pending: &mut Option<Upserts>,
+    applied: &mut Applied,
+) -> Result<(), CdcError> {
+    if let Some(p) = pending.take() {
+        let row = format!("({})", vec!["?"; p.width].join(", "));
+        let sql = format!("{}{}{}", p.head, vec![row; p.rows].join(", "), p.tail);
+        tx.exec_drop(sql, p.params).await?;
+        applied.statements += p.rows;
+    }
+    Ok(())
+}
+
 /// One row change as SQL: the write, and the check that tells a conflict.
 struct RowChange {
     table: String,
     op: Op,
     write: Option<(String, Vec<Value>)>,
+    /// For upserts: `INSERT INTO t (cols) VALUES ` and ` ON DUPLICATE KEY UPDATE …`, so that
+    /// consecutive upserts of one table go out as one multi-row statement.
+    upsert: Option<(String, String)>,
     /// `SELECT (row = before), (row = after) … FOR UPDATE`; no row: `None`.
     check: Option<(String, Vec<Value>)>,
 }
@@ -288,6 +314,10 @@ impl MysqlApplier {
                 RowChange {
                     table: m.target.clone(),
                     op: env.op,
+                    upsert: Some((
+                        format!("INSERT INTO {target} ({}) VALUES ", cols.join(", ")),
+                        format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", ")),
+                    )),
                     write: Some((
                         format!(
                             "INSERT INTO {target} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}",
@@ -310,6 +340,7 @@ impl MysqlApplier {
                     table: m.target.clone(),
                     op: Op::Delete,
                     write: Some((format!("DELETE FROM {target} WHERE {cond}"), params)),
+                    upsert: None,
                     check: check(Some(row), None, row)?,
                 }
             }
@@ -317,6 +348,7 @@ impl MysqlApplier {
                 table: m.target.clone(),
                 op: Op::Truncate,
                 write: Some((format!("DELETE FROM {target}"), Vec::new())),
+                upsert: None,
                 check: None,
             },
             Op::Message => return Ok(None),
@@ -348,7 +380,13 @@ impl MysqlApplier {
         conn.query_drop("SET SESSION skip_replication = 1, time_zone = '+00:00'")
             .await?;
         let mut tx = conn.start_transaction(Default::default()).await?;
+        // Consecutive upserts of one table with the same columns: one multi-row statement
+        // (rows apply in order, so a key written twice ends as the later row).
+        let mut pending: Option<Upserts> = None;
         for (change, at) in changes {
+            if change.check.is_some() || change.upsert.is_none() {
+                flush(&mut tx, &mut pending, &mut applied).await?;
+            }
             if let Some((sql, params)) = change.check {
                 let row: Option<(Option<i64>, Option<i64>)> = tx.exec_first(sql, params).await?;
                 // (matches before, matches after) of the target's current row.
@@ -376,11 +414,32 @@ impl MysqlApplier {
                     }
                 }
             }
-            if let Some((sql, params)) = change.write {
-                tx.exec_drop(sql, params).await?;
-                applied.statements += 1;
+            match (change.upsert, change.write) {
+                (Some((head, tail)), Some((_, params))) => {
+                    if pending
+                        .as_ref()
+                        .is_some_and(|p| p.head != head || p.rows >= 500)
+                    {
+                        flush(&mut tx, &mut pending, &mut applied).await?;
+                    }
+                    let p = pending.get_or_insert_with(|| Upserts {
+                        head,
+                        tail,
+                        width: params.len(),
+                        rows: 0,
+                        params: Vec::new(),
+                    });
+                    p.rows += 1;
+                    p.params.extend(params);
+                }
+                (_, Some((sql, params))) => {
+                    tx.exec_drop(sql, params).await?;
+                    applied.statements += 1;
+                }
+                (_, None) => {}
             }
         }
+        flush(&mut tx, &mut pending, &mut applied).await?;
         tx.exec_drop(
             format!(
                 "INSERT INTO {} (stream, file, pos, gtid, transactions, source_ts_ms) VALUES (?, ?, ?, ?, ?, ?) \
