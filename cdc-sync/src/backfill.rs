@@ -11,10 +11,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
-use mysql_async::{Opts, OptsBuilder, Pool, Value};
+use mysql_async::{Pool, Value};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::mapping::{Transform, toml_to_json};
+use crate::apply::mapping::{Transform, default_sql_value};
+use crate::apply::mysql::utc_pool as pool;
 use crate::config::StreamConfig;
 use crate::error::CdcError;
 use crate::metrics::Metrics;
@@ -54,15 +55,6 @@ pub struct Progress {
     pub last_key: Option<String>,
     pub message: Option<String>,
     pub seconds: f64,
-}
-
-fn pool(url: &str) -> Result<Pool, CdcError> {
-    let opts = Opts::from_url(url).map_err(|e| CdcError::Config(format!("{url}: {e}")))?;
-    Ok(Pool::new(
-        OptsBuilder::from_opts(opts)
-            .init(vec!["SET time_zone = '+00:00'"])
-            .pool_opts(mysql_async::PoolOpts::default().with_reset_connection(false)),
-    ))
 }
 
 fn quote(q: &str) -> String {
@@ -121,6 +113,11 @@ pub async fn send_signal(
     ensure_signal_table(config).await?;
     let p = pool(&config.source_url)?;
     let id = format!("{kind}-{}", unique());
+    // Several streams may read one source: each signal names its stream.
+    let mut data = data.clone();
+    if let Some(o) = data.as_object_mut() {
+        o.insert("stream".into(), serde_json::json!(config.name));
+    }
     let mut c = p.get_conn().await?;
     c.exec_drop(
         format!(
@@ -298,7 +295,9 @@ impl Backfills {
                     .and_then(|v| v.as_str())
                     .and_then(|s| serde_json::from_str(s).ok())
                     .unwrap_or(serde_json::Value::Null);
+                let ours = data.get("stream").and_then(|v| v.as_str()) == Some(&self.config.name);
                 match kind.as_str() {
+                    "backfill" | "backfill-pause" if !ours => {}
                     "backfill" => match serde_json::from_value::<Request>(data) {
                         Ok(req) => self.start(req).await?,
                         Err(e) => {
@@ -459,7 +458,7 @@ impl Backfills {
                 });
             }
         }
-        let defaults: Vec<Value> = mapping.defaults.values().map(default_value).collect();
+        let defaults: Vec<Value> = mapping.defaults.values().map(default_sql_value).collect();
         cols.extend(mapping.defaults.keys().map(|k| format!("`{k}`")));
         let updates: Vec<String> = cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
         // `{rows}` becomes one `(?, …)` group per row: chunks go out as multi-row statements.
@@ -596,16 +595,6 @@ async fn set_status(
     drop(c);
     p.disconnect().await?;
     Ok(())
-}
-
-fn default_value(v: &toml::Value) -> Value {
-    match toml_to_json(v) {
-        serde_json::Value::String(s) => Value::Bytes(s.into_bytes()),
-        serde_json::Value::Number(n) if n.is_i64() => Value::Int(n.as_i64().unwrap_or(0)),
-        serde_json::Value::Number(n) => Value::Double(n.as_f64().unwrap_or(0.0)),
-        serde_json::Value::Bool(b) => Value::Int(i64::from(b)),
-        other => Value::Bytes(other.to_string().into_bytes()),
-    }
 }
 
 /// The key literal of a binlog row, comparable with `key_literal` of a selected row.

@@ -173,6 +173,19 @@ fn mapping<'a>(
     }
 }
 
+/// A progress bar over rows (drawn only on a terminal).
+fn rows_bar() -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(0);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{msg} [{bar:30}] {pos}/{len} rows {per_sec} eta {eta}",
+        )
+        .expect("template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
 async fn snapshot_status(config: StreamConfig, json: bool) -> anyhow::Result<()> {
     let all = cdc_sync::backfill::all_progress(&config).await?;
     if json {
@@ -248,14 +261,7 @@ async fn backfill(
             send_signal(&config, "backfill", &serde_json::to_value(&req)?).await?;
         }
     }
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} rows {per_sec} eta {eta}",
-        )
-        .expect("template")
-        .progress_chars("=> "),
-    );
+    let bar = rows_bar();
     bar.set_message(format!("backfill {}", req.table));
     let tty = std::io::IsTerminal::is_terminal(&std::io::stderr());
     let asked = std::time::Instant::now();
@@ -267,7 +273,7 @@ async fn backfill(
             _ = &mut interrupt => {
                 bar.abandon();
                 send_signal(&config, "backfill-pause", &serde_json::json!({"table": req.table})).await?;
-                for _ in 0..40 {
+                for _ in 0..120 {
                     tokio::time::sleep(std::time::Duration::from_millis(250)).await;
                     if let Some(p) = progress(&config, &req.table).await?
                         && p.status != "running"
@@ -276,7 +282,7 @@ async fn backfill(
                         std::process::exit(130);
                     }
                 }
-                eprintln!("asked the stream to pause the backfill of {}", req.table);
+                eprintln!("asked the stream to pause the backfill of {} (it has not confirmed yet); continue later with --resume", req.table);
                 std::process::exit(130);
             }
             _ = tokio::time::sleep(std::time::Duration::from_millis(250)) => {}
@@ -356,14 +362,7 @@ async fn verify(
         repair,
         ..Default::default()
     };
-    let bar = indicatif::ProgressBar::new(0);
-    bar.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg} [{bar:30}] {pos}/{len} rows {per_sec} eta {eta}",
-        )
-        .expect("template")
-        .progress_chars("=> "),
-    );
+    let bar = rows_bar();
     bar.set_message(format!("verify {}", m.source));
     let result = cdc_sync::verify::verify(
         &config.source_url,

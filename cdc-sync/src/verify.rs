@@ -8,10 +8,11 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::time::{Duration, Instant};
 
 use mysql_async::prelude::*;
-use mysql_async::{Conn, Opts, OptsBuilder, Pool, Value};
+use mysql_async::{Conn, Pool, Value};
 use serde::Serialize;
 
-use crate::apply::mapping::{TableMapping, Transform, toml_to_json};
+use crate::apply::mapping::{TableMapping, Transform, default_sql_value};
+use crate::apply::mysql::utc_pool as pool;
 use crate::error::CdcError;
 use crate::schema::TableSchema;
 
@@ -79,14 +80,6 @@ fn quote_table(q: &str) -> String {
         .map(|p| format!("`{p}`"))
         .collect::<Vec<_>>()
         .join(".")
-}
-
-fn pool(url: &str) -> Result<Pool, CdcError> {
-    let opts = Opts::from_url(url).map_err(|e| CdcError::Config(format!("{url}: {e}")))?;
-    let opts = OptsBuilder::from_opts(opts)
-        .init(vec!["SET time_zone = '+00:00'"])
-        .pool_opts(mysql_async::PoolOpts::default().with_reset_connection(false));
-    Ok(Pool::new(opts))
 }
 
 impl Side {
@@ -419,17 +412,7 @@ async fn repair(
         .map(|(_, key, _)| key.clone())
         .collect();
     let mut cols: Vec<String> = dst.exprs.clone();
-    let defaults: Vec<Value> = m
-        .defaults
-        .values()
-        .map(|v| match toml_to_json(v) {
-            serde_json::Value::String(s) => Value::Bytes(s.into_bytes()),
-            serde_json::Value::Number(n) if n.is_i64() => Value::Int(n.as_i64().unwrap_or(0)),
-            serde_json::Value::Number(n) => Value::Double(n.as_f64().unwrap_or(0.0)),
-            serde_json::Value::Bool(b) => Value::Int(i64::from(b)),
-            other => Value::Bytes(other.to_string().into_bytes()),
-        })
-        .collect();
+    let defaults: Vec<Value> = m.defaults.values().map(default_sql_value).collect();
     cols.extend(m.defaults.keys().map(|k| format!("`{k}`")));
     let updates: Vec<String> = cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
     dc.query_drop("SET SESSION skip_replication = 1").await?;

@@ -250,3 +250,68 @@ async fn tables_without_a_primary_key_are_refused() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no table"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctrl_c_pauses_and_resume_continues() {
+    let s = setup("p", 12_000, 5131).await;
+    let _stream = spawn_stream(&s, 1);
+    let child = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sync"))
+        .args([
+            "backfill",
+            "--table",
+            "items",
+            "--chunk-size",
+            "500",
+            "--max-rows-per-sec",
+            "3000",
+            "--max-lag",
+            "5",
+            "--config",
+        ])
+        .arg(&s.config)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Ctrl-C: the CLI asks the stream to pause and reports where it stopped.
+    std::process::Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let out = tokio::task::spawn_blocking(move || child.wait_with_output().unwrap())
+        .await
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(130), "{err}");
+    assert!(err.contains("--resume"), "{err}");
+    // The stream confirms the pause (it may lag behind other tests' writes on the shared server).
+    let mut status = serde_json::Value::Null;
+    for _ in 0..120 {
+        let out = cli(&s, &["snapshot-status", "--json"]);
+        status = serde_json::from_slice(&out.stdout).unwrap();
+        if status[0]["status"] == "paused" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    assert_eq!(status[0]["status"], "paused", "{status}");
+    let paused_at = status[0]["rows_copied"].as_u64().unwrap();
+    assert!(paused_at > 0 && paused_at < 12_000, "{status}");
+    // Running it again without --resume says how to continue.
+    let again = cli(&s, &["backfill", "--table", "items"]);
+    assert_eq!(again.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
+    // --resume continues after the last chunk: every row copied once in all.
+    let out = cli(&s, &["backfill", "--table", "items", "--resume"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = cli(&s, &["snapshot-status", "--json"]);
+    let done: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(done[0]["status"], "done", "{done}");
+    assert_eq!(done[0]["rows_copied"], 12_000, "{done}");
+    verify_clean(&s);
+}

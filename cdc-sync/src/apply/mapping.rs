@@ -92,6 +92,18 @@ impl TableMapping {
     }
 }
 
+/// A TOML default as an SQL parameter.
+pub fn default_sql_value(v: &toml::Value) -> mysql_async::Value {
+    use mysql_async::Value as V;
+    match toml_to_json(v) {
+        Value::String(s) => V::Bytes(s.into_bytes()),
+        Value::Number(n) if n.is_i64() => V::Int(n.as_i64().unwrap_or(0)),
+        Value::Number(n) => V::Double(n.as_f64().unwrap_or(0.0)),
+        Value::Bool(b) => V::Int(i64::from(b)),
+        other => V::Bytes(other.to_string().into_bytes()),
+    }
+}
+
 /// A TOML default as JSON.
 pub fn toml_to_json(v: &toml::Value) -> Value {
     serde_json::to_value(v).unwrap_or(Value::Null)

@@ -10,13 +10,23 @@ use std::collections::HashMap;
 use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder, Pool, Value};
 
-use super::mapping::{TableMapping, toml_to_json};
+use super::mapping::{TableMapping, default_sql_value};
 use crate::config::Owner;
 use crate::error::CdcError;
 use crate::model::debezium::{ChangeEvent, Op};
 use crate::model::values::decode;
 use crate::schema::ColumnKind;
 use crate::source::binlog::{Offset, Transaction};
+
+/// A pool whose connections run in UTC and keep their session settings between uses.
+pub fn utc_pool(url: &str) -> Result<Pool, CdcError> {
+    let opts = Opts::from_url(url).map_err(|e| CdcError::Config(format!("{url}: {e}")))?;
+    Ok(Pool::new(
+        OptsBuilder::from_opts(opts)
+            .init(vec!["SET time_zone = '+00:00'"])
+            .pool_opts(mysql_async::PoolOpts::default().with_reset_connection(false)),
+    ))
+}
 
 /// Applies transactions to the target.
 #[derive(Clone)]
@@ -294,15 +304,7 @@ impl MysqlApplier {
                 }
                 for (name, value) in &m.defaults {
                     cols.push(format!("`{name}`"));
-                    params.push(match toml_to_json(value) {
-                        serde_json::Value::String(s) => Value::Bytes(s.into_bytes()),
-                        serde_json::Value::Number(n) if n.is_i64() => {
-                            Value::Int(n.as_i64().unwrap_or(0))
-                        }
-                        serde_json::Value::Number(n) => Value::Double(n.as_f64().unwrap_or(0.0)),
-                        serde_json::Value::Bool(b) => Value::Int(i64::from(b)),
-                        other => Value::Bytes(other.to_string().into_bytes()),
-                    });
+                    params.push(default_sql_value(value));
                 }
                 let updates: Vec<String> =
                     cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
