@@ -708,7 +708,10 @@ async fn chunks(mut r: ChunkReader) -> Result<(), CdcError> {
                 tokio::time::sleep(wait).await;
             }
         }
-        while r.req.max_lag_seconds > 0.0 && r.metrics.lag_seconds.get() > r.req.max_lag_seconds {
+        while r.req.max_lag_seconds > 0.0
+            && r.metrics.lag_seconds.get() > r.req.max_lag_seconds
+            && !r.paused.load(Ordering::SeqCst)
+        {
             r.metrics
                 .backfill_throttled
                 .with_label_values(&[&r.table])

@@ -146,6 +146,11 @@ pub async fn run(
                             break Err(e);
                         }
                         applied = batch.last().map(|t| t.end.clone());
+                        // Nothing more waiting: caught up with the source, so no lag (as
+                        // MariaDB's Seconds_Behind_Master), not the age of the last change.
+                        if rx.is_empty() {
+                            metrics.lag_seconds.set(0.0);
+                        }
                         backoff = Duration::from_millis(200);
                     }
                     None => break Ok(()),

@@ -87,9 +87,15 @@ impl MariaDb {
         let install_log = dir.path().join("install.log");
         let log_file = std::fs::File::create(&install_log)
             .map_err(|e| TestkitError::io("creating install log", e))?;
+        // A private tmpdir: in the shared /tmp, temporary tables are named after the server's
+        // PID, and PIDs wrap quickly here, so two servers could collide (seen: "Unknown table
+        // 'mysql.tmp_proxies_priv'" from mariadb-install-db).
+        let tmp = dir.path().join("tmp");
+        std::fs::create_dir_all(&tmp).map_err(|e| TestkitError::io("creating tmpdir", e))?;
         let status = Command::new(&install_db)
             .arg("--no-defaults")
             .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--tmpdir={}", tmp.display()))
             .args([
                 "--user=root",
                 "--auth-root-authentication-method=normal",
@@ -146,6 +152,7 @@ impl MariaDb {
         let mut args = vec![
             "--no-defaults".to_string(),
             format!("--datadir={}", data.display()),
+            format!("--tmpdir={}", dir.join("tmp").display()),
             "--user=root".into(),
             format!("--port={port}"),
             "--bind-address=127.0.0.1".into(),
