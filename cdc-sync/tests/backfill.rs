@@ -315,3 +315,51 @@ async fn ctrl_c_pauses_and_resume_continues() {
     assert_eq!(done[0]["rows_copied"], 12_000, "{done}");
     verify_clean(&s);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn composite_and_text_primary_keys_are_backfilled() {
+    let s = setup("c", 10, 5141).await;
+    let ddl = "CREATE TABLE stock (region VARCHAR(20) NOT NULL, sku VARCHAR(40) NOT NULL, qty INT NOT NULL, PRIMARY KEY (region, sku))";
+    exec(&s.src_url, ddl).await;
+    exec(&s.dst_url, ddl).await;
+    let mut c = mysql_async::Conn::from_url(s.src_url.as_str())
+        .await
+        .unwrap();
+    for region in ["eu-west", "us-east", "ap-south"] {
+        let values: Vec<String> = (0..700)
+            .map(|i| format!("('{region}', 'SKU-{i:05}', {i})"))
+            .collect();
+        mysql_async::prelude::Queryable::query_drop(
+            &mut c,
+            format!("INSERT INTO stock VALUES {}", values.join(", ")),
+        )
+        .await
+        .unwrap();
+    }
+    c.disconnect().await.unwrap();
+    let text = std::fs::read_to_string(&s.config)
+        .unwrap()
+        .replace(".items\"", ".stock\"");
+    std::fs::write(&s.config, text).unwrap();
+    let _stream = spawn_stream(&s, 1);
+    let out = cli(&s, &["backfill", "--table", "stock", "--chunk-size", "250"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let done = cli(&s, &["snapshot-status", "--json"]);
+    let done: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    assert_eq!(done[0]["rows_copied"], 2_100, "{done}");
+    assert!(done[0]["chunks"].as_u64().unwrap() >= 3, "{done}");
+    for _ in 0..60 {
+        if cli(&s, &["verify", "--table", "stock"]).status.code() == Some(0) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    panic!(
+        "{}",
+        String::from_utf8_lossy(&cli(&s, &["verify", "--table", "stock", "--json"]).stdout)
+    );
+}
