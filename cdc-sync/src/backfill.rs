@@ -14,7 +14,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Pool, Value};
 use serde::{Deserialize, Serialize};
 
-use crate::apply::mapping::{Transform, default_sql_value};
+use crate::apply::mapping::default_sql_value;
 use crate::apply::mysql::utc_pool as pool;
 use crate::config::StreamConfig;
 use crate::error::CdcError;
@@ -444,20 +444,8 @@ impl Backfills {
             }
         };
         // Target columns: mapped source columns, then defaults.
-        let mut cols = Vec::new();
-        let mut exprs = Vec::new();
-        for c in &schema.columns {
-            if let Some(t) = mapping.target_column(&c.name) {
-                cols.push(format!("`{t}`"));
-                let e = format!("`{}`", c.name);
-                exprs.push(match mapping.transform.get(&c.name) {
-                    Some(Transform::Lower) => format!("LOWER({e})"),
-                    Some(Transform::Upper) => format!("UPPER({e})"),
-                    Some(Transform::Trim) => format!("TRIM({e})"),
-                    None => e,
-                });
-            }
-        }
+        let (exprs, mut cols): (Vec<String>, Vec<String>) =
+            mapping.sql_columns(&schema).into_iter().unzip();
         let defaults: Vec<Value> = mapping.defaults.values().map(default_sql_value).collect();
         cols.extend(mapping.defaults.keys().map(|k| format!("`{k}`")));
         let updates: Vec<String> = cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();

@@ -11,7 +11,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Pool, Value};
 use serde::Serialize;
 
-use crate::apply::mapping::{TableMapping, Transform, default_sql_value};
+use crate::apply::mapping::{TableMapping, default_sql_value};
 use crate::apply::mysql::utc_pool as pool;
 use crate::error::CdcError;
 use crate::schema::TableSchema;
@@ -202,21 +202,8 @@ async fn sides(
     let src_pool = pool(source_url)?;
     let (db, table) = m.source.split_once('.').expect("validated db.table");
     let schema = crate::schema::load(&src_pool, db, table).await?;
-    let mut src_exprs = Vec::new();
-    let mut dst_exprs = Vec::new();
-    for col in &schema.columns {
-        let Some(target_col) = m.target_column(&col.name) else {
-            continue;
-        };
-        let e = format!("`{}`", col.name);
-        src_exprs.push(match m.transform.get(&col.name) {
-            Some(Transform::Lower) => format!("LOWER({e})"),
-            Some(Transform::Upper) => format!("UPPER({e})"),
-            Some(Transform::Trim) => format!("TRIM({e})"),
-            None => e,
-        });
-        dst_exprs.push(format!("`{target_col}`"));
-    }
+    let (src_exprs, dst_exprs): (Vec<String>, Vec<String>) =
+        m.sql_columns(&schema).into_iter().unzip();
     let src_keys: Vec<String> = schema
         .primary_key
         .iter()

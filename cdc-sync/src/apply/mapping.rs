@@ -58,6 +58,26 @@ impl TableMapping {
         Some(self.rename.get(name).map_or(name, String::as_str))
     }
 
+    /// For copying and comparing in SQL: `(source expression, target column)`, both quoted, of
+    /// every mapped column of `schema` in column order, transforms applied on the source side.
+    pub fn sql_columns(&self, schema: &crate::schema::TableSchema) -> Vec<(String, String)> {
+        schema
+            .columns
+            .iter()
+            .filter_map(|c| {
+                let target = self.target_column(&c.name)?;
+                let e = format!("`{}`", c.name);
+                let source = match self.transform.get(&c.name) {
+                    Some(Transform::Lower) => format!("LOWER({e})"),
+                    Some(Transform::Upper) => format!("UPPER({e})"),
+                    Some(Transform::Trim) => format!("TRIM({e})"),
+                    None => e,
+                };
+                Some((source, format!("`{target}`")))
+            })
+            .collect()
+    }
+
     /// Checks the names.
     pub fn validate(&self) -> Result<(), String> {
         for (field, v) in [("source", &self.source), ("target", &self.target)] {
