@@ -4,8 +4,10 @@
 //! the binlog changed between the two watermarks are dropped from the chunk (the stream carries
 //! their newer version), and the rest is written when the stream reaches the high watermark, so a
 //! chunk copy never overwrites a newer change. Progress commits with each chunk in the target.
+//! `--parallel P` splits the key range into P ranges read at once, each with its own windows. In
+//! Kafka mode the chunk becomes snapshot events (`op: "r"`, `source.snapshot = "incremental"`).
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -19,7 +21,9 @@ use crate::apply::mysql::utc_pool as pool;
 use crate::config::StreamConfig;
 use crate::error::CdcError;
 use crate::metrics::Metrics;
-use crate::model::values::decode;
+use crate::model::debezium::{ChangeEvent, Envelope, Op, Snapshot, Source};
+use crate::model::values::{decode, encode};
+use crate::schema::{ColumnKind, TableSchema};
 use crate::source::binlog::Transaction;
 
 /// Signal table on the source (in the stream's `offsets_db` database there).
@@ -42,6 +46,25 @@ pub struct Request {
     /// Continue after the last copied chunk instead of starting over.
     #[serde(default)]
     pub resume: bool,
+    /// Key ranges copied at once.
+    #[serde(default = "one")]
+    pub parallel: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// One key range of a backfill and how far it got; keys as JSON arrays (`keys_to_json`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Range {
+    /// First key column `>=` this (none: from the start).
+    pub lo: Option<serde_json::Value>,
+    /// First key column `<` this (none: to the end).
+    pub hi: Option<serde_json::Value>,
+    /// Last key copied in this range.
+    pub last: Option<serde_json::Value>,
+    pub done: bool,
 }
 
 /// Progress of one table's backfill, as stored in the target.
@@ -55,6 +78,8 @@ pub struct Progress {
     pub last_key: Option<String>,
     pub message: Option<String>,
     pub seconds: f64,
+    /// Key ranges copied in parallel, and how far each got.
+    pub ranges: Vec<Range>,
 }
 
 fn quote(q: &str) -> String {
@@ -101,6 +126,10 @@ pub async fn ensure_progress_table(
            PRIMARY KEY (stream, source_table))"
     ))
     .await?;
+    conn.query_drop(format!(
+        "ALTER TABLE `{offsets_db}`.cdc_backfill ADD COLUMN IF NOT EXISTS ranges TEXT NULL"
+    ))
+    .await?;
     Ok(())
 }
 
@@ -142,8 +171,17 @@ fn unique() -> String {
     )
 }
 
-/// status, rows copied, estimate, chunks, last key, message, seconds.
-type ProgressRow = (String, u64, u64, u64, Option<String>, Option<String>, f64);
+/// status, rows copied, estimate, chunks, last key, message, seconds, ranges.
+type ProgressRow = (
+    String,
+    u64,
+    u64,
+    u64,
+    Option<String>,
+    Option<String>,
+    f64,
+    Option<String>,
+);
 
 /// Every backfill of the stream, from the target.
 pub async fn all_progress(config: &StreamConfig) -> Result<Vec<Progress>, CdcError> {
@@ -165,7 +203,7 @@ pub async fn progress(config: &StreamConfig, table: &str) -> Result<Option<Progr
         .exec_first(
             format!(
                 "SELECT status, rows_copied, rows_estimate, chunks, last_key, message, \
-                 TIMESTAMPDIFF(MICROSECOND, started_at, updated_at) / 1e6 \
+                 TIMESTAMPDIFF(MICROSECOND, started_at, updated_at) / 1e6, ranges \
                  FROM `{}`.cdc_backfill WHERE stream = ? AND source_table = ?",
                 config.offsets_db
             ),
@@ -175,15 +213,20 @@ pub async fn progress(config: &StreamConfig, table: &str) -> Result<Option<Progr
     drop(c);
     p.disconnect().await?;
     Ok(row.map(
-        |(status, rows_copied, rows_estimate, chunks, last_key, message, seconds)| Progress {
-            table: table.to_string(),
-            status,
-            rows_copied,
-            rows_estimate,
-            chunks,
-            last_key,
-            message,
-            seconds,
+        |(status, rows_copied, rows_estimate, chunks, last_key, message, seconds, ranges)| {
+            Progress {
+                table: table.to_string(),
+                status,
+                rows_copied,
+                rows_estimate,
+                chunks,
+                last_key,
+                message,
+                seconds,
+                ranges: ranges
+                    .and_then(|r| serde_json::from_str(&r).ok())
+                    .unwrap_or_default(),
+            }
         },
     ))
 }
@@ -192,7 +235,10 @@ pub async fn progress(config: &StreamConfig, table: &str) -> Result<Option<Progr
 pub struct Chunk {
     pub high_id: String,
     pub low_id: String,
-    /// Key literal of each row, and the row's values (mapped target columns, then defaults).
+    /// Index of its key range.
+    pub range: usize,
+    /// Key literal of each row, and the row's values: mapped target columns then defaults
+    /// (direct mode), or every source column in snapshot form (Kafka mode).
     pub rows: Vec<(String, Vec<Value>)>,
     pub last_key: Option<Vec<Value>>,
     pub done: bool,
@@ -203,14 +249,26 @@ pub struct Chunk {
 pub struct Active {
     table: String,
     chunks: tokio::sync::mpsc::Receiver<Chunk>,
-    pending: Option<Chunk>,
-    /// The open window: its low watermark and the keys the binlog changed inside it.
-    window: Option<(String, HashSet<String>)>,
+    /// Chunks read, by high watermark id, waiting for the stream to reach it.
+    pending: HashMap<String, Chunk>,
+    /// Open windows: low watermark id → keys the binlog changed since.
+    windows: HashMap<String, HashSet<String>>,
     paused: Arc<AtomicBool>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    ranges: Vec<Range>,
+    /// Source schema (Kafka mode: snapshot events are built from it).
+    schema: Arc<TableSchema>,
     upsert: String,
     width: usize,
     progress_sql: String,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        for t in &self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// What the apply loop must do after a transaction.
@@ -226,17 +284,29 @@ pub struct Backfills {
     target: Pool,
     metrics: Metrics,
     signal: String,
+    /// Kafka mode: chunks become snapshot events instead of target writes.
+    emit: bool,
     active: Option<Active>,
 }
 
 impl Backfills {
+    /// Direct mode: chunks are written to the target.
     pub fn new(config: &StreamConfig, metrics: Metrics) -> Result<Self, CdcError> {
         Ok(Self {
             target: pool(&config.target_url)?,
             signal: signal_table(config),
             config: config.clone(),
             metrics,
+            emit: false,
             active: None,
+        })
+    }
+
+    /// Kafka mode: chunks are published as snapshot events (`snapshot_events`, then `record`).
+    pub fn emitting(config: &StreamConfig, metrics: Metrics) -> Result<Self, CdcError> {
+        Ok(Self {
+            emit: true,
+            ..Self::new(config, metrics)?
         })
     }
 
@@ -312,26 +382,30 @@ impl Backfills {
                     }
                     "backfill-low" => {
                         if let Some(a) = self.active.as_mut() {
-                            a.window = Some((id, HashSet::new()));
+                            a.windows.insert(id, HashSet::new());
                         }
                     }
                     "backfill-high" => {
                         let Some(a) = self.active.as_mut() else {
                             continue;
                         };
-                        // The chunk was sent before its high watermark was written, so it is
+                        // A chunk is sent before its high watermark is written, so it is
                         // waiting in the channel now. Marks of an earlier run match nothing.
-                        if a.pending.is_none() {
-                            a.pending = a.chunks.try_recv().ok();
+                        while let Ok(c) = a.chunks.try_recv() {
+                            a.pending.insert(c.high_id.clone(), c);
                         }
-                        let matches = a.pending.as_ref().is_some_and(|c| c.high_id == id)
-                            && a.window.as_ref().is_some_and(|(low, _)| {
-                                a.pending.as_ref().is_some_and(|c| &c.low_id == low)
-                            });
-                        if matches {
-                            let chunk = a.pending.take().expect("checked");
-                            let (_, window) = a.window.take().expect("checked");
-                            step = Step::Copy(chunk, window);
+                        let low = id.replacen("backfill-high-", "backfill-low-", 1);
+                        let window = a.windows.remove(&low);
+                        match (a.pending.remove(&id), window) {
+                            (Some(chunk), Some(window)) => step = Step::Copy(chunk, window),
+                            (Some(chunk), None) => {
+                                // Its low watermark was never seen: the window is unknown, so
+                                // copying could overwrite a newer row. The reader reads it again.
+                                let _ = chunk.applied.send(Err(format!(
+                                    "the low watermark {low} of a chunk was not seen in the binlog"
+                                )));
+                            }
+                            _ => {}
                         }
                     }
                     _ => {}
@@ -339,15 +413,18 @@ impl Backfills {
                 continue;
             }
             if let Some(a) = self.active.as_mut()
-                && let Some((_, window)) = a.window.as_mut()
+                && !a.windows.is_empty()
                 && table == a.table
             {
-                let row = ev.envelope.after.as_ref().or(ev.envelope.before.as_ref());
-                if let Some(row) = row {
-                    window.insert(key_of_event(&ev.schema, row));
+                let mut keys = Vec::with_capacity(2);
+                if let Some(row) = ev.envelope.after.as_ref() {
+                    keys.push(key_of_event(&ev.schema, row));
                 }
                 if let Some(before) = &ev.envelope.before {
-                    window.insert(key_of_event(&ev.schema, before));
+                    keys.push(key_of_event(&ev.schema, before));
+                }
+                for window in a.windows.values_mut() {
+                    window.extend(keys.iter().cloned());
                 }
             }
         }
@@ -357,7 +434,7 @@ impl Backfills {
     /// Writes a chunk (minus the rows changed in its window) with its progress, in one target
     /// transaction marked `skip_replication`.
     pub async fn copy(&mut self, chunk: Chunk, window: HashSet<String>) -> Result<(), CdcError> {
-        let Some(a) = self.active.as_ref() else {
+        let Some(a) = self.active.as_mut() else {
             return Ok(());
         };
         let mut conn = self.target.get_conn().await?;
@@ -381,20 +458,97 @@ impl Backfills {
             tx.exec_drop(sql, params).await?;
             written += part.len() as u64;
         }
-        let last = chunk.last_key.as_ref().map(|k| keys_to_json(k).to_string());
-        tx.exec_drop(
-            a.progress_sql.as_str(),
-            (
-                last,
-                chunk.rows.len() as u64,
-                if chunk.done { "done" } else { "running" },
-                &self.config.name,
-                &a.table,
-            ),
-        )
-        .await?;
+        let (sql, params) = progress_update(a, &chunk, &self.config.name);
+        tx.exec_drop(sql, params).await?;
         tx.commit().await?;
+        self.finish(chunk, written);
+        Ok(())
+    }
+
+    /// Kafka mode: the chunk's rows (minus those changed in its window) as snapshot events,
+    /// placed in the stream at `at`, the transaction holding the chunk's high watermark.
+    pub fn snapshot_events(
+        &self,
+        chunk: &Chunk,
+        window: &HashSet<String>,
+        at: &Transaction,
+    ) -> Result<Vec<ChangeEvent>, CdcError> {
+        let Some(a) = self.active.as_ref() else {
+            return Ok(Vec::new());
+        };
+        let schema = &a.schema;
+        let server_id = at.events.first().map_or(0, |e| e.envelope.source.server_id);
+        let now = chrono::Utc::now().timestamp_millis();
+        let mut out = Vec::new();
+        for (i, (_, values)) in chunk
+            .rows
+            .iter()
+            .filter(|(key, _)| !window.contains(key))
+            .enumerate()
+        {
+            let mut after = serde_json::Map::new();
+            for (col, v) in schema.columns.iter().zip(values) {
+                let json = encode(
+                    &col.kind,
+                    &mysql_async::binlog::value::BinlogValue::Value(v.clone()),
+                )
+                .map_err(|e| {
+                    CdcError::Config(format!("{}.{}: {e}", schema.qualified(), col.name))
+                })?;
+                after.insert(col.name.clone(), json);
+            }
+            out.push(ChangeEvent {
+                schema: schema.clone(),
+                envelope: Envelope {
+                    before: None,
+                    after: Some(after),
+                    source: Source {
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        connector: "mariadb".into(),
+                        name: self.config.name.clone(),
+                        ts_ms: at.ts_ms,
+                        snapshot: Snapshot::Text("incremental".into()),
+                        db: schema.db.clone(),
+                        sequence: None,
+                        table: Some(schema.table.clone()),
+                        server_id,
+                        gtid: at.gtid.clone(),
+                        file: at.end.file.clone(),
+                        pos: at.end.pos,
+                        row: i as u32,
+                        thread: None,
+                        query: None,
+                    },
+                    op: Op::Read,
+                    ts_ms: Some(now),
+                    ts_us: None,
+                    transaction: None,
+                },
+            });
+        }
+        Ok(out)
+    }
+
+    /// Kafka mode: records a chunk whose snapshot events Kafka acknowledged.
+    pub async fn record(&mut self, chunk: Chunk, emitted: u64) -> Result<(), CdcError> {
+        let Some(a) = self.active.as_mut() else {
+            return Ok(());
+        };
+        let (sql, params) = progress_update(a, &chunk, &self.config.name);
+        let mut conn = self.target.get_conn().await?;
+        conn.exec_drop(sql, params).await?;
+        drop(conn);
+        self.finish(chunk, emitted);
+        Ok(())
+    }
+
+    /// Metrics and the reader's acknowledgement of a written chunk; forgets a finished backfill.
+    fn finish(&mut self, chunk: Chunk, written: u64) {
+        let Some(a) = self.active.as_ref() else {
+            return;
+        };
         let table = a.table.clone();
+        let all_done = a.ranges.iter().all(|r| r.done);
         self.metrics
             .backfill_rows
             .with_label_values(&[&table, "copied"])
@@ -407,23 +561,22 @@ impl Backfills {
             .backfill_chunks
             .with_label_values(&[&table])
             .inc();
-        let done = chunk.done;
         let _ = chunk.applied.send(Ok(()));
-        if done {
+        if all_done {
             tracing::info!(table = %table, "backfill done");
             self.active = None;
         }
-        Ok(())
     }
 
-    /// Starts (or resumes) a backfill task; one at a time per stream.
+    /// Starts (or resumes) a backfill; one table at a time per stream.
     async fn start(&mut self, req: Request) -> Result<(), CdcError> {
         if let Some(a) = &self.active
-            && !a.task.is_finished()
+            && a.tasks.iter().any(|t| !t.is_finished())
         {
             tracing::warn!(running = %a.table, requested = %req.table, "a backfill is already running; request ignored");
             return Ok(());
         }
+        self.active = None;
         let Some(mapping) = self
             .config
             .tables
@@ -437,7 +590,7 @@ impl Backfills {
         let source = pool(&self.config.source_url)?;
         let (db, table) = req.table.split_once('.').expect("validated");
         let schema = match crate::schema::load(&source, db, table).await {
-            Ok(s) => s,
+            Ok(s) => Arc::new(s),
             Err(e) => {
                 self.fail(&req, &e.to_string()).await?;
                 return Ok(());
@@ -457,6 +610,15 @@ impl Backfills {
             updates.join(", ")
         );
         let width = cols.len();
+        // Kafka mode reads every source column as the binlog carries it.
+        let (select_cols, defaults) = if self.emit {
+            (
+                schema.columns.iter().map(snapshot_expr).collect(),
+                Vec::new(),
+            )
+        } else {
+            (exprs, defaults)
+        };
         let keys: Vec<String> = schema
             .primary_key
             .iter()
@@ -465,9 +627,9 @@ impl Backfills {
         let target = pool(&self.config.target_url)?;
         let mut tc = target.get_conn().await?;
         ensure_progress_table(&mut tc, &self.config.offsets_db).await?;
-        let stored: Option<(String, Option<String>)> = tc
+        let stored: Option<(String, Option<String>, Option<String>)> = tc
             .exec_first(
-                format!("SELECT status, last_key FROM `{}`.cdc_backfill WHERE stream = ? AND source_table = ?", self.config.offsets_db),
+                format!("SELECT status, last_key, ranges FROM `{}`.cdc_backfill WHERE stream = ? AND source_table = ?", self.config.offsets_db),
                 (&self.config.name, &req.table),
             )
             .await?;
@@ -480,61 +642,112 @@ impl Backfills {
             )
             .await?
             .unwrap_or(0);
-        let from: Option<Vec<Value>> = match (&stored, req.resume) {
-            (Some((_, Some(k))), true) => Some(json_to_keys(k)?),
+        let resumed: Option<Vec<Range>> = match (&stored, req.resume) {
+            (Some((_, _, Some(r))), true) => Some(
+                serde_json::from_str(r)
+                    .map_err(|e| CdcError::Config(format!("stored backfill ranges {r:?}: {e}")))?,
+            ),
+            (Some((_, Some(k), None)), true) => Some(vec![Range {
+                lo: None,
+                hi: None,
+                last: Some(
+                    serde_json::from_str(k)
+                        .map_err(|e| CdcError::Config(format!("stored backfill key {k:?}: {e}")))?,
+                ),
+                done: false,
+            }]),
             _ => None,
         };
+        let ranges = match &resumed {
+            Some(r) => r.clone(),
+            None => {
+                split_ranges(
+                    &mut sc,
+                    &req.table,
+                    &schema,
+                    req.parallel.clamp(1, 64),
+                    estimate,
+                )
+                .await?
+            }
+        };
         let request_text = serde_json::to_string(&req).expect("serializable");
-        if from.is_none() || stored.is_none() {
+        let ranges_text = serde_json::to_string(&ranges).expect("serializable");
+        if resumed.is_none() || stored.is_none() {
             tc.exec_drop(
                 format!(
-                    "REPLACE INTO `{}`.cdc_backfill (stream, source_table, status, request, rows_estimate) VALUES (?, ?, 'running', ?, ?)",
+                    "REPLACE INTO `{}`.cdc_backfill (stream, source_table, status, request, rows_estimate, ranges) VALUES (?, ?, 'running', ?, ?, ?)",
                     self.config.offsets_db
                 ),
-                (&self.config.name, &req.table, &request_text, estimate),
+                (&self.config.name, &req.table, &request_text, estimate, &ranges_text),
             )
             .await?;
         } else {
             tc.exec_drop(
                 format!(
-                    "UPDATE `{}`.cdc_backfill SET status = 'running', request = ?, rows_estimate = ?, message = NULL WHERE stream = ? AND source_table = ?",
+                    "UPDATE `{}`.cdc_backfill SET status = 'running', request = ?, rows_estimate = ?, ranges = ?, message = NULL WHERE stream = ? AND source_table = ?",
                     self.config.offsets_db
                 ),
-                (&request_text, estimate, &self.config.name, &req.table),
+                (&request_text, estimate, &ranges_text, &self.config.name, &req.table),
             )
             .await?;
         }
         drop((tc, sc));
         target.disconnect().await?;
-        tracing::info!(table = %req.table, resume_after = ?from.as_ref().map(|k| keys_to_json(k).to_string()), estimate, "backfill starting");
-        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        let open: Vec<usize> = (0..ranges.len()).filter(|&i| !ranges[i].done).collect();
+        tracing::info!(table = %req.table, ranges = %ranges_text, estimate, "backfill starting");
+        let (tx, rx) = tokio::sync::mpsc::channel(open.len().max(1));
         let paused = Arc::new(AtomicBool::new(false));
-        let task = tokio::spawn(run_chunks(ChunkReader {
-            config: self.config.clone(),
-            source,
-            table: req.table.clone(),
-            select_cols: exprs,
-            keys,
-            key_count: schema.primary_key.len(),
-            defaults,
-            req: req.clone(),
-            from,
-            paused: paused.clone(),
-            metrics: self.metrics.clone(),
-            out: tx,
-        }));
+        let halted = Arc::new(AtomicBool::new(false));
+        let first_key = keys.first().cloned().unwrap_or_default();
+        let mut tasks = Vec::new();
+        for &i in &open {
+            let r = &ranges[i];
+            let bound = |v: &Option<serde_json::Value>| -> Result<Option<Value>, CdcError> {
+                Ok(match v {
+                    Some(v) => json_to_keys(&v.to_string())?.into_iter().next(),
+                    None => None,
+                })
+            };
+            tasks.push(tokio::spawn(run_chunks(ChunkReader {
+                config: self.config.clone(),
+                source: source.clone(),
+                table: req.table.clone(),
+                select_cols: select_cols.clone(),
+                keys: keys.clone(),
+                first_key: first_key.clone(),
+                key_count: schema.primary_key.len(),
+                defaults: defaults.clone(),
+                req: req.clone(),
+                range: i,
+                lo: bound(&r.lo)?,
+                hi: bound(&r.hi)?,
+                from: match &r.last {
+                    Some(k) => Some(json_to_keys(&k.to_string())?),
+                    None => None,
+                },
+                readers: open.len() as u64,
+                paused: paused.clone(),
+                halted: halted.clone(),
+                metrics: self.metrics.clone(),
+                out: tx.clone(),
+            })));
+        }
         self.active = Some(Active {
             table: req.table.clone(),
             chunks: rx,
-            pending: None,
-            window: None,
+            pending: HashMap::new(),
+            windows: HashMap::new(),
             paused,
-            task,
+            tasks,
+            ranges,
+            schema,
             upsert,
             width,
             progress_sql: format!(
-                "UPDATE `{}`.cdc_backfill SET last_key = COALESCE(?, last_key), rows_copied = rows_copied + ?, \
-                 chunks = chunks + 1, status = ? WHERE stream = ? AND source_table = ?",
+                "UPDATE `{}`.cdc_backfill SET last_key = COALESCE(?, last_key), ranges = ?, rows_copied = rows_copied + ?, \
+                 chunks = chunks + 1, status = IF(? = 'done', 'done', IF(status IN ('paused', 'failed'), status, 'running')) \
+                 WHERE stream = ? AND source_table = ?",
                 self.config.offsets_db
             ),
         });
@@ -546,16 +759,142 @@ impl Backfills {
         set_status(&self.config, &req.table, "failed", Some(message), Some(req)).await
     }
 
-    /// Notices a chunk task that ended (paused or failed) and forgets it.
+    /// Notices range readers that all ended (paused or failed) and forgets the backfill.
     pub fn reap(&mut self) {
-        if self
-            .active
-            .as_ref()
-            .is_some_and(|a| a.task.is_finished() && a.pending.is_none() && a.chunks.is_empty())
-        {
+        if self.active.as_ref().is_some_and(|a| {
+            a.tasks.iter().all(|t| t.is_finished()) && a.pending.is_empty() && a.chunks.is_empty()
+        }) {
             self.active = None;
         }
     }
+}
+
+/// Records a chunk in its range; the progress statement and its parameters. A chunk of another
+/// range landing after a pause or a failure keeps that status.
+fn progress_update(a: &mut Active, chunk: &Chunk, stream: &str) -> (String, Vec<Value>) {
+    let last = chunk.last_key.as_ref().map(|k| keys_to_json(k));
+    if let Some(r) = a.ranges.get_mut(chunk.range) {
+        if last.is_some() {
+            r.last = last.clone();
+        }
+        r.done |= chunk.done;
+    }
+    let status = if a.ranges.iter().all(|r| r.done) {
+        "done"
+    } else {
+        "running"
+    };
+    (
+        a.progress_sql.clone(),
+        vec![
+            last.map(|k| k.to_string()).into(),
+            serde_json::to_string(&a.ranges)
+                .expect("serializable")
+                .into(),
+            (chunk.rows.len() as u64).into(),
+            status.into(),
+            stream.into(),
+            a.table.clone().into(),
+        ],
+    )
+}
+
+/// How a column is selected for a snapshot event: as the binlog would carry its value.
+fn snapshot_expr(c: &crate::schema::Column) -> String {
+    match c.kind {
+        ColumnKind::Timestamp { .. } => format!("UNIX_TIMESTAMP(`{}`)", c.name),
+        ColumnKind::Set { .. } => format!("(`{}` + 0)", c.name),
+        _ => format!("`{}`", c.name),
+    }
+}
+
+/// Splits the table into `n` ranges of its first key column: evenly between MIN and MAX for an
+/// integer column, else at the first key of every n-th part of the (estimated) row count.
+async fn split_ranges(
+    conn: &mut mysql_async::Conn,
+    table: &str,
+    schema: &TableSchema,
+    n: u32,
+    estimate: u64,
+) -> Result<Vec<Range>, CdcError> {
+    let whole = || {
+        vec![Range {
+            lo: None,
+            hi: None,
+            last: None,
+            done: false,
+        }]
+    };
+    let Some(&first) = schema.primary_key.first() else {
+        return Ok(whole());
+    };
+    if n <= 1 {
+        return Ok(whole());
+    }
+    let col = format!("`{}`", schema.columns[first].name);
+    let mut bounds: Vec<Value> = Vec::new();
+    if matches!(schema.columns[first].kind, ColumnKind::Int { .. }) {
+        let (lo, hi): (Option<i128>, Option<i128>) = conn
+            .query_first(format!(
+                "SELECT CAST(MIN({col}) AS CHAR), CAST(MAX({col}) AS CHAR) FROM {}",
+                quote(table)
+            ))
+            .await?
+            .map(|(a, b): (Option<String>, Option<String>)| {
+                (
+                    a.and_then(|s| s.parse().ok()),
+                    b.and_then(|s| s.parse().ok()),
+                )
+            })
+            .unwrap_or((None, None));
+        if let (Some(lo), Some(hi)) = (lo, hi) {
+            let span = hi - lo + 1;
+            for i in 1..i128::from(n) {
+                let b = lo + span * i / i128::from(n);
+                if b > lo && b <= hi {
+                    bounds.push(match i64::try_from(b) {
+                        Ok(v) => Value::Int(v),
+                        Err(_) => Value::UInt(b as u64),
+                    });
+                }
+            }
+        }
+    } else {
+        for i in 1..u64::from(n) {
+            let at = estimate * i / u64::from(n);
+            let b: Option<Value> = conn
+                .query_first(format!(
+                    "SELECT {col} FROM {} ORDER BY {col} LIMIT 1 OFFSET {at}",
+                    quote(table)
+                ))
+                .await?;
+            if let Some(b) = b {
+                bounds.push(b);
+            }
+        }
+    }
+    let as_json = |v: &Value| keys_to_json(std::slice::from_ref(v));
+    let mut seen = HashSet::new();
+    bounds.retain(|b| seen.insert(key_literal(std::slice::from_ref(b))));
+    let mut ranges = Vec::new();
+    let mut lo: Option<serde_json::Value> = None;
+    for b in &bounds {
+        let hi = Some(as_json(b));
+        ranges.push(Range {
+            lo: lo.take(),
+            hi: hi.clone(),
+            last: None,
+            done: false,
+        });
+        lo = hi;
+    }
+    ranges.push(Range {
+        lo,
+        hi: None,
+        last: None,
+        done: false,
+    });
+    Ok(ranges)
 }
 
 async fn set_status(
@@ -648,20 +987,30 @@ struct ChunkReader {
     table: String,
     select_cols: Vec<String>,
     keys: Vec<String>,
+    first_key: String,
     key_count: usize,
     defaults: Vec<Value>,
     req: Request,
+    range: usize,
+    lo: Option<Value>,
+    hi: Option<Value>,
     from: Option<Vec<Value>>,
+    /// Range readers running at once: they share the rows/s budget.
+    readers: u64,
     paused: Arc<AtomicBool>,
+    /// Set when one range reader failed: the others stop too.
+    halted: Arc<AtomicBool>,
     metrics: Metrics,
     out: tokio::sync::mpsc::Sender<Chunk>,
 }
 
-/// Reads chunks between watermarks until the table is done, paused or the stream stops.
+/// Reads one range's chunks between watermarks until it is done, paused or the stream stops.
 async fn run_chunks(r: ChunkReader) {
     let table = r.table.clone();
     let config = r.config.clone();
+    let halted = r.halted.clone();
     if let Err(e) = chunks(r).await {
+        halted.store(true, Ordering::SeqCst);
         tracing::error!(table = %table, error = %e, "backfill failed; resume with --resume");
         let _ = set_status(&config, &table, "failed", Some(&e.to_string()), None).await;
     }
@@ -672,11 +1021,18 @@ async fn chunks(mut r: ChunkReader) -> Result<(), CdcError> {
     let key_list = r.keys.join(", ");
     let mut size = r.req.chunk_size.clamp(1, 1_000_000);
     let adaptive_max = size.saturating_mul(8).min(1_000_000);
+    let rate = match r.req.max_rows_per_sec {
+        0 => 0,
+        n => (n / r.readers.max(1)).max(1),
+    };
     let started = Instant::now();
     let mut copied = 0u64;
     let mut conn = r.source.get_conn().await?;
     conn.query_drop("SET time_zone = '+00:00'").await?;
     loop {
+        if r.halted.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         if r.paused.load(Ordering::SeqCst) {
             set_status(
                 &r.config,
@@ -686,12 +1042,12 @@ async fn chunks(mut r: ChunkReader) -> Result<(), CdcError> {
                 None,
             )
             .await?;
-            tracing::info!(table = %r.table, "backfill paused");
+            tracing::info!(table = %r.table, range = r.range, "backfill paused");
             return Ok(());
         }
         // Throttles: rows per second, and the stream's own lag.
-        if r.req.max_rows_per_sec > 0 {
-            let due = Duration::from_secs_f64(copied as f64 / r.req.max_rows_per_sec as f64);
+        if rate > 0 {
+            let due = Duration::from_secs_f64(copied as f64 / rate as f64);
             if let Some(wait) = due.checked_sub(started.elapsed()) {
                 tokio::time::sleep(wait).await;
             }
@@ -713,12 +1069,27 @@ async fn chunks(mut r: ChunkReader) -> Result<(), CdcError> {
             (&low,),
         )
         .await?;
-        let (cond, params) = match &r.from {
-            Some(k) => (
-                format!("({key_list}) > ({})", vec!["?"; k.len()].join(", ")),
-                k.clone(),
-            ),
-            None => ("1".to_string(), Vec::new()),
+        let mut conds = Vec::new();
+        let mut params = Vec::new();
+        if let Some(k) = &r.from {
+            conds.push(format!(
+                "({key_list}) > ({})",
+                vec!["?"; k.len()].join(", ")
+            ));
+            params.extend(k.iter().cloned());
+        }
+        if let Some(lo) = &r.lo {
+            conds.push(format!("{} >= ?", r.first_key));
+            params.push(lo.clone());
+        }
+        if let Some(hi) = &r.hi {
+            conds.push(format!("{} < ?", r.first_key));
+            params.push(hi.clone());
+        }
+        let cond = if conds.is_empty() {
+            "1".to_string()
+        } else {
+            conds.join(" AND ")
         };
         let t = Instant::now();
         let rows: Vec<mysql_async::Row> = conn
@@ -747,6 +1118,7 @@ async fn chunks(mut r: ChunkReader) -> Result<(), CdcError> {
         let chunk = Chunk {
             high_id: high.clone(),
             low_id: low,
+            range: r.range,
             rows: out,
             last_key: last.clone(),
             done,
@@ -760,17 +1132,23 @@ async fn chunks(mut r: ChunkReader) -> Result<(), CdcError> {
             (&high,),
         )
         .await?;
-        match acked.await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => return Err(CdcError::Config(e)),
+        let again = match acked.await {
+            Ok(Ok(())) => false,
+            Ok(Err(e)) => {
+                tracing::warn!(table = %r.table, range = r.range, reason = %e, "chunk not copied; reading it again");
+                true
+            }
             Err(_) => return Ok(()), // the stream stopped before applying it; resumes from the last chunk
-        }
+        };
         // The watermark rows are only markers.
         conn.exec_drop(
             format!("DELETE FROM {signal} WHERE id IN (?, ?)"),
             (format!("backfill-low-{id}"), &high),
         )
         .await?;
+        if again {
+            continue;
+        }
         copied += n;
         if done {
             return Ok(());

@@ -56,6 +56,9 @@ enum Command {
         /// Continue after the last copied chunk of a paused or failed backfill.
         #[arg(long)]
         resume: bool,
+        /// Copy this many primary-key ranges at once (1 to 64).
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=64))]
+        parallel: u32,
     },
     /// Progress of every backfill of the stream.
     SnapshotStatus {
@@ -120,6 +123,7 @@ async fn main() -> anyhow::Result<()> {
             max_rows_per_sec,
             max_lag,
             resume,
+            parallel,
         }) => {
             backfill(
                 config,
@@ -130,6 +134,7 @@ async fn main() -> anyhow::Result<()> {
                     max_rows_per_sec,
                     max_lag_seconds: max_lag,
                     resume,
+                    parallel,
                 },
             )
             .await
@@ -196,17 +201,19 @@ async fn snapshot_status(config: StreamConfig, json: bool) -> anyhow::Result<()>
         println!("no backfill has run for stream {}", config.name);
     }
     println!(
-        "{:<32} {:<8} {:>12} {:>12} {:>7} {:>9}  LAST KEY",
-        "TABLE", "STATUS", "ROWS", "ESTIMATE", "CHUNKS", "SECONDS"
+        "{:<32} {:<8} {:>12} {:>12} {:>7} {:>7} {:>9}  LAST KEY",
+        "TABLE", "STATUS", "ROWS", "ESTIMATE", "CHUNKS", "RANGES", "SECONDS"
     );
     for p in all {
+        let done = p.ranges.iter().filter(|r| r.done).count();
         println!(
-            "{:<32} {:<8} {:>12} {:>12} {:>7} {:>9.1}  {}{}",
+            "{:<32} {:<8} {:>12} {:>12} {:>7} {:>7} {:>9.1}  {}{}",
             p.table,
             p.status,
             p.rows_copied,
             p.rows_estimate,
             p.chunks,
+            format!("{done}/{}", p.ranges.len()),
             p.seconds,
             p.last_key.unwrap_or_default(),
             p.message.map(|m| format!("  ({m})")).unwrap_or_default()

@@ -17,6 +17,11 @@ struct Setup {
 }
 
 async fn setup(tag: &str, rows: u32, reader_id: u32) -> Setup {
+    setup_with(tag, rows, reader_id, None).await
+}
+
+/// `kafka`: bootstrap servers of a broker to stream through (Kafka mode).
+async fn setup_with(tag: &str, rows: u32, reader_id: u32, kafka: Option<&str>) -> Setup {
     let (m, s) = (testkit::monolith_server(), testkit::services_server());
     let src = m.create_database(&format!("bf{tag}_src")).await.unwrap();
     let dst = s.create_database(&format!("bf{tag}_dst")).await.unwrap();
@@ -48,14 +53,18 @@ async fn setup(tag: &str, rows: u32, reader_id: u32) -> Setup {
     std::fs::write(
         &config,
         format!(
-            "name = \"bf{tag}{}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = {reader_id}\nlisten = \"127.0.0.1:{}\"\n\n\
-             [[tables]]\nsource = \"{}.items\"\ntarget = \"{}.items\"\n",
+            "name = \"bf{tag}{}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = {reader_id}\nlisten = \"127.0.0.1:{}\"\n{}\n\
+             [[tables]]\nsource = \"{}.items\"\ntarget = \"{}.items\"\n{}",
             std::process::id(),
             m.root_url(),
             s.root_url(),
             testkit::free_port(),
+            if kafka.is_some() { "transport = \"kafka\"\n" } else { "" },
             src.name,
-            dst.name
+            dst.name,
+            kafka
+                .map(|b| format!("\n[kafka]\nbootstrap_servers = \"{b}\"\nresume_from = \"earliest\"\n"))
+                .unwrap_or_default(),
         ),
     )
     .unwrap();
@@ -196,6 +205,8 @@ async fn kill_9_mid_backfill_resumes_from_the_last_chunk() {
             "500",
             "--max-rows-per-sec",
             "4000",
+            "--parallel",
+            "3",
             "--config",
         ])
         .arg(&s.config)
@@ -229,6 +240,12 @@ async fn kill_9_mid_backfill_resumes_from_the_last_chunk() {
     let done = cli(&s, &["snapshot-status", "--json"]);
     let done: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
     assert_eq!(done[0]["rows_copied"], 12_000, "{done}");
+    let ranges = &done[0]["ranges"];
+    assert_eq!(ranges.as_array().unwrap().len(), 3, "{done}");
+    assert!(
+        ranges.as_array().unwrap().iter().all(|r| r["done"] == true),
+        "{done}"
+    );
     verify_clean(&s);
 }
 
@@ -266,6 +283,8 @@ async fn ctrl_c_pauses_and_resume_continues() {
             "3000",
             "--max-lag",
             "5",
+            "--parallel",
+            "3",
             "--config",
         ])
         .arg(&s.config)
@@ -313,6 +332,12 @@ async fn ctrl_c_pauses_and_resume_continues() {
     let done: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
     assert_eq!(done[0]["status"], "done", "{done}");
     assert_eq!(done[0]["rows_copied"], 12_000, "{done}");
+    let ranges = &done[0]["ranges"];
+    assert_eq!(ranges.as_array().unwrap().len(), 3, "{done}");
+    assert!(
+        ranges.as_array().unwrap().iter().all(|r| r["done"] == true),
+        "{done}"
+    );
     verify_clean(&s);
 }
 
@@ -342,7 +367,19 @@ async fn composite_and_text_primary_keys_are_backfilled() {
         .replace(".items\"", ".stock\"");
     std::fs::write(&s.config, text).unwrap();
     let _stream = spawn_stream(&s, 1);
-    let out = cli(&s, &["backfill", "--table", "stock", "--chunk-size", "250"]);
+    // Three ranges split at sampled keys of the text column `region`.
+    let out = cli(
+        &s,
+        &[
+            "backfill",
+            "--table",
+            "stock",
+            "--chunk-size",
+            "250",
+            "--parallel",
+            "3",
+        ],
+    );
     assert!(
         out.status.success(),
         "{}",
@@ -361,5 +398,83 @@ async fn composite_and_text_primary_keys_are_backfilled() {
     panic!(
         "{}",
         String::from_utf8_lossy(&cli(&s, &["verify", "--table", "stock", "--json"]).stdout)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kafka_mode_backfill_publishes_snapshot_events_and_verifies_clean() {
+    let broker = testkit::Tansu::start().unwrap();
+    let s = setup_with("kafka", 6_000, 5131, Some(&broker.bootstrap_servers())).await;
+    let _stream = spawn_stream(&s, 1);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let writer = tokio::spawn(churn(s.src_url.clone(), rx, 6_000));
+    let out = tokio::task::spawn_blocking({
+        let config = s.config.clone();
+        move || {
+            std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sync"))
+                .args([
+                    "backfill",
+                    "--table",
+                    "items",
+                    "--chunk-size",
+                    "400",
+                    "--parallel",
+                    "2",
+                    "--config",
+                ])
+                .arg(config)
+                .output()
+                .unwrap()
+        }
+    })
+    .await
+    .unwrap();
+    let _ = stop.send(true);
+    let changes = writer.await.unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(changes > 50, "the writer made {changes} changes");
+    verify_clean(&s);
+    // The copy went through Kafka as Debezium incremental-snapshot reads.
+    let name = std::fs::read_to_string(&s.config).unwrap();
+    let name = name
+        .lines()
+        .next()
+        .and_then(|l| l.split('"').nth(1))
+        .unwrap()
+        .to_string();
+    let records = common::read_topic(
+        &broker.bootstrap_servers(),
+        &format!("{name}.{}.items", s.src_db),
+    );
+    let reads: Vec<&serde_json::Value> = records
+        .iter()
+        .map(|(_, v)| &v["payload"])
+        .filter(|p| p["op"] == "r")
+        .collect();
+    assert!(
+        reads.len() > 5_000,
+        "{} snapshot reads of {} records",
+        reads.len(),
+        records.len()
+    );
+    assert!(
+        reads
+            .iter()
+            .all(|p| p["source"]["snapshot"] == "incremental" && p["before"].is_null()),
+        "{:?}",
+        reads.first()
+    );
+    // The signal table's rows never reach Kafka.
+    assert!(
+        records
+            .iter()
+            .all(|(_, v)| v["payload"]["source"]["table"] == "items"),
+        "signal rows published"
     );
 }

@@ -5,13 +5,11 @@
 use std::path::Path;
 use std::time::Duration;
 
-use rdkafka::consumer::{BaseConsumer, Consumer};
-use rdkafka::message::Message;
+use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
-use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 mod common;
-use common::{TABLE, burst, converge, exec, fingerprint};
+use common::{TABLE, burst, converge, exec, fingerprint, read_topic};
 
 /// A Kafka stream config: `(server URL, database)` of each side.
 fn stream_toml(
@@ -28,37 +26,6 @@ fn stream_toml(
          [[tables]]\nsource = \"{src_db}.orders\"\ntarget = \"{dst_db}.orders\"\n\n\
          [kafka]\nbootstrap_servers = \"{brokers}\"\nresume_from = \"earliest\"\n"
     )
-}
-
-/// Every record of a topic partition 0, as (key, value) JSON.
-fn read_topic(brokers: &str, topic: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
-    let consumer: BaseConsumer = ClientConfig::new()
-        .set("bootstrap.servers", brokers)
-        .set("group.id", "test-reader")
-        .set("enable.auto.commit", "false")
-        .set("enable.partition.eof", "true")
-        .create()
-        .unwrap();
-    let mut tpl = TopicPartitionList::new();
-    tpl.add_partition_offset(topic, 0, Offset::Beginning)
-        .unwrap();
-    consumer.assign(&tpl).unwrap();
-    let mut out = Vec::new();
-    let deadline = std::time::Instant::now() + Duration::from_secs(30);
-    while std::time::Instant::now() < deadline {
-        match consumer.poll(Duration::from_millis(500)) {
-            Some(Ok(m)) => {
-                let parse = |b: Option<&[u8]>| {
-                    b.map(|b| serde_json::from_slice(b).unwrap())
-                        .unwrap_or(serde_json::Value::Null)
-                };
-                out.push((parse(m.key()), parse(m.payload())));
-            }
-            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
-            _ => {}
-        }
-    }
-    out
 }
 
 async fn wait_port(port: u16) {

@@ -399,7 +399,8 @@ impl MysqlApplier {
                         continue;
                     }
                     (Op::Delete, None) => continue,
-                    (Op::Create | Op::Read, None) => false,
+                    // A snapshot row is the source's current row: never a conflict.
+                    (Op::Create, None) | (Op::Read, _) => false,
                     (Op::Update, Some((Some(1), _))) | (Op::Delete, Some((Some(1), _))) => false,
                     // The target changed (or removed) the row on its own since.
                     _ => true,

@@ -71,13 +71,16 @@ pub fn encode(kind: &ColumnKind, value: &BinlogValue<'_>) -> Result<Json, String
             for (i, byte) in b.iter().enumerate() {
                 mask |= u64::from(*byte) << (8 * i);
             }
-            let picked: Vec<&str> = values
-                .iter()
-                .enumerate()
-                .filter(|(i, _)| mask & (1 << i) != 0)
-                .map(|(_, v)| v.as_str())
-                .collect();
-            Json::from(picked.join(","))
+            set_text(values, mask)
+        }
+        // `col + 0` of a SET, as a snapshot selects it: the bitmask as a number.
+        (ColumnKind::Set { values }, Value::Int(_) | Value::UInt(_)) => {
+            let mask = match v {
+                Value::Int(i) => *i as u64,
+                Value::UInt(u) => *u,
+                _ => 0,
+            };
+            set_text(values, mask)
         }
         (ColumnKind::Bytes, Value::Bytes(b)) => Json::from(B64.encode(b)),
         (ColumnKind::Date, Value::Date(0, 0, 0, ..)) => Json::Null,
@@ -122,6 +125,17 @@ pub fn encode(kind: &ColumnKind, value: &BinlogValue<'_>) -> Result<Json, String
         }
         (kind, v) => return Err(format!("a {kind:?} column holds an unexpected value {v:?}")),
     })
+}
+
+/// The members of a SET picked by a bitmask, comma-separated.
+fn set_text(values: &[String], mask: u64) -> Json {
+    let picked: Vec<&str> = values
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| mask & (1 << i) != 0)
+        .map(|(_, v)| v.as_str())
+        .collect();
+    Json::from(picked.join(","))
 }
 
 fn timestamp_iso(sec: i64, us: u32, precision: u32) -> Result<Json, String> {

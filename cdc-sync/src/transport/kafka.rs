@@ -245,12 +245,15 @@ pub async fn publish(
     ensure_topics(config).await?;
     let k = kafka_of(config)?;
     let topics = Topics::of(config);
-    let source = BinlogSource {
+    let signal = crate::backfill::signal_table(config);
+    let mut source = BinlogSource {
         url: config.source_url.clone(),
         reader_server_id: config.reader_server_id,
         name: config.name.clone(),
         tables: config.tables.iter().map(|t| t.source.clone()).collect(),
     };
+    // Backfill signals and watermarks are read with the tables, never published.
+    source.tables.insert(signal.clone());
     let prefix = config.topic_prefix().to_string();
     let mut backoff = Duration::from_millis(200);
     loop {
@@ -266,6 +269,9 @@ pub async fn publish(
                 },
             };
             tracing::info!(stream = %config.name, from = %start, "publishing to Kafka");
+            // Backfill chunks become snapshot events at their high watermark's place.
+            let mut backfills = crate::backfill::Backfills::emitting(config, metrics.clone())?;
+            backfills.resume_unfinished().await?;
             let producer: FutureProducer = client(k)
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
@@ -302,7 +308,15 @@ pub async fn publish(
                         }
                     }
                     let mut ends = Vec::new();
-                    for txn in batch {
+                    let mut chunks = Vec::new();
+                    for mut txn in batch {
+                        let step = backfills.observe(&txn).await?;
+                        txn.events.retain(|ev| ev.schema.qualified() != signal);
+                        if let crate::backfill::Step::Copy(chunk, window) = step {
+                            let events = backfills.snapshot_events(&chunk, &window, &txn)?;
+                            chunks.push((chunk, events.len() as u64));
+                            txn.events.extend(events);
+                        }
                         if txn.suppressed > 0 {
                             metrics
                                 .suppressed
@@ -338,7 +352,16 @@ pub async fn publish(
                     for end in ends {
                         produce(&producer, &mut inflight, end).await?;
                     }
-                    settle_ready(&mut inflight)?;
+                    if chunks.is_empty() {
+                        settle_ready(&mut inflight)?;
+                    } else {
+                        // A chunk counts as copied once its events and END are in Kafka.
+                        settle(&mut inflight, usize::MAX).await?;
+                        for (chunk, n) in chunks {
+                            backfills.record(chunk, n).await?;
+                        }
+                    }
+                    backfills.reap();
                 }
                 // Everything produced must be acknowledged before we say we stopped cleanly.
                 settle(&mut inflight, usize::MAX).await

@@ -5,6 +5,9 @@
 use std::time::Duration;
 
 use mysql_async::prelude::*;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::Message;
+use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
 pub async fn exec(url: &str, sql: &str) {
     let mut c = mysql_async::Conn::from_url(url).await.unwrap();
@@ -65,3 +68,34 @@ pub async fn burst(url: String, from: u32, to: u32) {
 }
 
 pub const TABLE: &str = "CREATE TABLE orders (id INT PRIMARY KEY, amount DECIMAL(10,2) NOT NULL, note VARCHAR(80) NOT NULL)";
+
+/// Every record of a topic partition 0, as (key, value) JSON.
+pub fn read_topic(brokers: &str, topic: &str) -> Vec<(serde_json::Value, serde_json::Value)> {
+    let consumer: BaseConsumer = ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", "test-reader")
+        .set("enable.auto.commit", "false")
+        .set("enable.partition.eof", "true")
+        .create()
+        .unwrap();
+    let mut tpl = TopicPartitionList::new();
+    tpl.add_partition_offset(topic, 0, Offset::Beginning)
+        .unwrap();
+    consumer.assign(&tpl).unwrap();
+    let mut out = Vec::new();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::time::Instant::now() < deadline {
+        match consumer.poll(Duration::from_millis(500)) {
+            Some(Ok(m)) => {
+                let parse = |b: Option<&[u8]>| {
+                    b.map(|b| serde_json::from_slice(b).unwrap())
+                        .unwrap_or(serde_json::Value::Null)
+                };
+                out.push((parse(m.key()), parse(m.payload())));
+            }
+            Some(Err(rdkafka::error::KafkaError::PartitionEOF(_))) => break,
+            _ => {}
+        }
+    }
+    out
+}
