@@ -57,15 +57,7 @@ pub enum PaymentProvider {
     Simulated,
 }
 
-/// How logs are written.
-#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "snake_case")]
-pub enum LogFormat {
-    #[default]
-    Auto,
-    Json,
-    Pretty,
-}
+pub use service_kit::http::LogFormat;
 
 /// The development secret used when none is configured; refused nowhere, warned about at start.
 pub const DEV_JWT_SECRET: &str = "strangler-dev-secret-change-me-0123456789";

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use legacy_monolith::config::{Config, LogFormat};
+use legacy_monolith::config::Config;
 use legacy_monolith::seed::SeedOptions;
 
 #[derive(Parser)]
@@ -35,25 +35,6 @@ enum Command {
     Seed(SeedOptions),
 }
 
-fn init_logging(format: LogFormat) {
-    use std::io::IsTerminal as _;
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let json = match format {
-        LogFormat::Json => true,
-        LogFormat::Pretty => false,
-        LogFormat::Auto => !std::io::stderr().is_terminal(),
-    };
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    if json {
-        builder.json().with_current_span(false).init();
-    } else {
-        builder.init();
-    }
-}
-
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
@@ -71,7 +52,7 @@ async fn main() -> anyhow::Result<()> {
         );
         return Ok(());
     }
-    init_logging(config.log_format);
+    service_kit::http::init_logging(config.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => {
@@ -98,20 +79,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
         .with_context(|| format!("binding {listen}"))?;
     tracing::info!(%listen, "legacy monolith listening");
     axum::serve(listener, legacy_monolith::app(state))
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(service_kit::http::shutdown_signal())
         .await
         .context("serving")?;
     tracing::info!("stopped");
     Ok(())
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        .expect("installing SIGTERM handler");
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term.recv() => {},
-    }
-    tracing::info!("shutting down: finishing in-flight requests");
 }

@@ -2,6 +2,7 @@
 //! Kafka-compatible broker (`tansu`) on free loopback ports, for integration tests and the dev stack.
 //! Every process is tied to its owner: it dies, and its files go, when the owner drops it or exits.
 
+pub mod contract;
 mod error;
 mod mariadb;
 mod process;

@@ -1,53 +1,6 @@
-//! Database access for the `shop` schema: the connection pool, schema migrations, and the
-//! MariaDB error codes the API turns into client errors or retries.
+//! Database access for the `shop` schema: the pool and error codes from service-kit, and the
+//! monolith's migrations.
 
 pub mod migrate;
 
-use mysql_async::{Opts, OptsBuilder, Pool, PoolConstraints, PoolOpts};
-
-/// A pool of at most `max` connections to `url`.
-pub fn pool(url: &str, max: usize) -> Result<Pool, mysql_async::Error> {
-    let opts = Opts::from_url(url)?;
-    let constraints = PoolConstraints::new(0, max.max(1)).expect("0 <= max");
-    let opts = OptsBuilder::from_opts(opts)
-        .pool_opts(PoolOpts::default().with_constraints(constraints))
-        .stmt_cache_size(256)
-        // DATETIME columns hold UTC; the API prints them with a `Z`.
-        .init(vec!["SET time_zone = '+00:00'"]);
-    Ok(Pool::new(opts))
-}
-
-/// MariaDB error code of a server error.
-pub fn server_code(e: &mysql_async::Error) -> Option<u16> {
-    match e {
-        mysql_async::Error::Server(s) => Some(s.code),
-        _ => None,
-    }
-}
-
-/// Deadlock (1213) or lock wait timeout (1205): the transaction can be run again.
-pub fn is_retryable(e: &mysql_async::Error) -> bool {
-    matches!(server_code(e), Some(1213 | 1205))
-}
-
-/// Duplicate key (1062).
-pub fn is_duplicate(e: &mysql_async::Error) -> bool {
-    server_code(e) == Some(1062)
-}
-
-/// Creates the database named in `url` when it does not exist yet.
-pub async fn ensure_database(url: &str) -> Result<(), mysql_async::Error> {
-    use mysql_async::prelude::Queryable as _;
-    let opts = Opts::from_url(url)?;
-    let Some(name) = opts.db_name().map(str::to_string) else {
-        return Ok(());
-    };
-    let mut conn =
-        mysql_async::Conn::new(OptsBuilder::from_opts(opts).db_name(None::<String>)).await?;
-    conn.query_drop(format!(
-        "CREATE DATABASE IF NOT EXISTS `{}` CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci",
-        name.replace('`', "``")
-    ))
-    .await?;
-    conn.disconnect().await
-}
+pub use service_kit::db::*;

@@ -1,0 +1,117 @@
+//! Contract checks: the same scripted HTTP requests sent to two servers (the monolith and the
+//! service that takes over its routes), answers compared after masking the fields that differ
+//! by nature (ids, timestamps, tokens) — what the proxy's shadow mode checks in production.
+
+use serde_json::Value;
+
+/// A request body.
+#[derive(Debug, Clone)]
+pub enum Body {
+    None,
+    Json(Value),
+    /// Raw bytes with a content type (malformed JSON, wrong media types).
+    Raw(&'static str, Vec<u8>),
+}
+
+/// One server under test.
+#[derive(Clone)]
+pub struct Side {
+    pub base: String,
+    client: reqwest::Client,
+}
+
+/// Status and JSON body (a JSON string when the body is not JSON; null when empty).
+pub type Answer = (u16, Value);
+
+impl Side {
+    /// A server at `base` (`http://127.0.0.1:port`).
+    pub fn new(base: impl Into<String>) -> Self {
+        Self {
+            base: base.into(),
+            client: reqwest::Client::new(),
+        }
+    }
+
+    /// Sends one request.
+    pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Body) -> Answer {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
+        req = match body {
+            Body::None => req,
+            Body::Json(v) => req
+                .header("content-type", "application/json")
+                .body(v.to_string()),
+            Body::Raw(ct, bytes) => req.header("content-type", ct).body(bytes),
+        };
+        let resp = req.send().await.expect("request sent");
+        let status = resp.status().as_u16();
+        let bytes = resp.bytes().await.expect("body read");
+        let value = if bytes.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&bytes)
+                .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
+        };
+        (status, value)
+    }
+}
+
+/// `v` with the value of every key named in `volatile` (at any depth) replaced by `"<key>"`.
+pub fn mask(v: &Value, volatile: &[&str]) -> Value {
+    match v {
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, v)| {
+                    if volatile.contains(&k.as_str()) && !v.is_null() {
+                        (k.clone(), Value::String(format!("<{k}>")))
+                    } else {
+                        (k.clone(), mask(v, volatile))
+                    }
+                })
+                .collect(),
+        ),
+        Value::Array(a) => Value::Array(a.iter().map(|v| mask(v, volatile)).collect()),
+        other => other.clone(),
+    }
+}
+
+/// Differences between two answers after masking, one line each; empty when equivalent.
+pub fn differences(name: &str, a: &Answer, b: &Answer, volatile: &[&str]) -> Vec<String> {
+    let mut out = Vec::new();
+    if a.0 != b.0 {
+        out.push(format!("{name}: status {} vs {}", a.0, b.0));
+    }
+    let (ma, mb) = (mask(&a.1, volatile), mask(&b.1, volatile));
+    if ma != mb {
+        out.push(format!("{name}: body\n  {ma}\n  {mb}"));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn masking_hides_only_the_named_fields() {
+        let a = (
+            200,
+            json!({"id": 1, "user": {"id": 9, "name": "A"}, "token": "x"}),
+        );
+        let b = (
+            200,
+            json!({"id": 2, "user": {"id": 8, "name": "A"}, "token": "y"}),
+        );
+        assert!(differences("t", &a, &b, &["id", "token"]).is_empty());
+        let c = (
+            200,
+            json!({"id": 2, "user": {"id": 8, "name": "B"}, "token": "y"}),
+        );
+        assert_eq!(differences("t", &a, &c, &["id", "token"]).len(), 1);
+        assert_eq!(differences("t", &a, &(201, a.1.clone()), &["id"]).len(), 1);
+    }
+}
