@@ -152,6 +152,23 @@ async fn main() {
         ])
         .arg(&config));
     let verify_secs = verified.elapsed().as_secs_f64();
+    // The same copy again over two key ranges at once, into the emptied target.
+    exec(&target.root_url(), "TRUNCATE TABLE copy_cdc.users").await;
+    let parallel = Instant::now();
+    run(Command::new(bin("cdc-sync"))
+        .args([
+            "backfill",
+            "--table",
+            "shop.users",
+            "--chunk-size",
+            "20000",
+            "--parallel",
+            "2",
+            "--config",
+        ])
+        .arg(&config)
+        .stderr(Stdio::null()));
+    let parallel_secs = parallel.elapsed().as_secs_f64();
     drop(stream);
     let report: serde_json::Value = serde_json::from_str(&report).unwrap();
     assert_eq!(report["source_rows"].as_u64(), Some(rows), "{report}");
@@ -174,6 +191,12 @@ async fn main() {
         rate(cdc_secs),
         bytes as f64 / 1e6 / cdc_secs,
         dump_secs / cdc_secs
+    );
+    println!(
+        "| `cdc-sync backfill --parallel 2` (stream running) | {parallel_secs:.1} | {:.0} | {:.1} | {:.2}× |",
+        rate(parallel_secs),
+        bytes as f64 / 1e6 / parallel_secs,
+        dump_secs / parallel_secs
     );
     println!(
         "\n`cdc-sync verify` of the copy: {verify_secs:.1} s, {:.0} rows/s per side, result {}.\n",

@@ -50,22 +50,7 @@ pub fn app(state: AppState) -> Router {
             get(api::users::get_me).put(api::users::update_me),
         )
         .route("/api/users/{id}", get(api::users::get_by_id))
-        .route(
-            "/api/products",
-            get(api::products::list).post(api::products::create),
-        )
-        .route(
-            "/api/products/{id}",
-            get(api::products::get_one).put(api::products::update),
-        )
-        .route(
-            "/api/products/{id}/inventory",
-            get(api::products::inventory),
-        )
-        .route(
-            "/api/products/{id}/inventory/adjust",
-            post(api::products::adjust_inventory),
-        )
+        .merge(service_kit::products::routes())
         .route(
             "/api/orders",
             get(api::orders::list_own).post(api::orders::place),
@@ -92,6 +77,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     service_kit::http::metrics_response(&state.metrics.http)
+}
+
+impl service_kit::products::ProductsState for AppState {
+    fn pool(&self) -> &Pool {
+        &self.pool
+    }
 }
 
 impl service_kit::extract::VerifyToken for AppState {

@@ -16,6 +16,10 @@ pub struct Config {
     pub database_url: String,
     /// Largest number of pooled database connections.
     pub db_pool_max: usize,
+    /// New rows get ids `id_offset`, `id_offset + id_step`, … (env `SHOP_ID_STEP`,
+    /// `SHOP_ID_OFFSET`): with a service on another offset, both sides insert without colliding.
+    pub id_step: u16,
+    pub id_offset: u16,
     /// Largest request body in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
     /// Token signing.
@@ -68,6 +72,8 @@ impl Default for Config {
             listen: "127.0.0.1:8080".parse().expect("valid default address"),
             database_url: "mysql://root@127.0.0.1:3306/shop".into(),
             db_pool_max: 32,
+            id_step: 1,
+            id_offset: 1,
             max_body_bytes: 1024 * 1024,
             jwt: JwtConfig::default(),
             payment: PaymentConfig::default(),
@@ -138,7 +144,7 @@ impl Config {
         toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
     }
 
-    /// Applies `SHOP_LISTEN`, `SHOP_DATABASE_URL`, `SHOP_JWT_SECRET`.
+    /// Applies `SHOP_LISTEN`, `SHOP_DATABASE_URL`, `SHOP_JWT_SECRET`, `SHOP_ID_STEP`, `SHOP_ID_OFFSET`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         if let Some(v) = get("SHOP_LISTEN") {
             self.listen = v.parse().map_err(|e| ConfigError::Env {
@@ -151,6 +157,17 @@ impl Config {
         }
         if let Some(v) = get("SHOP_JWT_SECRET") {
             self.jwt.secret = v;
+        }
+        for (name, field) in [
+            ("SHOP_ID_STEP", &mut self.id_step),
+            ("SHOP_ID_OFFSET", &mut self.id_offset),
+        ] {
+            if let Some(v) = get(name) {
+                *field = v.parse().map_err(|e| ConfigError::Env {
+                    name,
+                    message: format!("{v:?} is not a number from 1 to 65535 ({e})"),
+                })?;
+            }
         }
         Ok(())
     }
@@ -168,6 +185,12 @@ impl Config {
         }
         if self.db_pool_max == 0 {
             return Err(ConfigError::Invalid("db_pool_max must be > 0".into()));
+        }
+        if self.id_step == 0 || self.id_offset == 0 || self.id_offset > self.id_step {
+            return Err(ConfigError::Invalid(format!(
+                "id_offset must be 1 to id_step (got offset {} step {})",
+                self.id_offset, self.id_step
+            )));
         }
         if self.max_body_bytes < 1024 {
             return Err(ConfigError::Invalid("max_body_bytes must be ≥ 1024".into()));

@@ -21,7 +21,12 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     db::ensure_database(&config.database_url)
         .await
         .with_context(|| format!("creating the database of {}", config.database_url))?;
-    let pool = db::pool(&config.database_url, config.db_pool_max)?;
+    let pool = db::pool_with_ids(
+        &config.database_url,
+        config.db_pool_max,
+        config.id_step,
+        config.id_offset,
+    )?;
     let ran = db::migrate::run(&pool, db::migrate::MIGRATIONS)
         .await
         .context("running migrations")?;

@@ -197,3 +197,18 @@ pub async fn shutdown_signal() {
     }
     tracing::info!("shutting down: finishing in-flight requests");
 }
+
+/// Serves `app` on `listen` until SIGTERM or Ctrl-C, finishing in-flight requests.
+pub async fn serve(
+    listen: std::net::SocketAddr,
+    name: &str,
+    app: axum::Router,
+) -> std::io::Result<()> {
+    let listener = tokio::net::TcpListener::bind(listen).await?;
+    tracing::info!(%listen, "{name} listening");
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    tracing::info!("stopped");
+    Ok(())
+}

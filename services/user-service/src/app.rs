@@ -64,7 +64,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             observe,

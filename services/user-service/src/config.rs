@@ -1,11 +1,10 @@
-//! user-service's one config struct: defaults that run on one machine, then an optional TOML file,
-//! then `USER_SVC_*` environment overrides; `--check-config` validates it and exits.
+//! user-service's one config struct: defaults that run on one machine, then an optional TOML file
+//! (`[server]`, `[jwt]`), then `USER_SVC_*` environment overrides; `--check-config` validates it.
 
-use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
-pub use service_kit::http::LogFormat;
+pub use service_kit::config::{ConfigError, ServerSettings};
 
 /// The development secret the monolith uses too (its `DEV_JWT_SECRET`).
 pub const DEV_LEGACY_SECRET: &str = "strangler-dev-secret-change-me-0123456789";
@@ -14,20 +13,9 @@ pub const DEV_LEGACY_SECRET: &str = "strangler-dev-secret-change-me-0123456789";
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Config {
-    /// Address of the API and of `/metrics`, `/healthz`, `/readyz` (env `USER_SVC_LISTEN`).
-    pub listen: SocketAddr,
-    /// MariaDB URL of the service's own schema (env `USER_SVC_DATABASE_URL`).
-    pub database_url: String,
-    /// Largest number of pooled database connections.
-    pub db_pool_max: usize,
-    /// New user ids are `id_offset`, `id_offset + id_step`, …: with the monolith on another
-    /// offset, both sides create users during a canary without colliding ids.
-    pub id_step: u16,
-    pub id_offset: u16,
-    /// Largest request body in bytes; larger bodies get 413.
-    pub max_body_bytes: usize,
+    /// Listen address (8081), database (`user_svc`), pool, id numbering, limits, logs.
+    pub server: ServerSettings,
     pub jwt: JwtConfig,
-    pub log_format: LogFormat,
 }
 
 /// Which key signs new tokens.
@@ -64,14 +52,8 @@ pub struct JwtConfig {
 impl Default for Config {
     fn default() -> Self {
         Self {
-            listen: "127.0.0.1:8081".parse().expect("valid address"),
-            database_url: "mysql://root@127.0.0.1:3306/user_svc".into(),
-            db_pool_max: 20,
-            id_step: 1,
-            id_offset: 1,
-            max_body_bytes: 64 * 1024,
+            server: ServerSettings::new(8081, "user_svc"),
             jwt: JwtConfig::default(),
-            log_format: LogFormat::Auto,
         }
     }
 }
@@ -91,60 +73,18 @@ impl Default for JwtConfig {
     }
 }
 
-/// A config that could not be loaded, with where and why.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("reading {path}: {source}")]
-    Read {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{path}: {message}")]
-    Parse { path: String, message: String },
-    #[error("environment variable {name}: {message}")]
-    Env { name: &'static str, message: String },
-    #[error("invalid config: {0}")]
-    Invalid(String),
-}
-
 impl Config {
     /// Defaults, then the file (if given), then environment overrides; validated.
     pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut config = match path {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-                    path: path.display().to_string(),
-                    source,
-                })?;
-                Self::from_toml(&text).map_err(|message| ConfigError::Parse {
-                    path: path.display().to_string(),
-                    message,
-                })?
-            }
-            None => Self::default(),
-        };
+        let mut config: Self = service_kit::config::read(path)?;
         config.apply_env(|name| std::env::var(name).ok())?;
         config.validate()?;
         Ok(config)
     }
 
-    /// Parses TOML text; the error names line, column and field.
-    pub fn from_toml(text: &str) -> Result<Self, String> {
-        toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
-    }
-
-    /// Applies `USER_SVC_LISTEN`, `USER_SVC_DATABASE_URL`, `USER_SVC_JWT_LEGACY_SECRET`.
+    /// Applies `USER_SVC_LISTEN`, `_DATABASE_URL`, `_ID_STEP`, `_ID_OFFSET`, `_JWT_LEGACY_SECRET`.
     pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
-        if let Some(v) = get("USER_SVC_LISTEN") {
-            self.listen = v.parse().map_err(|e| ConfigError::Env {
-                name: "USER_SVC_LISTEN",
-                message: format!("{v:?} is not an address like 127.0.0.1:8081 ({e})"),
-            })?;
-        }
-        if let Some(v) = get("USER_SVC_DATABASE_URL") {
-            self.database_url = v;
-        }
+        self.server.apply_env("USER_SVC", &get)?;
         if let Some(v) = get("USER_SVC_JWT_LEGACY_SECRET") {
             self.jwt.legacy_secret = v;
         }
@@ -153,6 +93,7 @@ impl Config {
 
     /// Checks values that parse but cannot work.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if !self.jwt.legacy_secret.is_empty() && self.jwt.legacy_secret.len() < 32 {
             return bad(format!(
@@ -168,24 +109,6 @@ impl Config {
                 "jwt.ttl_secs, jwt.reload_secs and jwt.rotate_after_secs must be > 0".into(),
             );
         }
-        if self.db_pool_max == 0 {
-            return bad("db_pool_max must be > 0".into());
-        }
-        if self.id_step == 0 || self.id_offset == 0 || self.id_offset > self.id_step {
-            return bad(format!(
-                "id_offset must be 1 to id_step (got offset {} step {})",
-                self.id_offset, self.id_step
-            ));
-        }
-        if self.max_body_bytes < 1024 {
-            return bad("max_body_bytes must be ≥ 1024".into());
-        }
-        mysql_async::Opts::from_url(&self.database_url).map_err(|e| {
-            ConfigError::Invalid(format!(
-                "database_url {:?} is not a MariaDB URL: {e}",
-                self.database_url
-            ))
-        })?;
         Ok(())
     }
 }
@@ -211,11 +134,15 @@ mod tests {
 
     #[test]
     fn bad_files_name_the_line_and_bad_values_are_refused() {
-        let err = Config::from_toml("listen = \"127.0.0.1:9000\"\n\n[jwt]\nsign_with = \"rsa\"\n")
-            .unwrap_err();
-        assert!(err.contains("line 4") && err.contains("rsa"), "{err}");
-        let mut c =
-            Config::from_toml("[jwt]\nlegacy_secret = \"\"\nsign_with = \"ed25519\"\n").unwrap();
+        let err = service_kit::config::from_toml::<Config>(
+            "[server]\nlisten = \"127.0.0.1:9000\"\n\n[jwt]\nsign_with = \"rsa\"\n",
+        )
+        .unwrap_err();
+        assert!(err.contains("line 5") && err.contains("rsa"), "{err}");
+        let mut c: Config = service_kit::config::from_toml(
+            "[jwt]\nlegacy_secret = \"\"\nsign_with = \"ed25519\"\n",
+        )
+        .unwrap();
         c.validate().unwrap();
         c.jwt.sign_with = SignWith::Legacy;
         assert!(
@@ -224,12 +151,6 @@ mod tests {
                 .to_string()
                 .contains("legacy_secret")
         );
-        let c = Config {
-            id_offset: 3,
-            id_step: 2,
-            ..Config::default()
-        };
-        assert!(c.validate().unwrap_err().to_string().contains("id_offset"));
         let err = Config::default()
             .apply_env(|n| (n == "USER_SVC_LISTEN").then(|| "nope".to_string()))
             .unwrap_err();

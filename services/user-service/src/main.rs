@@ -43,11 +43,11 @@ async fn main() -> anyhow::Result<()> {
     if cli.check_config {
         println!(
             "config OK: listen {} database {}",
-            config.listen, config.database_url
+            config.server.listen, config.server.database_url
         );
         return Ok(());
     }
-    service_kit::http::init_logging(config.log_format);
+    service_kit::http::init_logging(config.server.log_format);
     match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => serve(config).await,
         Command::Migrate => {
@@ -69,16 +69,9 @@ async fn serve(config: Config) -> anyhow::Result<()> {
             "jwt.legacy_secret is the development default; set USER_SVC_JWT_LEGACY_SECRET in production"
         );
     }
-    let listen = config.listen;
+    let listen = config.server.listen;
     let state = user_service::prepare(config).await?;
-    let listener = tokio::net::TcpListener::bind(listen)
+    service_kit::http::serve(listen, "user-service", user_service::app(state))
         .await
-        .with_context(|| format!("binding {listen}"))?;
-    tracing::info!(%listen, "user-service listening");
-    axum::serve(listener, user_service::app(state))
-        .with_graceful_shutdown(service_kit::http::shutdown_signal())
-        .await
-        .context("serving")?;
-    tracing::info!("stopped");
-    Ok(())
+        .with_context(|| format!("serving on {listen}"))
 }

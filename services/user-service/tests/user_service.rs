@@ -55,10 +55,8 @@ async fn service_with(tweak: impl FnOnce(&mut user_service::Config)) -> Running 
         .create_database("user_svc")
         .await
         .unwrap();
-    let mut config = user_service::Config {
-        database_url: db.url.clone(),
-        ..user_service::Config::default()
-    };
+    let mut config = user_service::Config::default();
+    config.server.database_url = db.url.clone();
     tweak(&mut config);
     let state = user_service::prepare(config).await.unwrap();
     let (l, base) = bind().await;
@@ -394,8 +392,8 @@ async fn ed25519_keys_rotate_through_the_jwks_and_bad_tokens_are_refused() {
         c.jwt.prepublish_secs = 1;
         c.jwt.reload_secs = 1;
         // Even ids: the monolith keeps the odd ones.
-        c.id_step = 2;
-        c.id_offset = 2;
+        c.server.id_step = 2;
+        c.server.id_offset = 2;
     })
     .await;
     let user = register(&s.side, "erin@example.com").await;

@@ -1,6 +1,7 @@
 //! `strangler-dev`: the dev stack behind `./dev up` — two private MariaDB servers (monolith and
-//! services, binlog on), seeded demo data, and the legacy monolith; prints what runs where and
-//! stops everything on Ctrl-C. `--check` brings it up, probes it and exits (used by CI).
+//! services, binlog on), seeded demo data, the legacy monolith, user-service, cdc-sync and the
+//! proxy; prints what runs where and stops everything on Ctrl-C. `--check` brings it up, probes
+//! it and exits (used by CI).
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -62,6 +63,7 @@ struct Args {
 
 const CHECK_USER: &str =
     r#"{"email":"dev-check@example.com","password":"password123","name":"Dev Check"}"#;
+const CHECK_LOGIN: &str = r#"{"email":"dev-check@example.com","password":"password123"}"#;
 
 /// Errors here are one line for the person at the terminal.
 type Fallible<T> = Result<T, String>;
@@ -127,6 +129,7 @@ fn run(args: Args) -> Fallible<()> {
         (args.monolith_db_port, "--monolith-db-port"),
         (args.services_db_port, "--services-db-port"),
         (args.monolith_port, "--monolith-port"),
+        (args.monolith_port + 1, "--monolith-port (+1: user-service)"),
         (args.proxy_port, "--proxy-port"),
         (args.proxy_admin_port, "--proxy-admin-port"),
         (args.cdc_port, "--cdc-port"),
@@ -138,6 +141,7 @@ fn run(args: Args) -> Fallible<()> {
         }
     }
     let monolith_bin = binary(&args.bin_dir, "legacy-monolith")?;
+    let user_bin = binary(&args.bin_dir, "user-service")?;
     let proxy_bin = binary(&args.bin_dir, "strangler-proxy")?;
     let cdc_bin = binary(&args.bin_dir, "cdc-sync")?;
     let routes = std::fs::read_to_string(&args.proxy_routes)
@@ -185,12 +189,34 @@ fn run(args: Args) -> Fallible<()> {
         &[
             ("SHOP_DATABASE_URL", shop_url.clone()),
             ("SHOP_LISTEN", format!("127.0.0.1:{}", args.monolith_port)),
+            // Odd ids here, even ids in the services: both sides may insert during a rollout.
+            ("SHOP_ID_STEP", "2".into()),
+            ("SHOP_ID_OFFSET", "1".into()),
         ],
         &args.state_dir.join("legacy-monolith.pid"),
         &monolith_log,
     )
     .map_err(|e| e.to_string())?;
     wait_ready(args.monolith_port, "legacy-monolith", &monolith)?;
+
+    eprintln!("starting user-service…");
+    let user_port = args.monolith_port + 1;
+    let user_log = logs.join("user-service.log");
+    let _ = std::fs::remove_file(&user_log);
+    let user_service = ProcessGuard::spawn_with_env(
+        &user_bin,
+        &["serve".to_string()],
+        &[
+            ("USER_SVC_DATABASE_URL", services_db.url("user_svc")),
+            ("USER_SVC_LISTEN", format!("127.0.0.1:{user_port}")),
+            ("USER_SVC_ID_STEP", "2".into()),
+            ("USER_SVC_ID_OFFSET", "2".into()),
+        ],
+        &args.state_dir.join("user-service.pid"),
+        &user_log,
+    )
+    .map_err(|e| e.to_string())?;
+    wait_ready(user_port, "user-service", &user_service)?;
 
     eprintln!("starting cdc-sync (monolith → services, direct mode)…");
     // The services server gets the shop schema as `shop_mirror` until the services own theirs.
@@ -216,8 +242,10 @@ fn run(args: Args) -> Fallible<()> {
         services_db.root_url(),
         args.cdc_port
     );
+    // users: into user-service's own schema; the other domains into the mirror until their
+    // services own them.
+    cdc_text.push_str("\n[[tables]]\nsource = \"shop.users\"\ntarget = \"user_svc.users\"\n");
     for table in [
-        "users",
         "products",
         "inventory",
         "orders",
@@ -306,6 +334,12 @@ fn run(args: Args) -> Fallible<()> {
     );
     println!(
         "  {:<22} {:<40} {}",
+        "user-service",
+        format!("http://127.0.0.1:{user_port}"),
+        user_log.display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
         "strangler-proxy",
         format!("http://127.0.0.1:{}", args.proxy_port),
         proxy_log.display()
@@ -319,10 +353,7 @@ fn run(args: Args) -> Fallible<()> {
     println!(
         "  {:<22} {:<40} {}",
         "cdc-sync",
-        format!(
-            "shop → shop_mirror, http://127.0.0.1:{}/metrics",
-            args.cdc_port
-        ),
+        format!("shop → user_svc + shop_mirror, :{}/metrics", args.cdc_port),
         cdc_log.display()
     );
     println!();
@@ -372,7 +403,7 @@ fn run(args: Args) -> Fallible<()> {
         if !answer.starts_with("HTTP/1.1 201") {
             return Err(format!("registering through the proxy: {answer}"));
         }
-        let mirror = services_db.url("shop_mirror");
+        let mirror = services_db.url("user_svc");
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -397,12 +428,26 @@ fn run(args: Args) -> Fallible<()> {
         });
         if !replicated {
             return Err(format!(
-                "the new user never reached shop_mirror; see {}",
+                "the new user never reached user_svc; see {}",
                 cdc_log.display()
             ));
         }
+        // …and logs in on user-service with the password set on the monolith.
+        let login = format!(
+            "POST /api/users/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
+            CHECK_LOGIN.len(),
+            CHECK_LOGIN
+        );
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", user_port)).map_err(|e| e.to_string())?;
+        s.write_all(login.as_bytes()).map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        if !answer.starts_with("HTTP/1.1 200") || !answer.contains("\"token\"") {
+            return Err(format!("logging in on user-service: {answer}"));
+        }
         println!(
-            "check passed: every component answered and a write through the proxy replicated; stopping."
+            "check passed: every component answered, a write through the proxy replicated to user-service and logs in there; stopping."
         );
         return Ok(());
     }
@@ -429,6 +474,10 @@ fn run(args: Args) -> Fallible<()> {
                         eprintln!("cdc-sync exited; see {}", cdc_log.display());
                         break;
                     }
+                    if !user_service.is_alive() {
+                        eprintln!("user-service exited; see {}", user_log.display());
+                        break;
+                    }
                     if !proxy.is_alive() {
                         eprintln!("strangler-proxy exited; see {}", proxy_log.display());
                         break;
@@ -440,6 +489,7 @@ fn run(args: Args) -> Fallible<()> {
     eprintln!("stopping…");
     drop(proxy);
     drop(cdc);
+    drop(user_service);
     drop(monolith);
     drop(services_db);
     drop(monolith_db);
