@@ -24,6 +24,18 @@ pub struct Side {
 pub type Answer = (u16, Value);
 
 impl Side {
+    /// Serves `app` on a free loopback port for the rest of the test; the side that reaches it.
+    pub async fn serve(app: axum::Router) -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("a free port");
+        let base = format!("http://{}", listener.local_addr().expect("bound"));
+        tokio::spawn(async move {
+            axum::serve(listener, app).await.expect("serving");
+        });
+        Self::new(base)
+    }
+
     /// A server at `base` (`http://127.0.0.1:port`).
     pub fn new(base: impl Into<String>) -> Self {
         Self {

@@ -10,26 +10,10 @@ use service_kit::jwt::{Audience, Keyring};
 use testkit::contract::{Body, Side, differences};
 use user_service::config::SignWith;
 
-/// A running server: its address and database URL.
+/// A running server: where it answers, and its database.
 struct Running {
     side: Side,
     db_url: String,
-    _task: tokio::task::JoinHandle<()>,
-}
-
-async fn serve(
-    listener: tokio::net::TcpListener,
-    app: axum::Router,
-) -> tokio::task::JoinHandle<()> {
-    tokio::spawn(async move {
-        axum::serve(listener, app).await.unwrap();
-    })
-}
-
-async fn bind() -> (tokio::net::TcpListener, String) {
-    let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let base = format!("http://{}", l.local_addr().unwrap());
-    (l, base)
 }
 
 async fn monolith() -> Running {
@@ -42,11 +26,9 @@ async fn monolith() -> Running {
         ..legacy_monolith::Config::default()
     };
     let state = legacy_monolith::prepare(config).await.unwrap();
-    let (l, base) = bind().await;
     Running {
-        side: Side::new(base),
+        side: Side::serve(legacy_monolith::app(state)).await,
         db_url: db.url,
-        _task: serve(l, legacy_monolith::app(state)).await,
     }
 }
 
@@ -59,11 +41,9 @@ async fn service_with(tweak: impl FnOnce(&mut user_service::Config)) -> Running 
     config.server.database_url = db.url.clone();
     tweak(&mut config);
     let state = user_service::prepare(config).await.unwrap();
-    let (l, base) = bind().await;
     Running {
-        side: Side::new(base),
+        side: Side::serve(user_service::app(state)).await,
         db_url: db.url,
-        _task: serve(l, user_service::app(state)).await,
     }
 }
 
