@@ -130,6 +130,7 @@ fn run(args: Args) -> Fallible<()> {
         (args.services_db_port, "--services-db-port"),
         (args.monolith_port, "--monolith-port"),
         (args.monolith_port + 1, "--monolith-port (+1: user-service)"),
+        (args.monolith_port + 2, "--monolith-port (+2: product-service)"),
         (args.proxy_port, "--proxy-port"),
         (args.proxy_admin_port, "--proxy-admin-port"),
         (args.cdc_port, "--cdc-port"),
@@ -142,6 +143,7 @@ fn run(args: Args) -> Fallible<()> {
     }
     let monolith_bin = binary(&args.bin_dir, "legacy-monolith")?;
     let user_bin = binary(&args.bin_dir, "user-service")?;
+    let product_bin = binary(&args.bin_dir, "product-service")?;
     let proxy_bin = binary(&args.bin_dir, "strangler-proxy")?;
     let cdc_bin = binary(&args.bin_dir, "cdc-sync")?;
     let routes = std::fs::read_to_string(&args.proxy_routes)
@@ -218,6 +220,29 @@ fn run(args: Args) -> Fallible<()> {
     .map_err(|e| e.to_string())?;
     wait_ready(user_port, "user-service", &user_service)?;
 
+    eprintln!("starting product-service…");
+    let product_port = args.monolith_port + 2;
+    let product_log = logs.join("product-service.log");
+    let _ = std::fs::remove_file(&product_log);
+    let product_service = ProcessGuard::spawn_with_env(
+        &product_bin,
+        &["serve".to_string()],
+        &[
+            ("PRODUCT_SVC_DATABASE_URL", services_db.url("product_svc")),
+            ("PRODUCT_SVC_LISTEN", format!("127.0.0.1:{product_port}")),
+            ("PRODUCT_SVC_ID_STEP", "2".into()),
+            ("PRODUCT_SVC_ID_OFFSET", "2".into()),
+            (
+                "PRODUCT_SVC_JWKS_URL",
+                format!("http://127.0.0.1:{user_port}/.well-known/jwks.json"),
+            ),
+        ],
+        &args.state_dir.join("product-service.pid"),
+        &product_log,
+    )
+    .map_err(|e| e.to_string())?;
+    wait_ready(product_port, "product-service", &product_service)?;
+
     eprintln!("starting cdc-sync (monolith → services, direct mode)…");
     // The services server gets the shop schema as `shop_mirror` until the services own theirs.
     let out = Command::new(&monolith_bin)
@@ -242,12 +267,18 @@ fn run(args: Args) -> Fallible<()> {
         services_db.root_url(),
         args.cdc_port
     );
-    // users: into user-service's own schema; the other domains into the mirror until their
-    // services own them.
-    cdc_text.push_str("\n[[tables]]\nsource = \"shop.users\"\ntarget = \"user_svc.users\"\n");
+    // users, products and inventory: into their services' own schemas; the other domains into
+    // the mirror until their services own them.
+    for (table, schema) in [
+        ("users", "user_svc"),
+        ("products", "product_svc"),
+        ("inventory", "product_svc"),
+    ] {
+        cdc_text.push_str(&format!(
+            "\n[[tables]]\nsource = \"shop.{table}\"\ntarget = \"{schema}.{table}\"\n"
+        ));
+    }
     for table in [
-        "products",
-        "inventory",
         "orders",
         "order_items",
         "payments",
@@ -337,6 +368,12 @@ fn run(args: Args) -> Fallible<()> {
         "user-service",
         format!("http://127.0.0.1:{user_port}"),
         user_log.display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
+        "product-service",
+        format!("http://127.0.0.1:{product_port}"),
+        product_log.display()
     );
     println!(
         "  {:<22} {:<40} {}",
@@ -446,8 +483,30 @@ fn run(args: Args) -> Fallible<()> {
         if !answer.starts_with("HTTP/1.1 200") || !answer.contains("\"token\"") {
             return Err(format!("logging in on user-service: {answer}"));
         }
+        // The seeded catalog reaches product-service by a backfill through the running stream,
+        // and both sides then answer alike.
+        let out = Command::new(&cdc_bin)
+            .args(["backfill", "--table", "shop.products", "--config"])
+            .arg(&cdc_config)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() {
+            return Err(format!(
+                "backfilling shop.products: {}",
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        let (status, from_monolith) = http_get(args.monolith_port, "/api/products/1")
+            .map_err(|e| format!("probing the monolith: {e}"))?;
+        let (pstatus, from_service) = http_get(product_port, "/api/products/1")
+            .map_err(|e| format!("probing product-service: {e}"))?;
+        if status != 200 || pstatus != 200 || from_monolith != from_service {
+            return Err(format!(
+                "product 1 after the backfill: monolith {status} {from_monolith} / product-service {pstatus} {from_service}"
+            ));
+        }
         println!(
-            "check passed: every component answered, a write through the proxy replicated to user-service and logs in there; stopping."
+            "check passed: every component answered, a write through the proxy replicated to user-service and logs in there, the catalog backfilled into product-service answers as the monolith; stopping."
         );
         return Ok(());
     }
@@ -474,6 +533,10 @@ fn run(args: Args) -> Fallible<()> {
                         eprintln!("cdc-sync exited; see {}", cdc_log.display());
                         break;
                     }
+                    if !product_service.is_alive() {
+                        eprintln!("product-service exited; see {}", product_log.display());
+                        break;
+                    }
                     if !user_service.is_alive() {
                         eprintln!("user-service exited; see {}", user_log.display());
                         break;
@@ -489,6 +552,7 @@ fn run(args: Args) -> Fallible<()> {
     eprintln!("stopping…");
     drop(proxy);
     drop(cdc);
+    drop(product_service);
     drop(user_service);
     drop(monolith);
     drop(services_db);
