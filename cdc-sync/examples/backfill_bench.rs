@@ -212,8 +212,9 @@ async fn main() {
     );
     let per_gb = |secs: f64| secs / gb.max(1e-9);
     println!(
-        "Extrapolated to 500 GB at these rates: backfill {:.1} h, verify {:.1} h, mysqldump | mysql {:.1} h (linear in size; the real table's row width and the servers' disks change this).\n",
+        "Extrapolated to 500 GB at these rates: backfill {:.1} h ({:.1} h with --parallel 2), verify {:.1} h, mysqldump | mysql {:.1} h (linear in size; the real table's row width and the servers' disks change this).\n",
         per_gb(cdc_secs) * 500.0 / 3600.0,
+        per_gb(parallel_secs) * 500.0 / 3600.0,
         per_gb(verify_secs) * 500.0 / 3600.0,
         per_gb(dump_secs) * 500.0 / 3600.0
     );
