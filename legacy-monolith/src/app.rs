@@ -53,9 +53,9 @@ pub fn app(state: AppState) -> Router {
         .merge(service_kit::products::routes())
         .route(
             "/api/orders",
-            get(api::orders::list_own).post(api::orders::place),
+            get(api::orders::list_own::<AppState>).post(api::orders::place),
         )
-        .route("/api/orders/{id}", get(api::orders::get_one))
+        .route("/api/orders/{id}", get(api::orders::get_one::<AppState>))
         .route("/api/orders/{id}/cancel", post(api::orders::cancel))
         .route("/api/notifications", get(api::notifications::list_own))
         .route("/healthz", get(healthz))
@@ -77,6 +77,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     service_kit::http::metrics_response(&state.metrics.http)
+}
+
+impl service_kit::orders::OrdersState for AppState {
+    fn orders_pool(&self) -> &Pool {
+        &self.pool
+    }
 }
 
 impl service_kit::products::ProductsState for AppState {

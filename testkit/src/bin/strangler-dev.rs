@@ -130,7 +130,10 @@ fn run(args: Args) -> Fallible<()> {
         (args.services_db_port, "--services-db-port"),
         (args.monolith_port, "--monolith-port"),
         (args.monolith_port + 1, "--monolith-port (+1: user-service)"),
-        (args.monolith_port + 2, "--monolith-port (+2: product-service)"),
+        (
+            args.monolith_port + 2,
+            "--monolith-port (+2: product-service)",
+        ),
         (args.proxy_port, "--proxy-port"),
         (args.proxy_admin_port, "--proxy-admin-port"),
         (args.cdc_port, "--cdc-port"),
@@ -278,12 +281,7 @@ fn run(args: Args) -> Fallible<()> {
             "\n[[tables]]\nsource = \"shop.{table}\"\ntarget = \"{schema}.{table}\"\n"
         ));
     }
-    for table in [
-        "orders",
-        "order_items",
-        "payments",
-        "notifications",
-    ] {
+    for table in ["orders", "order_items", "payments", "notifications"] {
         cdc_text.push_str(&format!(
             "\n[[tables]]\nsource = \"shop.{table}\"\ntarget = \"shop_mirror.{table}\"\n"
         ));
