@@ -5,6 +5,7 @@
 pub mod contract;
 mod error;
 mod mariadb;
+pub mod payment_sim;
 mod process;
 mod shared;
 mod tansu;

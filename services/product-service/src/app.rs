@@ -67,6 +67,10 @@ pub fn app(state: AppState) -> Router {
             "/internal/reservations/{id}/commit",
             post(reservations::commit),
         )
+        .route(
+            "/internal/reservations/{id}/return",
+            post(reservations::give_back),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))

@@ -185,12 +185,10 @@ async fn try_reserve(
                 .await?;
             return Err(match available {
                 None => ApiError::NotFound("product"),
-                Some(n) => ApiError::Conflict {
+                // The monolith's words, which order-service passes on unchanged.
+                Some(_) => ApiError::Conflict {
                     code: "insufficient_stock",
-                    message: format!(
-                        "product {} has {n} in stock, {} requested",
-                        item.product_id, item.quantity
-                    ),
+                    message: format!("not enough stock for product {}", item.product_id),
                 },
             });
         }
@@ -244,6 +242,16 @@ pub async fn commit(
     transition(&state, &id, "committed").await
 }
 
+/// `POST /internal/reservations/{id}/return`: a committed reservation's stock comes back (the
+/// order was cancelled after payment); again is a no-op.
+pub async fn give_back(
+    State(state): State<AppState>,
+    _: Internal,
+    Path(id): Path<String>,
+) -> Result<Json<ReservationView>, ApiError> {
+    transition(&state, &id, "returned").await
+}
+
 async fn transition(
     state: &AppState,
     id: &str,
@@ -255,19 +263,20 @@ async fn transition(
         .ok_or(ApiError::NotFound("reservation"))?;
     match (r.status.as_str(), to) {
         (from, to) if from == to => return Ok(Json(r)),
-        ("reserved", _) => {}
+        ("reserved", "released" | "committed") | ("committed", "returned") => {}
         (from, _) => {
             return Err(ApiError::Conflict {
-                code: if from == "committed" {
-                    "reservation_committed"
-                } else {
-                    "reservation_released"
+                code: match from {
+                    "committed" => "reservation_committed",
+                    "reserved" => "reservation_not_committed",
+                    "returned" => "reservation_returned",
+                    _ => "reservation_released",
                 },
                 message: format!("reservation {id} is already {from}"),
             });
         }
     }
-    if to == "released" {
+    if to == "released" || to == "returned" {
         for item in &r.items {
             tx.exec_drop(
                 "UPDATE inventory SET available = available + ? WHERE product_id = ?",

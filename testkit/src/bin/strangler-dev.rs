@@ -134,6 +134,14 @@ fn run(args: Args) -> Fallible<()> {
             args.monolith_port + 2,
             "--monolith-port (+2: product-service)",
         ),
+        (
+            args.monolith_port + 3,
+            "--monolith-port (+3: order-service)",
+        ),
+        (
+            args.monolith_port + 10,
+            "--monolith-port (+10: payment-gateway-sim)",
+        ),
         (args.proxy_port, "--proxy-port"),
         (args.proxy_admin_port, "--proxy-admin-port"),
         (args.cdc_port, "--cdc-port"),
@@ -147,6 +155,8 @@ fn run(args: Args) -> Fallible<()> {
     let monolith_bin = binary(&args.bin_dir, "legacy-monolith")?;
     let user_bin = binary(&args.bin_dir, "user-service")?;
     let product_bin = binary(&args.bin_dir, "product-service")?;
+    let order_bin = binary(&args.bin_dir, "order-service")?;
+    let gateway_bin = binary(&args.bin_dir, "payment-gateway-sim")?;
     let proxy_bin = binary(&args.bin_dir, "strangler-proxy")?;
     let cdc_bin = binary(&args.bin_dir, "cdc-sync")?;
     let routes = std::fs::read_to_string(&args.proxy_routes)
@@ -246,6 +256,46 @@ fn run(args: Args) -> Fallible<()> {
     .map_err(|e| e.to_string())?;
     wait_ready(product_port, "product-service", &product_service)?;
 
+    eprintln!("starting the payment gateway simulator and order-service…");
+    let gateway_port = args.monolith_port + 10;
+    let gateway_log = logs.join("payment-gateway-sim.log");
+    let gateway = ProcessGuard::spawn(
+        &gateway_bin,
+        &["--listen".to_string(), format!("127.0.0.1:{gateway_port}")],
+        &args.state_dir.join("payment-gateway-sim.pid"),
+        &gateway_log,
+    )
+    .map_err(|e| e.to_string())?;
+    let order_port = args.monolith_port + 3;
+    let order_log = logs.join("order-service.log");
+    let _ = std::fs::remove_file(&order_log);
+    let order_service = ProcessGuard::spawn_with_env(
+        &order_bin,
+        &["serve".to_string()],
+        &[
+            ("ORDER_SVC_DATABASE_URL", services_db.url("order_svc")),
+            ("ORDER_SVC_LISTEN", format!("127.0.0.1:{order_port}")),
+            ("ORDER_SVC_ID_STEP", "2".into()),
+            ("ORDER_SVC_ID_OFFSET", "2".into()),
+            (
+                "ORDER_SVC_PRODUCT_URL",
+                format!("http://127.0.0.1:{product_port}"),
+            ),
+            (
+                "ORDER_SVC_PAYMENT_URL",
+                format!("http://127.0.0.1:{gateway_port}"),
+            ),
+            (
+                "ORDER_SVC_JWKS_URL",
+                format!("http://127.0.0.1:{user_port}/.well-known/jwks.json"),
+            ),
+        ],
+        &args.state_dir.join("order-service.pid"),
+        &order_log,
+    )
+    .map_err(|e| e.to_string())?;
+    wait_ready(order_port, "order-service", &order_service)?;
+
     eprintln!("starting cdc-sync (monolith → services, direct mode)…");
     // The services server gets the shop schema as `shop_mirror` until the services own theirs.
     let out = Command::new(&monolith_bin)
@@ -270,22 +320,23 @@ fn run(args: Args) -> Fallible<()> {
         services_db.root_url(),
         args.cdc_port
     );
-    // users, products and inventory: into their services' own schemas; the other domains into
-    // the mirror until their services own them.
+    // users, products, inventory, orders: into their services' own schemas; notifications into
+    // the mirror until notification-service owns them.
     for (table, schema) in [
         ("users", "user_svc"),
         ("products", "product_svc"),
         ("inventory", "product_svc"),
+        ("orders", "order_svc"),
+        ("order_items", "order_svc"),
+        ("payments", "order_svc"),
     ] {
         cdc_text.push_str(&format!(
             "\n[[tables]]\nsource = \"shop.{table}\"\ntarget = \"{schema}.{table}\"\n"
         ));
     }
-    for table in ["orders", "order_items", "payments", "notifications"] {
-        cdc_text.push_str(&format!(
-            "\n[[tables]]\nsource = \"shop.{table}\"\ntarget = \"shop_mirror.{table}\"\n"
-        ));
-    }
+    cdc_text.push_str(
+        "\n[[tables]]\nsource = \"shop.notifications\"\ntarget = \"shop_mirror.notifications\"\n",
+    );
     std::fs::write(&cdc_config, cdc_text).map_err(|e| e.to_string())?;
     let cdc_log = logs.join("cdc-sync.log");
     let _ = std::fs::remove_file(&cdc_log);
@@ -372,6 +423,18 @@ fn run(args: Args) -> Fallible<()> {
         "product-service",
         format!("http://127.0.0.1:{product_port}"),
         product_log.display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
+        "order-service",
+        format!("http://127.0.0.1:{order_port}"),
+        order_log.display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
+        "payment-gateway-sim",
+        format!("http://127.0.0.1:{gateway_port}"),
+        gateway_log.display()
     );
     println!(
         "  {:<22} {:<40} {}",
@@ -483,16 +546,18 @@ fn run(args: Args) -> Fallible<()> {
         }
         // The seeded catalog reaches product-service by a backfill through the running stream,
         // and both sides then answer alike.
-        let out = Command::new(&cdc_bin)
-            .args(["backfill", "--table", "shop.products", "--config"])
-            .arg(&cdc_config)
-            .output()
-            .map_err(|e| e.to_string())?;
-        if !out.status.success() {
-            return Err(format!(
-                "backfilling shop.products: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ));
+        for table in ["shop.products", "shop.inventory"] {
+            let out = Command::new(&cdc_bin)
+                .args(["backfill", "--table", table, "--config"])
+                .arg(&cdc_config)
+                .output()
+                .map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "backfilling {table}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
         }
         let (status, from_monolith) = http_get(args.monolith_port, "/api/products/1")
             .map_err(|e| format!("probing the monolith: {e}"))?;
@@ -503,8 +568,29 @@ fn run(args: Args) -> Fallible<()> {
                 "product 1 after the backfill: monolith {status} {from_monolith} / product-service {pstatus} {from_service}"
             ));
         }
+        // An order placed on order-service runs its saga: stock from product-service, a charge
+        // at the gateway simulator.
+        let token = answer
+            .split("\"token\":\"")
+            .nth(1)
+            .and_then(|t| t.split('"').next())
+            .ok_or("no token in the login answer")?
+            .to_string();
+        let body = r#"{"items":[{"product_id":1,"quantity":1}],"payment_token":"tok_visa"}"#;
+        let place = format!(
+            "POST /api/orders HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {token}\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", order_port)).map_err(|e| e.to_string())?;
+        s.write_all(place.as_bytes()).map_err(|e| e.to_string())?;
+        let mut placed = String::new();
+        let _ = s.read_to_string(&mut placed);
+        if !placed.starts_with("HTTP/1.1 201") || !placed.contains("\"paid\"") {
+            return Err(format!("placing an order on order-service: {placed}"));
+        }
         println!(
-            "check passed: every component answered, a write through the proxy replicated to user-service and logs in there, the catalog backfilled into product-service answers as the monolith; stopping."
+            "check passed: every component answered, a write through the proxy replicated to user-service and logs in there, the catalog backfilled into product-service answers as the monolith, an order placed on order-service went through its saga; stopping."
         );
         return Ok(());
     }
@@ -531,6 +617,10 @@ fn run(args: Args) -> Fallible<()> {
                         eprintln!("cdc-sync exited; see {}", cdc_log.display());
                         break;
                     }
+                    if !order_service.is_alive() {
+                        eprintln!("order-service exited; see {}", order_log.display());
+                        break;
+                    }
                     if !product_service.is_alive() {
                         eprintln!("product-service exited; see {}", product_log.display());
                         break;
@@ -550,6 +640,8 @@ fn run(args: Args) -> Fallible<()> {
     eprintln!("stopping…");
     drop(proxy);
     drop(cdc);
+    drop(order_service);
+    drop(gateway);
     drop(product_service);
     drop(user_service);
     drop(monolith);
