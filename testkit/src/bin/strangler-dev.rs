@@ -451,7 +451,7 @@ fn run(args: Args) -> Fallible<()> {
     println!(
         "  {:<22} {:<40} {}",
         "cdc-sync",
-        format!("shop → user_svc + shop_mirror, :{}/metrics", args.cdc_port),
+        format!("shop → *_svc, shop_mirror; :{}/metrics", args.cdc_port),
         cdc_log.display()
     );
     println!();
