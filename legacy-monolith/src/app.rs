@@ -57,7 +57,10 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/orders/{id}", get(api::orders::get_one::<AppState>))
         .route("/api/orders/{id}/cancel", post(api::orders::cancel))
-        .route("/api/notifications", get(api::notifications::list_own))
+        .route(
+            "/api/notifications",
+            get(api::notifications::list_own::<AppState>),
+        )
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
@@ -77,6 +80,12 @@ async fn readyz(State(state): State<AppState>) -> Response {
 
 async fn metrics(State(state): State<AppState>) -> Response {
     service_kit::http::metrics_response(&state.metrics.http)
+}
+
+impl service_kit::notifications::NotificationsState for AppState {
+    fn notifications_pool(&self) -> &Pool {
+        &self.pool
+    }
 }
 
 impl service_kit::orders::OrdersState for AppState {

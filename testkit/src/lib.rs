@@ -8,6 +8,7 @@ mod mariadb;
 pub mod payment_sim;
 mod process;
 mod shared;
+pub mod smtp_sink;
 mod tansu;
 
 pub use error::TestkitError;

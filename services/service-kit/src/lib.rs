@@ -12,6 +12,7 @@ pub mod jwks;
 pub mod jwt;
 pub mod migrate;
 pub mod money;
+pub mod notifications;
 pub mod orders;
 pub mod outbox;
 pub mod password;
