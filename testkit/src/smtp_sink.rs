@@ -22,7 +22,12 @@ pub struct SmtpSink {
 impl SmtpSink {
     /// Listens on a free port for the rest of the test.
     pub async fn start() -> std::io::Result<Self> {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        Self::start_on("127.0.0.1:0".parse().expect("address")).await
+    }
+
+    /// Listens on `addr`.
+    pub async fn start_on(addr: std::net::SocketAddr) -> std::io::Result<Self> {
+        let listener = tokio::net::TcpListener::bind(addr).await?;
         let port = listener.local_addr()?.port();
         let inbox: Arc<Mutex<Vec<Received>>> = Arc::default();
         let store = inbox.clone();

@@ -142,9 +142,18 @@ fn run(args: Args) -> Fallible<()> {
             args.monolith_port + 10,
             "--monolith-port (+10: payment-gateway-sim)",
         ),
+        (
+            args.monolith_port + 4,
+            "--monolith-port (+4: notification-service)",
+        ),
+        (args.monolith_port + 11, "--monolith-port (+11: smtp-sink)"),
         (args.proxy_port, "--proxy-port"),
         (args.proxy_admin_port, "--proxy-admin-port"),
         (args.cdc_port, "--cdc-port"),
+        (
+            args.cdc_port + 1,
+            "--cdc-port (+1: the services' event stream)",
+        ),
     ] {
         if port != 0 && !port_free(port) {
             return Err(format!(
@@ -157,6 +166,8 @@ fn run(args: Args) -> Fallible<()> {
     let product_bin = binary(&args.bin_dir, "product-service")?;
     let order_bin = binary(&args.bin_dir, "order-service")?;
     let gateway_bin = binary(&args.bin_dir, "payment-gateway-sim")?;
+    let notification_bin = binary(&args.bin_dir, "notification-service")?;
+    let smtp_bin = binary(&args.bin_dir, "smtp-sink")?;
     let proxy_bin = binary(&args.bin_dir, "strangler-proxy")?;
     let cdc_bin = binary(&args.bin_dir, "cdc-sync")?;
     let routes = std::fs::read_to_string(&args.proxy_routes)
@@ -359,6 +370,87 @@ fn run(args: Args) -> Fallible<()> {
         std::thread::sleep(Duration::from_millis(100));
     }
 
+    eprintln!("starting notification-service, its SMTP sink and the services' event stream…");
+    let smtp_port = args.monolith_port + 11;
+    let smtp_log = logs.join("smtp-sink.log");
+    let _ = std::fs::remove_file(&smtp_log);
+    let smtp = ProcessGuard::spawn(
+        &smtp_bin,
+        &["--listen".to_string(), format!("127.0.0.1:{smtp_port}")],
+        &args.state_dir.join("smtp-sink.pid"),
+        &smtp_log,
+    )
+    .map_err(|e| e.to_string())?;
+    let notification_port = args.monolith_port + 4;
+    let notification_log = logs.join("notification-service.log");
+    let _ = std::fs::remove_file(&notification_log);
+    let notification_service = ProcessGuard::spawn_with_env(
+        &notification_bin,
+        &["serve".to_string()],
+        &[
+            (
+                "NOTIFICATION_SVC_DATABASE_URL",
+                services_db.url("notification_svc"),
+            ),
+            (
+                "NOTIFICATION_SVC_LISTEN",
+                format!("127.0.0.1:{notification_port}"),
+            ),
+            ("NOTIFICATION_SVC_ID_STEP", "2".into()),
+            ("NOTIFICATION_SVC_ID_OFFSET", "2".into()),
+            ("NOTIFICATION_SVC_SMTP_HOST", "127.0.0.1".into()),
+            ("NOTIFICATION_SVC_SMTP_PORT", smtp_port.to_string()),
+            (
+                "NOTIFICATION_SVC_JWKS_URL",
+                format!("http://127.0.0.1:{user_port}/.well-known/jwks.json"),
+            ),
+        ],
+        &args.state_dir.join("notification-service.pid"),
+        &notification_log,
+    )
+    .map_err(|e| e.to_string())?;
+    wait_ready(
+        notification_port,
+        "notification-service",
+        &notification_service,
+    )?;
+    // The services' outboxes → notification-service's inbox, on the services server.
+    let events_config = cdc_config.with_file_name("cdc-service-events.toml");
+    std::fs::write(
+        &events_config,
+        format!(
+            "name = \"service-events\"\nsource_url = \"{url}\"\ntarget_url = \"{url}\"\nreader_server_id = 4002\nlisten = \"127.0.0.1:{}\"\n\n\
+             [[tables]]\nsource = \"user_svc.outbox\"\ntarget = \"notification_svc.inbox\"\n\n\
+             [[tables]]\nsource = \"order_svc.outbox\"\ntarget = \"notification_svc.inbox\"\n",
+            args.cdc_port + 1,
+            url = services_db.root_url(),
+        ),
+    )
+    .map_err(|e| e.to_string())?;
+    let events_log = logs.join("cdc-service-events.log");
+    let _ = std::fs::remove_file(&events_log);
+    let events = ProcessGuard::spawn(
+        &cdc_bin,
+        &[
+            "stream".to_string(),
+            "--config".to_string(),
+            events_config.display().to_string(),
+        ],
+        &args.state_dir.join("cdc-service-events.pid"),
+        &events_log,
+    )
+    .map_err(|e| e.to_string())?;
+    let started = Instant::now();
+    while !matches!(http_get(args.cdc_port + 1, "/healthz"), Ok((200, _))) {
+        if !events.is_alive() || started.elapsed() > Duration::from_secs(60) {
+            return Err(format!(
+                "the services' event stream did not start; see {}",
+                events_log.display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
     eprintln!("starting strangler-proxy…");
     let state = args.state_dir.canonicalize().map_err(|e| e.to_string())?;
     let flags_path = state.join("flags.json");
@@ -435,6 +527,24 @@ fn run(args: Args) -> Fallible<()> {
         "payment-gateway-sim",
         format!("http://127.0.0.1:{gateway_port}"),
         gateway_log.display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
+        "notification-service",
+        format!("http://127.0.0.1:{notification_port}"),
+        notification_log.display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
+        "smtp-sink (mail)",
+        format!("127.0.0.1:{smtp_port}"),
+        smtp_log.display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
+        "cdc-sync (events)",
+        format!("*_svc.outbox → inbox; :{}/metrics", args.cdc_port + 1),
+        events_log.display()
     );
     println!(
         "  {:<22} {:<40} {}",
@@ -589,8 +699,38 @@ fn run(args: Args) -> Fallible<()> {
         if !placed.starts_with("HTTP/1.1 201") || !placed.contains("\"paid\"") {
             return Err(format!("placing an order on order-service: {placed}"));
         }
+        // A registration on user-service reaches the mailbox: outbox → event stream → inbox →
+        // notification-service → SMTP.
+        let body = r#"{"email":"dev-mail@example.com","password":"password123","name":"Dev Mail"}"#;
+        let register = format!(
+            "POST /api/users/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s =
+            std::net::TcpStream::connect(("127.0.0.1", user_port)).map_err(|e| e.to_string())?;
+        s.write_all(register.as_bytes())
+            .map_err(|e| e.to_string())?;
+        let mut registered = String::new();
+        let _ = s.read_to_string(&mut registered);
+        if !registered.starts_with("HTTP/1.1 201") {
+            return Err(format!("registering on user-service: {registered}"));
+        }
+        let started = Instant::now();
+        while !std::fs::read_to_string(&smtp_log)
+            .unwrap_or_default()
+            .contains("to dev-mail@example.com")
+        {
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!(
+                    "the welcome e-mail never reached the SMTP sink; see {} and {}",
+                    events_log.display(),
+                    notification_log.display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
         println!(
-            "check passed: every component answered, a write through the proxy replicated to user-service and logs in there, the catalog backfilled into product-service answers as the monolith, an order placed on order-service went through its saga; stopping."
+            "check passed: every component answered, a write through the proxy replicated to user-service and logs in there, the catalog backfilled into product-service answers as the monolith, an order went through order-service's saga, a registration's welcome e-mail arrived over SMTP; stopping."
         );
         return Ok(());
     }
@@ -617,6 +757,14 @@ fn run(args: Args) -> Fallible<()> {
                         eprintln!("cdc-sync exited; see {}", cdc_log.display());
                         break;
                     }
+                    if !notification_service.is_alive() {
+                        eprintln!("notification-service exited; see {}", notification_log.display());
+                        break;
+                    }
+                    if !events.is_alive() {
+                        eprintln!("the services' event stream exited; see {}", events_log.display());
+                        break;
+                    }
                     if !order_service.is_alive() {
                         eprintln!("order-service exited; see {}", order_log.display());
                         break;
@@ -640,6 +788,9 @@ fn run(args: Args) -> Fallible<()> {
     eprintln!("stopping…");
     drop(proxy);
     drop(cdc);
+    drop(events);
+    drop(notification_service);
+    drop(smtp);
     drop(order_service);
     drop(gateway);
     drop(product_service);
