@@ -3,8 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
-use axum::response::Response;
+use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
 use mysql_async::Pool;
@@ -12,7 +11,7 @@ use mysql_async::prelude::*;
 use serde::{Deserialize, Serialize};
 use service_kit::error::{ApiError, Validator};
 use service_kit::extract::{ApiJson, AuthUser, VerifyToken};
-use service_kit::http::{HttpMetrics, healthz, method_not_allowed, not_found, observe};
+use service_kit::http::HttpMetrics;
 use service_kit::jwks::JwksVerifier;
 use service_kit::jwt::Claims;
 use service_kit::migrate::Migration;
@@ -50,31 +49,20 @@ impl NotificationsState for AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/notifications", get(list_own::<AppState>))
         .route(
             "/api/notifications/preferences",
             get(get_preferences).put(put_preferences),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            observe,
-        ))
-        .with_state(state)
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    service_kit::http::readiness(&state.pool, MIGRATIONS).await
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    service_kit::http::metrics_response(&state.metrics)
+        );
+    service_kit::http::finish(
+        routes,
+        state.clone(),
+        state.metrics.clone(),
+        state.pool.clone(),
+        MIGRATIONS,
+        state.config.server.max_body_bytes,
+    )
 }
 
 /// A user's channels.

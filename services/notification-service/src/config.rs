@@ -2,10 +2,9 @@
 //! TOML file (`[server]`, `[auth]`, `[smtp]`, `[sms]`, `[push]`, `[delivery]`), then
 //! `NOTIFICATION_SVC_*` environment overrides.
 
-use std::path::Path;
-
 use serde::Deserialize;
-pub use service_kit::config::{ConfigError, ServerSettings};
+pub use service_kit::cli::ServiceConfig;
+pub use service_kit::config::{AuthSettings, ConfigError, ServerSettings};
 
 /// notification-service's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -13,23 +12,12 @@ pub use service_kit::config::{ConfigError, ServerSettings};
 pub struct Config {
     /// Listen address (8084), database (`notification_svc`), pool, id numbering, limits, logs.
     pub server: ServerSettings,
-    pub auth: AuthConfig,
+    /// User tokens: the monolith's secret and/or user-service's JWKS.
+    pub auth: AuthSettings,
     pub smtp: SmtpConfig,
     pub sms: HttpChannel,
     pub push: HttpChannel,
     pub delivery: Delivery,
-}
-
-/// How user tokens are checked.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// The monolith's HS256 secret; empty: refused.
-    pub legacy_secret: String,
-    /// user-service's JWKS (env `NOTIFICATION_SVC_JWKS_URL`); empty: EdDSA tokens refused.
-    pub jwks_url: String,
-    pub issuer: String,
-    pub audience: String,
 }
 
 /// The SMTP relay e-mail goes through.
@@ -67,22 +55,11 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerSettings::new(8084, "notification_svc"),
-            auth: AuthConfig::default(),
+            auth: AuthSettings::default(),
             smtp: SmtpConfig::default(),
             sms: HttpChannel::default(),
             push: HttpChannel::default(),
             delivery: Delivery::default(),
-        }
-    }
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            legacy_secret: "strangler-dev-secret-change-me-0123456789".into(),
-            jwks_url: String::new(),
-            issuer: "shop-monolith".into(),
-            audience: "shop".into(),
         }
     }
 }
@@ -108,21 +85,17 @@ impl Default for Delivery {
     }
 }
 
-impl Config {
-    /// Defaults, then the file (if given), then environment overrides; validated.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut config: Self = service_kit::config::read(path)?;
-        config.apply_env(|name| std::env::var(name).ok())?;
-        config.validate()?;
-        Ok(config)
+impl ServiceConfig for Config {
+    fn server(&self) -> &ServerSettings {
+        &self.server
     }
 
     /// Applies the `[server]` variables and `NOTIFICATION_SVC_JWKS_URL`, `_SMTP_HOST`,
     /// `_SMTP_PORT`, `_SMS_URL`, `_PUSH_URL`.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         self.server.apply_env("NOTIFICATION_SVC", &get)?;
+        self.auth.apply_env("NOTIFICATION_SVC", &get);
         for (name, field) in [
-            ("NOTIFICATION_SVC_JWKS_URL", &mut self.auth.jwks_url),
             ("NOTIFICATION_SVC_SMTP_HOST", &mut self.smtp.host),
             ("NOTIFICATION_SVC_SMS_URL", &mut self.sms.url),
             ("NOTIFICATION_SVC_PUSH_URL", &mut self.push.url),
@@ -141,8 +114,9 @@ impl Config {
     }
 
     /// Checks values that parse but cannot work.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.auth.validate()?;
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
         if self.smtp.host.is_empty() || self.smtp.port == 0 {
             return bad("smtp.host and smtp.port are required");

@@ -19,17 +19,7 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         .open_database(app::MIGRATIONS)
         .await
         .with_context(|| format!("opening {}", config.server.database_url))?;
-    let auth = &config.auth;
-    let tokens = service_kit::jwks::JwksVerifier::new(
-        service_kit::jwt::Audience {
-            issuer: auth.issuer.clone(),
-            audience: auth.audience.clone(),
-            ttl_secs: 0,
-        },
-        &auth.legacy_secret,
-        (!auth.jwks_url.is_empty()).then(|| auth.jwks_url.clone()),
-    );
-    tokens.spawn_refresh(std::time::Duration::from_secs(60));
+    let tokens = config.auth.verifier();
     let metrics = service_kit::http::HttpMetrics::new("notification_service");
     let messages = prometheus::IntCounterVec::new(
         prometheus::Opts::new(

@@ -5,9 +5,8 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::StatusCode;
-use axum::response::Response;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use mysql_async::prelude::*;
@@ -15,7 +14,7 @@ use mysql_async::{Pool, TxOpts};
 use prometheus::{IntCounterVec, Opts};
 use service_kit::error::{ApiError, FieldError};
 use service_kit::extract::{ApiId, ApiJson, AuthUser, VerifyToken};
-use service_kit::http::{HttpMetrics, healthz, method_not_allowed, not_found, observe};
+use service_kit::http::HttpMetrics;
 use service_kit::jwks::JwksVerifier;
 use service_kit::jwt::Claims;
 use service_kit::migrate::Migration;
@@ -94,29 +93,18 @@ impl OrdersState for AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/orders", get(list_own::<AppState>).post(place))
         .route("/api/orders/{id}", get(get_one::<AppState>))
-        .route("/api/orders/{id}/cancel", post(cancel))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.http.clone(),
-            observe,
-        ))
-        .with_state(state)
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    service_kit::http::readiness(&state.pool, MIGRATIONS).await
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    service_kit::http::metrics_response(&state.metrics.http)
+        .route("/api/orders/{id}/cancel", post(cancel));
+    service_kit::http::finish(
+        routes,
+        state.clone(),
+        state.metrics.http.clone(),
+        state.pool.clone(),
+        MIGRATIONS,
+        state.config.server.max_body_bytes,
+    )
 }
 
 /// `POST /api/orders`: prices from product-service, then the saga; 201 with the paid order, or

@@ -1,10 +1,9 @@
 //! order-service's one config struct: defaults that run on one machine, then an optional TOML
 //! file (`[server]`, `[auth]`, `[peers]`), then `ORDER_SVC_*` environment overrides.
 
-use std::path::Path;
-
 use serde::Deserialize;
-pub use service_kit::config::{ConfigError, ServerSettings};
+pub use service_kit::cli::ServiceConfig;
+pub use service_kit::config::{AuthSettings, ConfigError, ServerSettings};
 
 /// order-service's configuration.
 #[derive(Debug, Clone, Deserialize)]
@@ -12,21 +11,9 @@ pub use service_kit::config::{ConfigError, ServerSettings};
 pub struct Config {
     /// Listen address (8083), database (`order_svc`), pool, id numbering, limits, logs.
     pub server: ServerSettings,
-    pub auth: AuthConfig,
+    /// User tokens: the monolith's secret and/or user-service's JWKS.
+    pub auth: AuthSettings,
     pub peers: Peers,
-}
-
-/// How user tokens are checked.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct AuthConfig {
-    /// The monolith's HS256 secret (env `ORDER_SVC_JWT_LEGACY_SECRET`); empty: refused.
-    pub legacy_secret: String,
-    /// user-service's JWKS (env `ORDER_SVC_JWKS_URL`); empty: EdDSA tokens refused.
-    pub jwks_url: String,
-    pub issuer: String,
-    pub audience: String,
-    pub jwks_refresh_secs: u64,
 }
 
 /// The services the saga calls.
@@ -51,20 +38,8 @@ impl Default for Config {
     fn default() -> Self {
         Self {
             server: ServerSettings::new(8083, "order_svc"),
-            auth: AuthConfig::default(),
+            auth: AuthSettings::default(),
             peers: Peers::default(),
-        }
-    }
-}
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        Self {
-            legacy_secret: "strangler-dev-secret-change-me-0123456789".into(),
-            jwks_url: String::new(),
-            issuer: "shop-monolith".into(),
-            audience: "shop".into(),
-            jwks_refresh_secs: 60,
         }
     }
 }
@@ -82,22 +57,17 @@ impl Default for Peers {
     }
 }
 
-impl Config {
-    /// Defaults, then the file (if given), then environment overrides; validated.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut config: Self = service_kit::config::read(path)?;
-        config.apply_env(|name| std::env::var(name).ok())?;
-        config.validate()?;
-        Ok(config)
+impl ServiceConfig for Config {
+    fn server(&self) -> &ServerSettings {
+        &self.server
     }
 
     /// Applies the `[server]` variables and `ORDER_SVC_JWT_LEGACY_SECRET`, `_JWKS_URL`,
     /// `_PRODUCT_URL`, `_PRODUCT_TOKEN`, `_PAYMENT_URL`.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         self.server.apply_env("ORDER_SVC", &get)?;
+        self.auth.apply_env("ORDER_SVC", &get);
         for (name, field) in [
-            ("ORDER_SVC_JWT_LEGACY_SECRET", &mut self.auth.legacy_secret),
-            ("ORDER_SVC_JWKS_URL", &mut self.auth.jwks_url),
             ("ORDER_SVC_PRODUCT_URL", &mut self.peers.product_url),
             ("ORDER_SVC_PRODUCT_TOKEN", &mut self.peers.product_token),
             ("ORDER_SVC_PAYMENT_URL", &mut self.peers.payment_url),
@@ -110,12 +80,10 @@ impl Config {
     }
 
     /// Checks values that parse but cannot work.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
+        self.auth.validate()?;
         let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
-        if !self.auth.legacy_secret.is_empty() && self.auth.legacy_secret.len() < 32 {
-            return bad("auth.legacy_secret must be empty or at least 32 bytes");
-        }
         for (name, url) in [
             ("peers.product_url", &self.peers.product_url),
             ("peers.payment_url", &self.peers.payment_url),

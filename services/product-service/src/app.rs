@@ -5,12 +5,10 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::response::Response;
 use axum::routing::{get, post};
 use mysql_async::Pool;
 use service_kit::extract::VerifyToken;
-use service_kit::http::{HttpMetrics, healthz, method_not_allowed, not_found, observe};
+use service_kit::http::HttpMetrics;
 use service_kit::jwks::JwksVerifier;
 use service_kit::jwt::Claims;
 use service_kit::migrate::Migration;
@@ -55,7 +53,7 @@ impl service_kit::products::ProductsState for AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .merge(service_kit::products::routes())
         .route("/internal/reservations", post(reservations::reserve))
         .route("/internal/reservations/{id}", get(reservations::get_one))
@@ -70,24 +68,13 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/internal/reservations/{id}/return",
             post(reservations::give_back),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            observe,
-        ))
-        .with_state(state)
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    service_kit::http::readiness(&state.pool, MIGRATIONS).await
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    service_kit::http::metrics_response(&state.metrics)
+        );
+    service_kit::http::finish(
+        routes,
+        state.clone(),
+        state.metrics.clone(),
+        state.pool.clone(),
+        MIGRATIONS,
+        state.config.server.max_body_bytes,
+    )
 }

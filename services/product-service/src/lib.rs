@@ -17,17 +17,12 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         .open_database(app::MIGRATIONS)
         .await
         .with_context(|| format!("opening {}", config.server.database_url))?;
-    let auth = &config.auth;
-    let tokens = service_kit::jwks::JwksVerifier::new(
-        service_kit::jwt::Audience {
-            issuer: auth.issuer.clone(),
-            audience: auth.audience.clone(),
-            ttl_secs: 0,
-        },
-        &auth.legacy_secret,
-        (!auth.jwks_url.is_empty()).then(|| auth.jwks_url.clone()),
-    );
-    tokens.spawn_refresh(std::time::Duration::from_secs(auth.jwks_refresh_secs));
+    if config.internal.token == config::DEV_INTERNAL_TOKEN {
+        tracing::warn!(
+            "internal.token is the development default; set PRODUCT_SVC_INTERNAL_TOKEN in production"
+        );
+    }
+    let tokens = config.auth.verifier();
     Ok(AppState {
         pool,
         tokens,

@@ -56,7 +56,7 @@ impl FromRequestParts<AppState> for Internal {
             ))?;
         if constant_time_eq(
             given.trim().as_bytes(),
-            state.config.auth.internal_token.as_bytes(),
+            state.config.internal.token.as_bytes(),
         ) {
             Ok(Self)
         } else {

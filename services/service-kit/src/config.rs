@@ -199,3 +199,71 @@ mod tests {
         assert!(err.contains("line 3") && err.contains("port"), "{err}");
     }
 }
+
+/// The `[auth]` table of a service that checks user tokens but does not issue them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthSettings {
+    /// The monolith's HS256 secret (env `<PREFIX>_JWT_LEGACY_SECRET`); empty: HS256 refused.
+    pub legacy_secret: String,
+    /// user-service's JWKS (env `<PREFIX>_JWKS_URL`); empty: EdDSA tokens refused.
+    pub jwks_url: String,
+    pub issuer: String,
+    pub audience: String,
+    /// How often the JWKS is fetched again (also at once on an unknown `kid`).
+    pub jwks_refresh_secs: u64,
+}
+
+impl Default for AuthSettings {
+    fn default() -> Self {
+        Self {
+            legacy_secret: "strangler-dev-secret-change-me-0123456789".into(),
+            jwks_url: String::new(),
+            issuer: "shop-monolith".into(),
+            audience: "shop".into(),
+            jwks_refresh_secs: 60,
+        }
+    }
+}
+
+impl AuthSettings {
+    /// Applies `<prefix>_JWT_LEGACY_SECRET` and `<prefix>_JWKS_URL`.
+    pub fn apply_env(&mut self, prefix: &str, get: &impl Fn(&str) -> Option<String>) {
+        if let Some(v) = get(&format!("{prefix}_JWT_LEGACY_SECRET")) {
+            self.legacy_secret = v;
+        }
+        if let Some(v) = get(&format!("{prefix}_JWKS_URL")) {
+            self.jwks_url = v;
+        }
+    }
+
+    /// Checks values that parse but cannot work.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |m: &str| Err(ConfigError::Invalid(m.into()));
+        if !self.legacy_secret.is_empty() && self.legacy_secret.len() < 32 {
+            return bad("auth.legacy_secret must be empty or at least 32 bytes");
+        }
+        if !self.jwks_url.is_empty() && !self.jwks_url.starts_with("http") {
+            return bad("auth.jwks_url must be an http(s) URL");
+        }
+        if self.jwks_refresh_secs == 0 {
+            return bad("auth.jwks_refresh_secs must be > 0");
+        }
+        Ok(())
+    }
+
+    /// The token checker these settings describe, its JWKS followed in the background.
+    pub fn verifier(&self) -> std::sync::Arc<crate::jwks::JwksVerifier> {
+        let v = crate::jwks::JwksVerifier::new(
+            crate::jwt::Audience {
+                issuer: self.issuer.clone(),
+                audience: self.audience.clone(),
+                ttl_secs: 0,
+            },
+            &self.legacy_secret,
+            (!self.jwks_url.is_empty()).then(|| self.jwks_url.clone()),
+        );
+        v.spawn_refresh(std::time::Duration::from_secs(self.jwks_refresh_secs));
+        v
+    }
+}

@@ -212,3 +212,38 @@ pub async fn serve(
     tracing::info!("stopped");
     Ok(())
 }
+
+/// Completes a server's router with what every shop server has: `/healthz`, `/readyz` (database
+/// reachable, `migrations` applied), `/metrics`, JSON 404/405 answers, the body limit and the
+/// request metrics.
+pub fn finish<S: Clone + Send + Sync + 'static>(
+    routes: axum::Router<S>,
+    state: S,
+    metrics: HttpMetrics,
+    pool: Pool,
+    migrations: &'static [Migration],
+    max_body_bytes: usize,
+) -> axum::Router {
+    let exposed = metrics.clone();
+    routes
+        .route("/healthz", axum::routing::get(healthz))
+        .route(
+            "/readyz",
+            axum::routing::get(move || {
+                let pool = pool.clone();
+                async move { readiness(&pool, migrations).await }
+            }),
+        )
+        .route(
+            "/metrics",
+            axum::routing::get(move || {
+                let m = exposed.clone();
+                async move { metrics_response(&m) }
+            }),
+        )
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::extract::DefaultBodyLimit::max(max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(metrics, observe))
+        .with_state(state)
+}

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -11,7 +11,7 @@ use axum::{Json, Router};
 use mysql_async::Pool;
 use service_kit::error::ApiError;
 use service_kit::extract::{ApiId, ApiJson, AuthUser, VerifyToken};
-use service_kit::http::{HttpMetrics, healthz, method_not_allowed, not_found, observe};
+use service_kit::http::HttpMetrics;
 use service_kit::jwt::Claims;
 use service_kit::migrate::Migration;
 use service_kit::users::{
@@ -52,32 +52,21 @@ impl VerifyToken for AppState {
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
-    Router::new()
+    let routes = Router::new()
         .route("/api/users/register", post(register))
         .route("/api/users/login", post(login))
         .route("/api/users/token/refresh", post(refresh))
         .route("/api/users/me", get(get_me).put(update_me))
         .route("/api/users/{id}", get(get_by_id))
-        .route("/.well-known/jwks.json", get(jwks))
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(state.config.server.max_body_bytes))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.clone(),
-            observe,
-        ))
-        .with_state(state)
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    service_kit::http::readiness(&state.pool, MIGRATIONS).await
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    service_kit::http::metrics_response(&state.metrics)
+        .route("/.well-known/jwks.json", get(jwks));
+    service_kit::http::finish(
+        routes,
+        state.clone(),
+        state.metrics.clone(),
+        state.pool.clone(),
+        MIGRATIONS,
+        state.config.server.max_body_bytes,
+    )
 }
 
 /// `POST /api/users/register`: 201 with the new user, a `user.registered` event in the outbox;

@@ -1,9 +1,8 @@
 //! user-service's one config struct: defaults that run on one machine, then an optional TOML file
 //! (`[server]`, `[jwt]`), then `USER_SVC_*` environment overrides; `--check-config` validates it.
 
-use std::path::Path;
-
 use serde::Deserialize;
+pub use service_kit::cli::ServiceConfig;
 pub use service_kit::config::{ConfigError, ServerSettings};
 
 /// The development secret the monolith uses too (its `DEV_JWT_SECRET`).
@@ -73,17 +72,13 @@ impl Default for JwtConfig {
     }
 }
 
-impl Config {
-    /// Defaults, then the file (if given), then environment overrides; validated.
-    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
-        let mut config: Self = service_kit::config::read(path)?;
-        config.apply_env(|name| std::env::var(name).ok())?;
-        config.validate()?;
-        Ok(config)
+impl ServiceConfig for Config {
+    fn server(&self) -> &ServerSettings {
+        &self.server
     }
 
     /// Applies `USER_SVC_LISTEN`, `_DATABASE_URL`, `_ID_STEP`, `_ID_OFFSET`, `_JWT_LEGACY_SECRET`.
-    pub fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
+    fn apply_env(&mut self, get: impl Fn(&str) -> Option<String>) -> Result<(), ConfigError> {
         self.server.apply_env("USER_SVC", &get)?;
         if let Some(v) = get("USER_SVC_JWT_LEGACY_SECRET") {
             self.jwt.legacy_secret = v;
@@ -92,7 +87,7 @@ impl Config {
     }
 
     /// Checks values that parse but cannot work.
-    pub fn validate(&self) -> Result<(), ConfigError> {
+    fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         let bad = |m: String| Err(ConfigError::Invalid(m));
         if !self.jwt.legacy_secret.is_empty() && self.jwt.legacy_secret.len() < 32 {

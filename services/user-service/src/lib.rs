@@ -12,6 +12,11 @@ pub use config::Config;
 /// (every replica follows rotations made by the others); the app state.
 pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     use anyhow::Context as _;
+    if config.jwt.legacy_secret == config::DEV_LEGACY_SECRET {
+        tracing::warn!(
+            "jwt.legacy_secret is the development default; set USER_SVC_JWT_LEGACY_SECRET in production"
+        );
+    }
     let pool = config
         .server
         .open_database(app::MIGRATIONS)
