@@ -233,8 +233,8 @@ pub async fn progress(config: &StreamConfig, table: &str) -> Result<Option<Progr
 
 /// One chunk read between watermarks, waiting for the stream to reach its high watermark.
 pub struct Chunk {
+    /// Its high watermark's signal id; the low one is the same with `low` for `high`.
     pub high_id: String,
-    pub low_id: String,
     /// Index of its key range.
     pub range: usize,
     /// Key literal of each row, and the row's values: mapped target columns then defaults
@@ -1117,7 +1117,6 @@ async fn chunks(mut r: ChunkReader) -> Result<(), CdcError> {
         let (ack, acked) = tokio::sync::oneshot::channel();
         let chunk = Chunk {
             high_id: high.clone(),
-            low_id: low,
             range: r.range,
             rows: out,
             last_key: last.clone(),

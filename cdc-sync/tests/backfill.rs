@@ -102,6 +102,21 @@ fn cli(s: &Setup, args: &[&str]) -> std::process::Output {
         .unwrap()
 }
 
+/// `cli` on a blocking thread, so that writers on this runtime keep going meanwhile.
+async fn cli_in_background(s: &Setup, args: &[&'static str]) -> std::process::Output {
+    let (config, args) = (s.config.clone(), args.to_vec());
+    tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sync"))
+            .args(args)
+            .arg("--config")
+            .arg(config)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap()
+}
+
 fn verify_clean(s: &Setup) {
     for _ in 0..60 {
         if cli(s, &["verify", "--table", "items"]).status.code() == Some(0) {
@@ -157,25 +172,7 @@ async fn backfill_under_concurrent_writes_verifies_clean() {
     let _stream = spawn_stream(&s, 1);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let writer = tokio::spawn(churn(s.src_url.clone(), rx, 20_000, Duration::ZERO));
-    let out = tokio::task::spawn_blocking({
-        let config = s.config.clone();
-        move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sync"))
-                .args([
-                    "backfill",
-                    "--table",
-                    "items",
-                    "--chunk-size",
-                    "700",
-                    "--config",
-                ])
-                .arg(config)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = cli_in_background(&s, &["backfill", "--table", "items", "--chunk-size", "700"]).await;
     let _ = stop.send(true);
     let changes = writer.await.unwrap();
     assert!(
@@ -423,27 +420,19 @@ async fn kafka_mode_backfill_publishes_snapshot_events_and_verifies_clean() {
         3_000,
         Duration::from_millis(5),
     ));
-    let out = tokio::task::spawn_blocking({
-        let config = s.config.clone();
-        move || {
-            std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sync"))
-                .args([
-                    "backfill",
-                    "--table",
-                    "items",
-                    "--chunk-size",
-                    "300",
-                    "--parallel",
-                    "2",
-                    "--config",
-                ])
-                .arg(config)
-                .output()
-                .unwrap()
-        }
-    })
-    .await
-    .unwrap();
+    let out = cli_in_background(
+        &s,
+        &[
+            "backfill",
+            "--table",
+            "items",
+            "--chunk-size",
+            "300",
+            "--parallel",
+            "2",
+        ],
+    )
+    .await;
     let _ = stop.send(true);
     let changes = writer.await.unwrap();
     assert!(

@@ -4,11 +4,8 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::response::Response;
 use axum::routing::{get, post};
 use mysql_async::Pool;
-use service_kit::http::{healthz, method_not_allowed, not_found, observe};
 
 use crate::api;
 use crate::auth::Tokens;
@@ -42,7 +39,7 @@ impl AppState {
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let body_limit = state.config.max_body_bytes;
-    Router::new()
+    let routes = Router::new()
         .route("/api/users/register", post(api::users::register))
         .route("/api/users/login", post(api::users::login))
         .route(
@@ -60,26 +57,15 @@ pub fn app(state: AppState) -> Router {
         .route(
             "/api/notifications",
             get(api::notifications::list_own::<AppState>),
-        )
-        .route("/healthz", get(healthz))
-        .route("/readyz", get(readyz))
-        .route("/metrics", get(metrics))
-        .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(body_limit))
-        .layer(axum::middleware::from_fn_with_state(
-            state.metrics.http.clone(),
-            observe,
-        ))
-        .with_state(state)
-}
-
-async fn readyz(State(state): State<AppState>) -> Response {
-    service_kit::http::readiness(&state.pool, crate::db::migrate::MIGRATIONS).await
-}
-
-async fn metrics(State(state): State<AppState>) -> Response {
-    service_kit::http::metrics_response(&state.metrics.http)
+        );
+    service_kit::http::finish(
+        routes,
+        state.clone(),
+        state.metrics.http.clone(),
+        state.pool.clone(),
+        crate::db::migrate::MIGRATIONS,
+        body_limit,
+    )
 }
 
 impl service_kit::notifications::NotificationsState for AppState {

@@ -141,102 +141,72 @@ pub async fn drive(state: &AppState, id: u64) -> Result<u64, ApiError> {
         match step.as_str() {
             "reserving" => {
                 let lines: Vec<(u64, i64)> = req.items.iter().map(|i| (i.0, i.1)).collect();
-                match peers.reserve(&k, &lines).await {
-                    Ok(()) => advance(state, id, "reserving", "charging", None, None).await?,
+                let (to, failure) = match peers.reserve(&k, &lines).await {
+                    Ok(()) => ("charging", None),
                     Err(PeerError::Refused {
                         status: 409,
                         code,
                         message,
                     }) if code == "insufficient_stock" => {
-                        advance(
-                            state,
-                            id,
-                            "reserving",
-                            "failed",
-                            None,
-                            Some(&Failure::new("insufficient_stock", message)),
-                        )
-                        .await?
+                        ("failed", Some(Failure::new("insufficient_stock", message)))
                     }
-                    Err(PeerError::Refused { status: 404, .. }) => {
-                        advance(
-                            state,
-                            id,
-                            "reserving",
-                            "failed",
-                            None,
-                            Some(&Failure::new("product_gone", "a product disappeared")),
-                        )
-                        .await?
-                    }
-                    Err(e) => {
-                        advance(
-                            state,
-                            id,
-                            "reserving",
-                            "compensating",
-                            None,
-                            Some(&Failure::new(
-                                "unavailable",
-                                format!("reserving stock: {e}"),
-                            )),
-                        )
-                        .await?
-                    }
+                    Err(PeerError::Refused { status: 404, .. }) => (
+                        "failed",
+                        Some(Failure::new("product_gone", "a product disappeared")),
+                    ),
+                    Err(e) => (
+                        "compensating",
+                        Some(Failure::new("unavailable", format!("reserving stock: {e}"))),
+                    ),
                 };
+                advance(state, id, "reserving", to, None, failure.as_ref()).await?;
             }
             "charging" => {
-                match peers.charge(&k, req.total_cents, &req.payment_token).await {
-                    Ok(reference) => {
-                        advance(state, id, "charging", "confirming", Some(&reference), None).await?
-                    }
+                let (to, reference, failure) = match peers
+                    .charge(&k, req.total_cents, &req.payment_token)
+                    .await
+                {
+                    Ok(reference) => ("confirming", Some(reference), None),
                     Err(PeerError::Refused {
                         status: 402,
                         message,
                         ..
-                    }) => {
-                        advance(
-                            state,
-                            id,
-                            "charging",
-                            "compensating",
-                            None,
-                            Some(&Failure::new("payment_declined", message)),
-                        )
-                        .await?
-                    }
+                    }) => (
+                        "compensating",
+                        None,
+                        Some(Failure::new("payment_declined", message)),
+                    ),
                     Err(PeerError::Refused {
                         status: 503,
                         message,
                         ..
-                    }) => {
-                        advance(
-                            state,
-                            id,
-                            "charging",
-                            "compensating",
-                            None,
-                            Some(&Failure::new("payment_unavailable", message)),
-                        )
-                        .await?
-                    }
+                    }) => (
+                        "compensating",
+                        None,
+                        Some(Failure::new("payment_unavailable", message)),
+                    ),
                     // No answer: perhaps charged. Compensation refunds by the same key.
                     Err(e) => {
                         tracing::warn!(saga = id, error = %e, "payment gateway did not answer; compensating");
-                        advance(
-                            state,
-                            id,
-                            "charging",
+                        (
                             "compensating",
                             None,
-                            Some(&Failure::new(
+                            Some(Failure::new(
                                 "payment_unavailable",
                                 "the payment gateway did not answer",
                             )),
                         )
-                        .await?
                     }
                 };
+                advance(
+                    state,
+                    id,
+                    "charging",
+                    to,
+                    reference.as_deref(),
+                    failure.as_ref(),
+                )
+                .await?;
             }
             "confirming" => {
                 confirm(

@@ -41,10 +41,12 @@ impl JwksVerifier {
     /// The claims of a valid token; an unknown `kid` also asks for a JWKS fetch.
     pub fn verify(&self, token: &str) -> Option<Claims> {
         let ring = self.ring.load();
-        if self.url.is_some() && ring.unknown_kid(token) {
+        let claims = ring.verify(token);
+        // Only a refused token can be one signed with a key not fetched yet.
+        if claims.is_none() && self.url.is_some() && ring.unknown_kid(token) {
             self.wake.notify_one();
         }
-        ring.verify(token)
+        claims
     }
 
     /// Fetches the JWKS now.
