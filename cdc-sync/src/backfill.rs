@@ -376,8 +376,17 @@ impl Backfills {
                     },
                     "backfill-pause" => {
                         if let Some(a) = &self.active {
-                            tracing::info!(table = %a.table, "backfill pause requested");
+                            tracing::info!(table = %a.table, "backfill paused on request");
                             a.paused.store(true, Ordering::SeqCst);
+                            // Said here, once: range readers stop at their next chunk.
+                            set_status(
+                                &self.config,
+                                &a.table,
+                                "paused",
+                                Some("paused on request"),
+                                None,
+                            )
+                            .await?;
                         }
                     }
                     "backfill-low" => {
@@ -570,7 +579,10 @@ impl Backfills {
 
     /// Starts (or resumes) a backfill; one table at a time per stream.
     async fn start(&mut self, req: Request) -> Result<(), CdcError> {
+        // A paused backfill whose readers are still winding down (a throttle sleep, a chunk in
+        // flight) is dropped, which stops them: its progress is in the target.
         if let Some(a) = &self.active
+            && !a.paused.load(Ordering::SeqCst)
             && a.tasks.iter().any(|t| !t.is_finished())
         {
             tracing::warn!(running = %a.table, requested = %req.table, "a backfill is already running; request ignored");
@@ -1034,15 +1046,7 @@ async fn chunks(mut r: ChunkReader) -> Result<(), CdcError> {
             return Ok(());
         }
         if r.paused.load(Ordering::SeqCst) {
-            set_status(
-                &r.config,
-                &r.table,
-                "paused",
-                Some("paused on request"),
-                None,
-            )
-            .await?;
-            tracing::info!(table = %r.table, range = r.range, "backfill paused");
+            tracing::info!(table = %r.table, range = r.range, "backfill range stopped: paused");
             return Ok(());
         }
         // Throttles: rows per second, and the stream's own lag.
