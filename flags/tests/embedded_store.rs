@@ -165,3 +165,83 @@ async fn mysql_store_is_shared_by_replicas_with_optimistic_writes() {
         w.abort();
     }
 }
+
+#[tokio::test]
+async fn changes_are_audited_in_the_same_transaction() {
+    use flags::source::mysql::ChangeNote;
+    let db = testkit::monolith_server()
+        .create_database("flags_audit")
+        .await
+        .unwrap();
+    let source = MysqlSource::new(mysql_async::Pool::new(db.url.as_str()), "strangler_flags");
+    source.ensure_table().await.unwrap();
+    let seed = flags::FlagSet::new([RouteMode::Monolith.to_flag("route.users", 0, "s")]).unwrap();
+    assert_eq!(
+        source.seed(&seed, "dev").await.unwrap(),
+        vec!["route.users"]
+    );
+    // Seeding again adds nothing and leaves the stored flag alone.
+    assert!(source.seed(&seed, "dev").await.unwrap().is_empty());
+
+    let note = |reason: &str| ChangeNote {
+        actor: "alice".into(),
+        source: "cli".into(),
+        action: "set_mode".into(),
+        subject: "users".into(),
+        reason: reason.into(),
+    };
+    let change = source
+        .change("route.users", Some(1), &note("canary 10%"), |before| {
+            let before = before.expect("seeded");
+            Ok(RouteMode::Canary { percent: 10.0 }.to_flag(&before.key, 0, &before.salt))
+        })
+        .await
+        .unwrap();
+    assert_eq!(change.after.version, 2);
+    assert_eq!(
+        RouteMode::of(change.before.as_ref().unwrap()),
+        Some(RouteMode::Monolith)
+    );
+
+    // A stale expected version is refused and leaves no audit record behind.
+    let err = source
+        .change("route.users", Some(1), &note("stale"), |_| {
+            Ok(RouteMode::Service.to_flag("route.users", 0, "s"))
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(err, FlagError::VersionConflict { found: 2, .. }),
+        "{err}"
+    );
+    // An edit that produces an invalid flag is refused the same way.
+    let err = source
+        .change("route.users", None, &note("broken"), |_| {
+            let mut f = RouteMode::Service.to_flag("route.users", 0, "s");
+            f.fallthrough.variation = Some(7);
+            Ok(f)
+        })
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("route.users"), "{err}");
+
+    let audit = source.audit(None, 10).await.unwrap();
+    assert_eq!(audit.len(), 2, "{audit:?}");
+    assert_eq!(audit[0].id, change.audit_id);
+    assert_eq!(audit[0].actor, "alice");
+    assert_eq!(audit[0].source, "cli");
+    assert_eq!(audit[0].reason, "canary 10%");
+    assert_eq!(
+        RouteMode::of(&audit[0].after),
+        Some(RouteMode::Canary { percent: 10.0 })
+    );
+    assert!(
+        audit[0].at.ends_with('Z') && audit[0].at.len() == 24,
+        "{}",
+        audit[0].at
+    );
+    assert_eq!(audit[1].source, "seed");
+    assert!(audit[1].before.is_none());
+    assert_eq!(source.audit(Some("users"), 10).await.unwrap().len(), 1);
+    assert!(source.audit(Some("orders"), 10).await.unwrap().is_empty());
+}

@@ -1,31 +1,73 @@
-//! The admin API on its own port: `/healthz`, `/readyz`, `/metrics`, and `/admin/…` to list
-//! routes and reload config and flags. Changes need `Authorization: Bearer <admin_token>` when a
-//! token is configured (compared in constant time).
+//! The admin API on its own port: `/healthz`, `/readyz`, `/metrics`, the control page at `/ui`,
+//! and `/admin/…` for release managers — routes with live figures, mode changes, the kill switch,
+//! the audit log, reloads. Bearer tokens carry a role (viewer, operator), compared in constant time.
 
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::State;
+use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
-use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::middleware::Next;
+use axum::response::{Html, IntoResponse, Redirect, Response};
+use axum::routing::{get, post, put};
+use axum::{Extension, Json, Router};
+use flags::RouteMode;
+use flags::source::mysql::ChangeNote;
+use serde::Deserialize;
 use serde_json::json;
 
+use crate::config::Role;
 use crate::control::Control;
+use crate::release::ReleaseError;
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn authorized(control: &Control, headers: &HeaderMap) -> bool {
-    let Some(token) = control.boot.admin_token.as_deref() else {
-        return true;
-    };
-    headers
+/// Who is calling, from their token.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+    pub role: Role,
+}
+
+/// The caller behind `headers`: `Ok(None)` without a token, `Err` for a token nobody holds.
+/// Without configured tokens (loopback only) everyone is the operator `local`.
+fn caller(control: &Control, headers: &HeaderMap) -> Result<Option<Caller>, ()> {
+    let boot = &control.boot;
+    if boot.control.tokens.is_empty() && boot.admin_token.is_none() {
+        return Ok(Some(Caller {
+            name: "local".into(),
+            role: Role::Operator,
+        }));
+    }
+    let Some(given) = headers
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
-        .is_some_and(|given| constant_time_eq(given.trim().as_bytes(), token.as_bytes()))
+        .map(str::trim)
+    else {
+        return Ok(None);
+    };
+    // Every token is compared, so timing tells nothing about which one came close.
+    let mut found = None;
+    for t in &boot.control.tokens {
+        if constant_time_eq(given.as_bytes(), t.token.as_bytes()) {
+            found = Some(Caller {
+                name: t.name.clone(),
+                role: t.role,
+            });
+        }
+    }
+    if let Some(t) = &boot.admin_token
+        && constant_time_eq(given.as_bytes(), t.as_bytes())
+    {
+        found = Some(Caller {
+            name: "admin".into(),
+            role: Role::Operator,
+        });
+    }
+    found.map(Some).ok_or(())
 }
 
 fn error(status: StatusCode, code: &str, message: &str) -> Response {
@@ -36,16 +78,173 @@ fn error(status: StatusCode, code: &str, message: &str) -> Response {
         .into_response()
 }
 
+/// A refused admin request: status, machine-readable code, message.
+struct Refusal(StatusCode, &'static str, String);
+
+impl IntoResponse for Refusal {
+    fn into_response(self) -> Response {
+        error(self.0, self.1, &self.2)
+    }
+}
+
+impl From<ReleaseError> for Refusal {
+    fn from(e: ReleaseError) -> Self {
+        let (status, code) = match &e {
+            ReleaseError::UnknownRoute(_) => (StatusCode::NOT_FOUND, "unknown_route"),
+            ReleaseError::UnknownService(_) => (StatusCode::NOT_FOUND, "unknown_service"),
+            ReleaseError::Invalid(_) => (StatusCode::BAD_REQUEST, "invalid"),
+            ReleaseError::Conflict(_) => (StatusCode::CONFLICT, "conflict"),
+            ReleaseError::ReadOnly => (StatusCode::CONFLICT, "read_only_flags"),
+            ReleaseError::Store(_) => (StatusCode::SERVICE_UNAVAILABLE, "flag_store_unavailable"),
+        };
+        Refusal(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for ReleaseError {
+    fn into_response(self) -> Response {
+        Refusal::from(self).into_response()
+    }
+}
+
 /// The admin router.
 pub fn app(control: Arc<Control>) -> Router {
+    let api = Router::new()
+        .route("/admin/whoami", get(whoami))
+        .route("/admin/routes", get(routes))
+        .route("/admin/routes/{name}", get(route))
+        .route("/admin/routes/{name}/mode", put(set_mode))
+        .route("/admin/services/{service}/kill", post(kill))
+        .route("/admin/audit", get(audit))
+        .route("/admin/status", get(status))
+        .route("/admin/reload", post(reload))
+        .layer(axum::middleware::from_fn_with_state(
+            control.clone(),
+            authenticate,
+        ));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({"status": "ok"})) }))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/admin/routes", get(routes))
-        .route("/admin/status", get(status))
-        .route("/admin/reload", post(reload))
+        .route("/", get(|| async { Redirect::to("/ui") }))
+        .route(
+            "/ui",
+            get(|| async { Html(include_str!("control_page.html")) }),
+        )
+        .merge(api)
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "no such admin path") })
         .with_state(control)
+}
+
+/// Resolves the caller, refuses unknown tokens and writes by viewers, and logs every request.
+async fn authenticate(
+    State(control): State<Arc<Control>>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let who = caller(&control, req.headers());
+    let (name, role, response) = match who {
+        Ok(Some(c)) => {
+            let write = method != axum::http::Method::GET && method != axum::http::Method::HEAD;
+            if write && c.role < Role::Operator {
+                let r = error(
+                    StatusCode::FORBIDDEN,
+                    "forbidden",
+                    &format!("{} is a viewer: changes need an operator token", c.name),
+                );
+                (c.name, "viewer", r)
+            } else {
+                let (name, role) = (
+                    c.name.clone(),
+                    if c.role == Role::Operator {
+                        "operator"
+                    } else {
+                        "viewer"
+                    },
+                );
+                req.extensions_mut().insert(c);
+                (name, role, next.run(req).await)
+            }
+        }
+        Ok(None) => (
+            "-".into(),
+            "none",
+            error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "send Authorization: Bearer <token>",
+            ),
+        ),
+        Err(()) => (
+            "-".into(),
+            "none",
+            error(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the token is not valid",
+            ),
+        ),
+    };
+    let status = response.status().as_u16();
+    control
+        .metrics
+        .admin_requests
+        .with_label_values(&[role, &format!("{}xx", status / 100)])
+        .inc();
+    tracing::info!(
+        %method,
+        path,
+        actor = %name,
+        role,
+        status,
+        elapsed_ms = started.elapsed().as_secs_f64() * 1000.0,
+        "admin request"
+    );
+    response
+}
+
+/// Where the request came from, for the audit log: `api` unless the client says `cli` or `page`.
+fn request_source(headers: &HeaderMap) -> Result<String, Refusal> {
+    match headers
+        .get("x-strangler-source")
+        .map(|v| v.to_str().unwrap_or("?"))
+    {
+        None => Ok("api".into()),
+        Some(s @ ("api" | "cli" | "page")) => Ok(s.into()),
+        Some(other) => Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "invalid_source",
+            format!("x-strangler-source must be api, cli or page, not {other:?}"),
+        )),
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, Refusal> {
+    let de = &mut serde_json::Deserializer::from_slice(body);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let at = e.path().to_string();
+        let message = if at == "." {
+            e.inner().to_string()
+        } else {
+            format!("{at}: {}", e.inner())
+        };
+        Refusal(StatusCode::BAD_REQUEST, "invalid_body", message)
+    })
+}
+
+fn required_reason(reason: &str) -> Result<String, Refusal> {
+    let reason = reason.trim();
+    if reason.is_empty() || reason.len() > 1000 {
+        return Err(Refusal(
+            StatusCode::BAD_REQUEST,
+            "reason_required",
+            "every change needs a reason (1 to 1000 characters)".into(),
+        ));
+    }
+    Ok(reason.to_string())
 }
 
 async fn readyz(State(control): State<Arc<Control>>) -> Response {
@@ -69,28 +268,120 @@ async fn metrics(State(control): State<Arc<Control>>) -> impl IntoResponse {
     )
 }
 
+async fn whoami(Extension(caller): Extension<Caller>) -> Json<serde_json::Value> {
+    Json(json!({"name": caller.name, "role": caller.role}))
+}
+
 async fn routes(State(control): State<Arc<Control>>) -> Json<serde_json::Value> {
-    let table = control.table.load();
-    let flags = control.flags.snapshot();
-    let routes: Vec<_> = table
-        .routes
-        .iter()
-        .map(|r| {
-            let flag = flags.get(&r.flag);
-            json!({
-                "name": r.name,
-                "flag": r.flag,
-                "mode": flag.and_then(|f| flags::RouteMode::of(f)).unwrap_or(flags::RouteMode::Monolith),
-                "flag_defined": flag.is_some(),
-                "service": r.service.name,
-                "service_healthy": r.service.any_healthy(),
-                "monolith_healthy": r.monolith.any_healthy(),
-                "circuit": format!("{:?}", r.breaker.state()).to_lowercase(),
-                "shadow_noise": r.noise.snapshot(),
-            })
-        })
-        .collect();
-    Json(json!({"config_version": table.version, "routes": routes}))
+    Json(json!({
+        "config_version": control.table.load().version,
+        "flags_generation": control.flags.status().generation,
+        "writable": control.writer.get().is_some(),
+        "routes": control.route_views(),
+    }))
+}
+
+async fn route(
+    State(control): State<Arc<Control>>,
+    Path(name): Path<String>,
+) -> Result<Json<crate::release::RouteView>, ReleaseError> {
+    control.route_view(&name).map(Json)
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SetMode {
+    mode: String,
+    #[serde(default)]
+    percent: Option<f64>,
+    reason: String,
+    /// The flag version the caller saw; the change is refused if it moved.
+    #[serde(default)]
+    expected_version: Option<u64>,
+}
+
+async fn set_mode(
+    State(control): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = async {
+        let source = request_source(&headers)?;
+        let body: SetMode = parse_json(&body)?;
+        let reason = required_reason(&body.reason)?;
+        let mode = RouteMode::parse(&body.mode, body.percent)
+            .map_err(|e| Refusal(StatusCode::BAD_REQUEST, "invalid_mode", e))?;
+        let note = ChangeNote {
+            actor: caller.name.clone(),
+            source,
+            action: "set_mode".into(),
+            subject: name.clone(),
+            reason,
+        };
+        let change = control
+            .set_mode(&name, mode, body.expected_version, note)
+            .await?;
+        Ok::<_, Refusal>(Json(change))
+    }
+    .await;
+    result.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Kill {
+    reason: String,
+}
+
+async fn kill(
+    State(control): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
+    Path(service): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = async {
+        let source = request_source(&headers)?;
+        let body: Kill = parse_json(&body)?;
+        let reason = required_reason(&body.reason)?;
+        let changes = control
+            .kill(&service, &caller.name, &source, &reason)
+            .await?;
+        Ok::<_, Refusal>(Json(json!({"service": service, "changes": changes})))
+    }
+    .await;
+    result.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct AuditQuery {
+    route: Option<String>,
+    limit: Option<u32>,
+}
+
+async fn audit(
+    State(control): State<Arc<Control>>,
+    query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    let Query(q) = match query {
+        Ok(q) => q,
+        Err(e) => return error(StatusCode::BAD_REQUEST, "invalid_query", &e.body_text()),
+    };
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=10_000).contains(&limit) {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_query",
+            "limit must be 1 to 10000",
+        );
+    }
+    match control.audit(q.route.as_deref(), limit).await {
+        Ok(entries) => Json(json!({"entries": entries})).into_response(),
+        Err(e) => e.into_response(),
+    }
 }
 
 async fn status(State(control): State<Arc<Control>>) -> Json<serde_json::Value> {
@@ -100,17 +391,11 @@ async fn status(State(control): State<Arc<Control>>) -> Json<serde_json::Value> 
         "config_error": control.last_error(),
         "flags_generation": flags.generation,
         "flags_error": flags.last_error,
+        "flags_writable": control.writer.get().is_some(),
     }))
 }
 
-async fn reload(State(control): State<Arc<Control>>, headers: HeaderMap) -> Response {
-    if !authorized(&control, &headers) {
-        return error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "a valid admin token is required",
-        );
-    }
+async fn reload(State(control): State<Arc<Control>>) -> Response {
     let config = control.reload_config();
     let flags = control.reload_flags().await;
     match (config, flags) {

@@ -21,9 +21,12 @@ pub struct ProxyConfig {
     /// Pingora worker threads (restart to change).
     #[serde(default = "default_threads")]
     pub threads: usize,
-    /// Bearer token the admin API requires for changes; none means loopback-only use.
+    /// A single operator token (named `admin`); prefer `[control] tokens`.
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// Who may use the admin API, with which role (restart to change).
+    #[serde(default)]
+    pub control: ControlConfig,
     /// Pingora's upgrade socket, shared by the old and new process in `--upgrade`.
     #[serde(default = "default_upgrade_sock")]
     pub upgrade_sock: PathBuf,
@@ -57,6 +60,9 @@ pub struct ProxyConfig {
     /// Shadow traffic.
     #[serde(default)]
     pub shadow: ShadowConfig,
+    /// Automatic rollback: the SLO every canary or service route must keep (routes may override).
+    #[serde(default)]
+    pub auto_rollback: SloConfig,
 }
 
 /// The hot-reloadable part of [`ProxyConfig`], swapped in as one piece.
@@ -71,6 +77,134 @@ pub struct RoutingConfig {
     pub debug_header: bool,
     pub breaker: BreakerConfig,
     pub shadow: ShadowConfig,
+    pub auto_rollback: SloConfig,
+}
+
+/// Admin API access. Without any token the API is open, which is allowed on loopback only.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// One admin API token.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    /// Who holds it: recorded in the audit log as the actor.
+    pub name: String,
+    /// The bearer token itself (at least 16 characters).
+    pub token: String,
+    pub role: Role,
+}
+
+/// What a token may do.
+#[derive(Debug, Clone, Copy, Deserialize, serde::Serialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    /// Read routes, figures, status and the audit log.
+    Viewer,
+    /// Also change routes, kill services and reload.
+    Operator,
+}
+
+/// A route's service-level objective, checked continuously while the route sends users to its
+/// service (canary or service mode); a route that burns it goes back to the monolith.
+#[derive(Debug, Clone, Deserialize, serde::Serialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloConfig {
+    pub enabled: bool,
+    /// Seconds of figures judged (at most 60).
+    pub window_secs: u64,
+    /// Fewer service requests than this in the window: no verdict.
+    pub min_requests: u64,
+    /// Highest tolerated share of failed service requests (5xx, errors, fallbacks).
+    pub max_error_rate: f64,
+    /// Highest tolerated service p99 as a multiple of the monolith's p99 over the same window.
+    pub max_p99_ratio: f64,
+    /// Highest tolerated service p99 in milliseconds, used when the monolith had too few requests
+    /// in the window to compare with.
+    pub max_p99_ms: f64,
+    /// A service p99 below this never counts as slow, whatever the monolith does.
+    pub p99_floor_ms: f64,
+}
+
+impl Default for SloConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            window_secs: 30,
+            min_requests: 20,
+            max_error_rate: 0.05,
+            max_p99_ratio: 3.0,
+            max_p99_ms: 2000.0,
+            p99_floor_ms: 50.0,
+        }
+    }
+}
+
+/// Per-route overrides of [`SloConfig`].
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct SloOverride {
+    pub enabled: Option<bool>,
+    pub window_secs: Option<u64>,
+    pub min_requests: Option<u64>,
+    pub max_error_rate: Option<f64>,
+    pub max_p99_ratio: Option<f64>,
+    pub max_p99_ms: Option<f64>,
+    pub p99_floor_ms: Option<f64>,
+}
+
+impl SloConfig {
+    /// These defaults with a route's overrides applied, checked.
+    pub fn with(&self, o: &SloOverride) -> Result<SloConfig, String> {
+        let slo = SloConfig {
+            enabled: o.enabled.unwrap_or(self.enabled),
+            window_secs: o.window_secs.unwrap_or(self.window_secs),
+            min_requests: o.min_requests.unwrap_or(self.min_requests),
+            max_error_rate: o.max_error_rate.unwrap_or(self.max_error_rate),
+            max_p99_ratio: o.max_p99_ratio.unwrap_or(self.max_p99_ratio),
+            max_p99_ms: o.max_p99_ms.unwrap_or(self.max_p99_ms),
+            p99_floor_ms: o.p99_floor_ms.unwrap_or(self.p99_floor_ms),
+        };
+        slo.check()?;
+        Ok(slo)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if !(1..=60).contains(&self.window_secs) {
+            return Err(format!(
+                "window_secs must be 1 to 60, got {}",
+                self.window_secs
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.max_error_rate) {
+            return Err(format!(
+                "max_error_rate must be between 0 and 1, got {}",
+                self.max_error_rate
+            ));
+        }
+        if self.max_p99_ratio.is_nan() || self.max_p99_ratio < 1.0 {
+            return Err(format!(
+                "max_p99_ratio must be at least 1, got {}",
+                self.max_p99_ratio
+            ));
+        }
+        if self.max_p99_ms.is_nan() || self.max_p99_ms <= 0.0 {
+            return Err(format!(
+                "max_p99_ms must be positive, got {}",
+                self.max_p99_ms
+            ));
+        }
+        if self.p99_floor_ms.is_nan() || self.p99_floor_ms < 0.0 {
+            return Err(format!(
+                "p99_floor_ms must not be negative, got {}",
+                self.p99_floor_ms
+            ));
+        }
+        Ok(())
+    }
 }
 
 /// An upstream group.
@@ -124,6 +258,9 @@ pub struct RouteConfig {
     /// JSON fields (dotted paths, `*` for any array index) left out of shadow comparison.
     #[serde(default)]
     pub shadow_ignore: Vec<String>,
+    /// Overrides of `[auto_rollback]` for this route.
+    #[serde(default)]
+    pub slo: SloOverride,
 }
 
 /// Requests that match no route.
@@ -201,13 +338,17 @@ pub enum FlagSourceConfig {
         #[serde(default = "default_flag_poll_ms")]
         poll_ms: u64,
     },
-    /// A MySQL table shared by every replica, polled.
+    /// A MySQL table shared by every replica, polled; changes through the admin API are stored
+    /// there with their audit record.
     Mysql {
         url: String,
         #[serde(default = "default_flag_table")]
         table: String,
         #[serde(default = "default_flag_poll_ms")]
         poll_ms: u64,
+        /// A flag file whose flags are stored when the table does not have them yet.
+        #[serde(default)]
+        seed: Option<PathBuf>,
     },
 }
 
@@ -341,6 +482,32 @@ impl ProxyConfig {
         if self.threads == 0 {
             return Err("threads must be at least 1".into());
         }
+        let mut names = std::collections::HashSet::new();
+        for (i, t) in self.control.tokens.iter().enumerate() {
+            if t.name.trim().is_empty() || !names.insert(t.name.as_str()) {
+                return Err(format!(
+                    "control.tokens[{i}].name must be non-empty and unique"
+                ));
+            }
+            if t.token.len() < 16 {
+                return Err(format!(
+                    "control.tokens[{i}] ({}): token must be at least 16 characters",
+                    t.name
+                ));
+            }
+        }
+        if self.admin_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err("admin_token must be at least 16 characters".into());
+        }
+        if !self.admin_listen.ip().is_loopback()
+            && self.control.tokens.is_empty()
+            && self.admin_token.is_none()
+        {
+            return Err(format!(
+                "admin_listen {} is not loopback: configure [control] tokens",
+                self.admin_listen
+            ));
+        }
         crate::routing::RoutingTable::build(&self.routing(), 0).map(|_| ())
     }
 
@@ -355,6 +522,7 @@ impl ProxyConfig {
             debug_header: self.debug_header,
             breaker: self.breaker.clone(),
             shadow: self.shadow.clone(),
+            auto_rollback: self.auto_rollback.clone(),
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
@@ -27,6 +27,10 @@ pub struct Control {
     versions: AtomicU64,
     last_error: Mutex<Option<String>>,
     reload_lock: Mutex<()>,
+    /// The MySQL flag table, once the runtime runs (route changes and the audit log need it).
+    pub(crate) writer: OnceLock<MysqlSource>,
+    /// Per flag: the version auto-rollback last saw and the second it saw it change.
+    pub(crate) slo_seen: Mutex<std::collections::HashMap<String, (u64, u64)>>,
 }
 
 impl Control {
@@ -54,6 +58,8 @@ impl Control {
             versions: AtomicU64::new(1),
             last_error: Mutex::new(None),
             reload_lock: Mutex::new(()),
+            writer: OnceLock::new(),
+            slo_seen: Mutex::default(),
         })
     }
 
@@ -116,6 +122,13 @@ impl Control {
             FlagSourceConfig::File { path, .. } => FileSource::new(path)
                 .reload(&self.flags)
                 .map_err(|e| e.to_string()),
+            FlagSourceConfig::Mysql { .. } if self.writer.get().is_some() => self
+                .writer
+                .get()
+                .expect("checked")
+                .reload(&self.flags)
+                .await
+                .map_err(|e| e.to_string()),
             FlagSourceConfig::Mysql { url, table, .. } => {
                 let pool = mysql_async::Pool::new(
                     mysql_async::Opts::from_url(url).map_err(|e| e.to_string())?,
@@ -140,12 +153,33 @@ impl Control {
                 url,
                 table,
                 poll_ms,
+                seed,
             } => {
                 let opts = mysql_async::Opts::from_url(url).map_err(|e| e.to_string())?;
                 let source = MysqlSource::new(mysql_async::Pool::new(opts), table);
-                if let Err(e) = source.ensure_table().await {
-                    tracing::error!(error = %e, "flag table not reachable yet; routes stay on the monolith");
+                match source.ensure_table().await {
+                    Ok(()) => {
+                        if let Some(path) = seed {
+                            match FileSource::new(path).load() {
+                                Ok(set) => match source.seed(&set, "strangler-proxy").await {
+                                    Ok(added) if !added.is_empty() => {
+                                        tracing::info!(?added, "seeded the flag table")
+                                    }
+                                    Ok(_) => {}
+                                    Err(e) => tracing::error!(error = %e, "seeding flags failed"),
+                                },
+                                Err(e) => tracing::error!(error = %e, "seed file refused"),
+                            }
+                        }
+                        if let Err(e) = source.reload(&self.flags).await {
+                            tracing::error!(error = %e, "first flag load failed");
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "flag table not reachable yet; routes stay on the monolith")
+                    }
                 }
+                let _ = self.writer.set(source.clone());
                 source.watch(self.flags.clone(), Duration::from_millis(*poll_ms));
             }
         }

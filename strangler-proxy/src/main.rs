@@ -53,6 +53,7 @@ impl BackgroundService for SideTasks {
         if let Err(e) = control.watch_flags().await {
             tracing::error!(error = %e, "flag watcher did not start");
         }
+        control.watch_slos(std::time::Duration::from_millis(500));
         if let Some(rx) = self.shadow_rx.lock().expect("shadow rx").take() {
             let shadow = &control.table.load().config.shadow;
             let worker = ShadowWorker::new(

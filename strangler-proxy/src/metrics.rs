@@ -21,6 +21,9 @@ pub struct Metrics {
     pub flags_generation: IntGauge,
     pub flag_reload_failures: IntGauge,
     pub backend_up: IntGaugeVec,
+    pub route_changes: IntCounterVec,
+    pub auto_rollbacks: IntCounterVec,
+    pub admin_requests: IntCounterVec,
 }
 
 impl Default for Metrics {
@@ -113,6 +116,21 @@ impl Metrics {
                 "strangler_backend_up",
                 "Active health check result per backend (1 up, 0 down)",
                 &["group", "backend"],
+            ),
+            route_changes: counter(
+                "strangler_route_changes_total",
+                "Route mode changes made through this replica, by route and source (api, cli, page, auto)",
+                &["route", "source"],
+            ),
+            auto_rollbacks: counter(
+                "strangler_auto_rollbacks_total",
+                "Routes sent back to the monolith because they burned their SLO",
+                &["route"],
+            ),
+            admin_requests: counter(
+                "strangler_admin_requests_total",
+                "Admin API requests by role and status class",
+                &["role", "class"],
             ),
             registry,
         }

@@ -437,10 +437,26 @@ impl ProxyHttp for StranglerProxy {
         m.requests
             .with_label_values(&[route_name, backend, ctx.mode, class])
             .inc();
-        if let Some(started) = ctx.started {
+        let elapsed = ctx.started.map(|s| s.elapsed().as_secs_f64());
+        if let Some(secs) = elapsed {
             m.latency
                 .with_label_values(&[route_name, backend, ctx.mode])
-                .observe(started.elapsed().as_secs_f64());
+                .observe(secs);
+        }
+        if let (Some(r), Some(secs)) = (route, elapsed) {
+            // A request meant for the service that fell back counts against the service.
+            let meant_for_service = ctx.to_service || ctx.fallback.is_some();
+            let failed = e.is_some() || status >= 500 || status == 0;
+            let window = if meant_for_service {
+                &r.stats.service
+            } else {
+                &r.stats.monolith
+            };
+            window.record(
+                crate::live::now_sec(),
+                secs * 1000.0,
+                failed || (meant_for_service && ctx.fallback.is_some()),
+            );
         }
         if let Some(reason) = ctx.fallback {
             m.fallbacks.with_label_values(&[route_name, reason]).inc();

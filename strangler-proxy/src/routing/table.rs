@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use super::PathMatch;
 use crate::breaker::Breaker;
-use crate::config::RoutingConfig;
+use crate::config::{RoutingConfig, SloConfig};
+use crate::live::RouteStats;
 use crate::shadow::NoiseModel;
 use crate::upstream::UpstreamGroup;
 use crate::user_key::UserKeys;
@@ -25,6 +26,10 @@ pub struct Route {
     pub shadow_ignore: Vec<String>,
     pub breaker: Arc<Breaker>,
     pub noise: Arc<NoiseModel>,
+    /// The last minute's figures on each side.
+    pub stats: Arc<RouteStats>,
+    /// The SLO auto-rollback holds this route to.
+    pub slo: SloConfig,
 }
 
 impl Route {
@@ -138,8 +143,17 @@ impl RoutingTable {
                         ))
                     }),
                 noise: carried.map(|c| c.noise.clone()).unwrap_or_default(),
+                stats: carried.map(|c| c.stats.clone()).unwrap_or_default(),
+                slo: config
+                    .auto_rollback
+                    .with(&r.slo)
+                    .map_err(|e| format!("{at}.slo: {e}"))?,
             });
         }
+        config
+            .auto_rollback
+            .with(&Default::default())
+            .map_err(|e| format!("auto_rollback: {e}"))?;
         if config.breaker.failures == 0 {
             return Err("breaker.failures must be at least 1".into());
         }

@@ -119,6 +119,15 @@ pub struct Proxy {
 }
 
 pub fn config_text(port: u16, admin: u16, flags: &Path, body: &str) -> String {
+    let section = format!(
+        "[flags]\nsource = \"file\"\npath = \"{}\"\npoll_ms = 50\n",
+        flags.display()
+    );
+    config_text_with(port, admin, &flags.with_extension("sock"), &section, body)
+}
+
+/// A config with its own `[flags]` section.
+pub fn config_text_with(port: u16, admin: u16, sock: &Path, flags: &str, body: &str) -> String {
     let user_key = if body.contains("[user_key]") {
         ""
     } else {
@@ -134,9 +143,8 @@ pub fn config_text(port: u16, admin: u16, flags: &Path, body: &str) -> String {
     format!(
         "{top}listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nwatch_ms = 50\n\
          upgrade_sock = \"{}\"\ndebug_header = true\n\
-         [flags]\nsource = \"file\"\npath = \"{}\"\npoll_ms = 50\n\n{body}{user_key}",
-        flags.with_extension("sock").display(),
-        flags.display()
+         {flags}\n{body}{user_key}",
+        sock.display(),
     )
 }
 
@@ -154,8 +162,35 @@ impl Proxy {
         }
         let port = free_port();
         let admin = free_port();
+        let text = config_text(port, admin, &flags_path, body);
+        Self::launch(dir, port, admin, &text).await
+    }
+
+    /// Starts the proxy with the MySQL flag source at `url` (flags seeded in `monolith` mode).
+    pub async fn start_mysql(url: &str, body: &str, flag_keys: &[&str]) -> Self {
+        let dir = TempDir::new("proxy-test").unwrap();
+        let seed = dir.path().join("seed.json");
+        std::fs::write(&seed, "{\"flags\":{}}").unwrap();
+        for key in flag_keys {
+            FileSource::new(&seed)
+                .put(RouteMode::Monolith.to_flag(key, 0, key))
+                .unwrap();
+        }
+        let port = free_port();
+        let admin = free_port();
+        let section = format!(
+            "[flags]\nsource = \"mysql\"\nurl = \"{url}\"\npoll_ms = 20\nseed = \"{}\"\n",
+            seed.display()
+        );
+        let text = config_text_with(port, admin, &dir.path().join("up.sock"), &section, body);
+        Self::launch(dir, port, admin, &text).await
+    }
+
+    /// Starts the proxy binary with config `text` in `dir`.
+    pub async fn launch(dir: TempDir, port: u16, admin: u16, text: &str) -> Self {
+        let flags_path = dir.path().join("flags.json");
         let config_path = dir.path().join("proxy.toml");
-        std::fs::write(&config_path, config_text(port, admin, &flags_path, body)).unwrap();
+        std::fs::write(&config_path, text).unwrap();
         let process = ProcessGuard::spawn_with_env(
             Path::new(env!("CARGO_BIN_EXE_strangler-proxy")),
             &["--config".into(), config_path.display().to_string()],
@@ -236,7 +271,13 @@ impl Proxy {
         FileSource::new(&self.flags_path)
             .put(mode.to_flag(flag, 0, "salt"))
             .unwrap();
-        let want = serde_json::to_value(mode).unwrap();
+        let (name, percent) = match mode {
+            RouteMode::Monolith => ("monolith", 0.0),
+            RouteMode::Shadow => ("shadow", 0.0),
+            RouteMode::Canary { percent } => ("canary", percent),
+            RouteMode::Service => ("service", 100.0),
+        };
+        let want = serde_json::json!({"mode": name, "percent": percent});
         for _ in 0..200 {
             let routes: serde_json::Value = self.admin_json("/admin/routes").await;
             if routes["routes"]
@@ -244,7 +285,7 @@ impl Proxy {
                 .unwrap()
                 .iter()
                 .filter(|r| r["flag"] == flag)
-                .all(|r| r["mode"] == want)
+                .all(|r| r["mode"] == want["mode"] && r["percent"] == want["percent"])
             {
                 return;
             }

@@ -1,0 +1,224 @@
+//! Live figures per route and backend over the last minute: one-second slots holding request and
+//! error counts and a log-scale latency histogram, cheap enough to record on every request. The
+//! admin API reads rates, error rates, percentiles and sparklines from them; auto-rollback its SLOs.
+
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// Seconds kept.
+pub const SLOTS: usize = 64;
+const BUCKETS: usize = 64;
+/// Upper bound of bucket 0, in milliseconds; each next bucket is `GROWTH` times wider.
+const FIRST_MS: f64 = 0.1;
+const GROWTH: f64 = 1.25;
+
+/// The current second since the epoch.
+pub fn now_sec() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn bucket_of(ms: f64) -> usize {
+    if ms <= FIRST_MS {
+        return 0;
+    }
+    (((ms / FIRST_MS).ln() / GROWTH.ln()).ceil() as usize).min(BUCKETS - 1)
+}
+
+fn upper_ms(bucket: usize) -> f64 {
+    FIRST_MS * GROWTH.powi(bucket as i32)
+}
+
+struct Slot {
+    second: AtomicU64,
+    requests: AtomicU64,
+    errors: AtomicU64,
+    latency: [AtomicU32; BUCKETS],
+}
+
+impl Default for Slot {
+    fn default() -> Self {
+        Self {
+            second: AtomicU64::new(0),
+            requests: AtomicU64::new(0),
+            errors: AtomicU64::new(0),
+            latency: std::array::from_fn(|_| AtomicU32::new(0)),
+        }
+    }
+}
+
+/// One backend's last minute.
+pub struct Window {
+    slots: Box<[Slot]>,
+    reset: Mutex<()>,
+}
+
+impl Default for Window {
+    fn default() -> Self {
+        Self {
+            slots: (0..SLOTS).map(|_| Slot::default()).collect(),
+            reset: Mutex::new(()),
+        }
+    }
+}
+
+impl std::fmt::Debug for Window {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Window")
+    }
+}
+
+/// Figures over a span of seconds.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Summary {
+    pub requests: u64,
+    pub errors: u64,
+    /// Requests per second over the span.
+    pub rate: f64,
+    /// Errors / requests (0 without requests).
+    pub error_rate: f64,
+    /// Percentiles in milliseconds, at the upper edge of their histogram bucket (within 25%).
+    pub p50_ms: Option<f64>,
+    pub p95_ms: Option<f64>,
+    pub p99_ms: Option<f64>,
+    /// Requests in each second of the span, oldest first (for sparklines).
+    pub series: Vec<u64>,
+}
+
+impl Window {
+    /// Records one request that took `ms` milliseconds at second `sec`.
+    pub fn record(&self, sec: u64, ms: f64, error: bool) {
+        let slot = &self.slots[(sec % SLOTS as u64) as usize];
+        if slot.second.load(Ordering::Acquire) != sec {
+            let _one = self.reset.lock().expect("window reset lock");
+            if slot.second.load(Ordering::Acquire) != sec {
+                slot.requests.store(0, Ordering::Relaxed);
+                slot.errors.store(0, Ordering::Relaxed);
+                for b in &slot.latency {
+                    b.store(0, Ordering::Relaxed);
+                }
+                slot.second.store(sec, Ordering::Release);
+            }
+        }
+        slot.requests.fetch_add(1, Ordering::Relaxed);
+        if error {
+            slot.errors.fetch_add(1, Ordering::Relaxed);
+        }
+        slot.latency[bucket_of(ms)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Figures for seconds `from..=to` (at most the last [`SLOTS`] seconds before `to`).
+    pub fn summary(&self, from: u64, to: u64) -> Summary {
+        let from = from.max(to.saturating_sub(SLOTS as u64 - 1));
+        let mut out = Summary::default();
+        let mut hist = [0u64; BUCKETS];
+        for sec in from..=to {
+            let slot = &self.slots[(sec % SLOTS as u64) as usize];
+            if slot.second.load(Ordering::Acquire) != sec {
+                out.series.push(0);
+                continue;
+            }
+            let n = slot.requests.load(Ordering::Relaxed);
+            out.requests += n;
+            out.errors += slot.errors.load(Ordering::Relaxed);
+            out.series.push(n);
+            for (h, b) in hist.iter_mut().zip(&slot.latency) {
+                *h += u64::from(b.load(Ordering::Relaxed));
+            }
+        }
+        let seconds = (to - from + 1) as f64;
+        out.rate = out.requests as f64 / seconds;
+        if out.requests > 0 {
+            out.error_rate = out.errors as f64 / out.requests as f64;
+        }
+        let total: u64 = hist.iter().sum();
+        let percentile = |q: f64| {
+            if total == 0 {
+                return None;
+            }
+            let rank = ((q * total as f64).ceil() as u64).max(1);
+            let mut seen = 0;
+            for (i, n) in hist.iter().enumerate() {
+                seen += n;
+                if seen >= rank {
+                    return Some((upper_ms(i) * 1000.0).round() / 1000.0);
+                }
+            }
+            None
+        };
+        out.p50_ms = percentile(0.50);
+        out.p95_ms = percentile(0.95);
+        out.p99_ms = percentile(0.99);
+        out
+    }
+}
+
+/// A route's figures, on each side. Carried over config reloads by route name.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    pub monolith: Window,
+    /// Requests meant for the service: answered by it, or failed and fallen back.
+    pub service: Window,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_bound_their_values() {
+        for ms in [0.05, 0.1, 0.3, 1.0, 7.5, 120.0, 2500.0] {
+            let b = bucket_of(ms);
+            assert!(upper_ms(b) >= ms, "{ms} in bucket {b}");
+            if b > 0 {
+                assert!(upper_ms(b - 1) < ms, "{ms} belongs lower than {b}");
+            }
+        }
+        assert_eq!(bucket_of(1e9), BUCKETS - 1);
+    }
+
+    #[test]
+    fn summary_counts_rates_and_percentiles() {
+        let w = Window::default();
+        let t = 1_000_000;
+        for i in 0..100 {
+            // 1 ms for most, 100 ms for the slowest 5, errors on 10.
+            let ms = if i < 95 { 1.0 } else { 100.0 };
+            w.record(t + (i % 2), ms, i % 10 == 0);
+        }
+        let s = w.summary(t, t + 1);
+        assert_eq!((s.requests, s.errors), (100, 10));
+        assert_eq!(s.series, vec![50, 50]);
+        assert!((s.rate - 50.0).abs() < 1e-9);
+        assert!((s.error_rate - 0.1).abs() < 1e-9);
+        let p50 = s.p50_ms.unwrap();
+        assert!((1.0..1.25).contains(&p50), "{p50}");
+        assert!(s.p95_ms.unwrap() < 1.25, "{:?}", s.p95_ms);
+        let p99 = s.p99_ms.unwrap();
+        assert!((100.0..125.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn old_seconds_are_forgotten_and_ranges_clamped() {
+        let w = Window::default();
+        let t = 5_000;
+        w.record(t, 2.0, true);
+        // The same slot a full turn later starts from zero.
+        w.record(t + SLOTS as u64, 2.0, false);
+        let s = w.summary(t + 1, t + SLOTS as u64);
+        assert_eq!((s.requests, s.errors), (1, 0));
+        assert_eq!(w.summary(t, t).requests, 0);
+        // A range longer than the window is clamped to it.
+        assert_eq!(w.summary(0, t + SLOTS as u64).series.len(), SLOTS);
+        // No requests: no percentiles, no division by zero.
+        let empty = Window::default().summary(t, t + 9);
+        assert_eq!(
+            (empty.rate, empty.error_rate, empty.p99_ms),
+            (0.0, 0.0, None)
+        );
+    }
+}
