@@ -3,6 +3,8 @@
 //! flag changes through the embedded file store.
 #![allow(dead_code)]
 
+pub mod release;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -453,15 +453,22 @@ fn run(args: Args) -> Fallible<()> {
 
     eprintln!("starting strangler-proxy…");
     let state = args.state_dir.canonicalize().map_err(|e| e.to_string())?;
-    let flags_path = state.join("flags.json");
-    if !flags_path.exists() {
-        std::fs::copy(&args.proxy_flags, &flags_path)
-            .map_err(|e| format!("copying {}: {e}", args.proxy_flags.display()))?;
-    }
+    // Flags and their audit trail live in the monolith server's `strangler` database, seeded
+    // from the flag file the first time.
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?
+        .block_on(monolith_db.execute("CREATE DATABASE IF NOT EXISTS strangler"))
+        .map_err(|e| e.to_string())?;
+    let seed = args
+        .proxy_flags
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", args.proxy_flags.display()))?;
     let proxy_config = state.join("proxy.toml");
     std::fs::write(
         &proxy_config,
-        proxy_config_text(&args, &state, &flags_path, &routes),
+        proxy_config_text(&args, &state, &monolith_db.url("strangler"), &seed, &routes),
     )
     .map_err(|e| e.to_string())?;
     let proxy_log = logs.join("strangler-proxy.log");
@@ -595,6 +602,53 @@ fn run(args: Args) -> Fallible<()> {
             http_get(args.proxy_admin_port, "/admin/routes").map_err(|e| e.to_string())?;
         if status != 200 || !body.contains("users.login") {
             return Err(format!("proxy admin answered {status}: {body}"));
+        }
+        // Release control: a route changed with stranglerctl, audited in MySQL, and put back.
+        let ctl = |args_: &[&str]| -> Fallible<String> {
+            let out = Command::new(args.bin_dir.join("stranglerctl"))
+                .arg("--url")
+                .arg(format!("http://127.0.0.1:{}", args.proxy_admin_port))
+                .args(args_)
+                .output()
+                .map_err(|e| format!("running stranglerctl: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "stranglerctl {args_:?}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        ctl(&[
+            "flag",
+            "set",
+            "notifications.list",
+            "--mode",
+            "shadow",
+            "--reason",
+            "dev check",
+        ])?;
+        let routes = ctl(&["routes"])?;
+        if !routes
+            .lines()
+            .any(|l| l.starts_with("notifications.list") && l.contains("shadow"))
+        {
+            return Err(format!(
+                "stranglerctl routes does not show the change:\n{routes}"
+            ));
+        }
+        ctl(&[
+            "flag",
+            "set",
+            "notifications.list",
+            "--mode",
+            "monolith",
+            "--reason",
+            "dev check done",
+        ])?;
+        let audit = ctl(&["audit", "--route", "notifications.list", "--limit", "2"])?;
+        if !audit.contains("dev check done") || !audit.contains("cli") {
+            return Err(format!("the audit trail misses the change:\n{audit}"));
         }
         // A write through the proxy reaches the services server through cdc-sync.
         let register = format!(
@@ -803,18 +857,26 @@ fn run(args: Args) -> Fallible<()> {
 }
 
 /// The proxy config of the dev stack: the monolith, the four services' future ports, the shop
-/// routes, file flags, and tokens verified with the monolith's development secret.
-fn proxy_config_text(args: &Args, state: &Path, flags: &Path, routes: &str) -> String {
+/// routes, flags in MySQL (seeded from the flag file), and tokens verified with the monolith's
+/// development secret. The admin API is on loopback without tokens: everyone is the operator.
+fn proxy_config_text(
+    args: &Args,
+    state: &Path,
+    flags_url: &str,
+    seed: &Path,
+    routes: &str,
+) -> String {
     let mut text = format!(
         "listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\ndebug_header = true\n\
-         upgrade_sock = \"{}\"\n\n[flags]\nsource = \"file\"\npath = \"{}\"\n\n\
+         upgrade_sock = \"{}\"\n\n[flags]\nsource = \"mysql\"\nurl = \"{}\"\nseed = \"{}\"\n\n\
          [user_key]\njwt_secret = \"strangler-dev-secret-change-me-0123456789\"\n\
          jwt_issuer = \"shop-monolith\"\njwt_audience = \"shop\"\n\n\
          [upstreams.monolith]\nbackends = [\"127.0.0.1:{}\"]\n",
         args.proxy_port,
         args.proxy_admin_port,
         state.join("proxy-upgrade.sock").display(),
-        flags.display(),
+        flags_url,
+        seed.display(),
         args.monolith_port,
     );
     for (i, service) in [
