@@ -63,7 +63,20 @@ pub struct Rollout {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct WeightedVariation {
     pub variation: usize,
+    /// In 1/100000. LaunchDarkly's SDK writes weights as floats (`37500.0`): whole floats are
+    /// accepted, fractions are refused.
+    #[serde(deserialize_with = "whole_weight")]
     pub weight: u32,
+}
+
+fn whole_weight<'de, D: serde::Deserializer<'de>>(d: D) -> Result<u32, D::Error> {
+    let n = f64::deserialize(d)?;
+    if n.fract() != 0.0 || !(0.0..=f64::from(u32::MAX)).contains(&n) {
+        return Err(serde::de::Error::custom(format!(
+            "weight must be a whole number of 1/100000, got {n}"
+        )));
+    }
+    Ok(n as u32)
 }
 
 /// User keys served one variation.

@@ -4,6 +4,7 @@
 
 pub mod contract;
 mod error;
+pub mod launchdarkly;
 mod mariadb;
 pub mod payment_sim;
 mod process;

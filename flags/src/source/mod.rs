@@ -1,7 +1,8 @@
-//! Where the embedded store's flags live: a JSON file (LaunchDarkly's `{"flags": {...}}` shape)
-//! or a MySQL table shared by every proxy replica. Both are polled and swapped in atomically.
+//! Where flags live: a JSON file (LaunchDarkly's `{"flags": {...}}` shape) or a MySQL table shared
+//! by every proxy replica, both polled and swapped in atomically; or LaunchDarkly itself.
 
 pub mod file;
+pub mod launchdarkly;
 pub mod mysql;
 
 use std::collections::HashMap;
