@@ -392,6 +392,10 @@ async fn status(State(control): State<Arc<Control>>) -> Json<serde_json::Value> 
         "flags_generation": flags.generation,
         "flags_error": flags.last_error,
         "flags_writable": control.writer.get().is_some(),
+        "launchdarkly": control.launchdarkly.get().map(|ld| json!({
+            "initialized": ld.initialized(),
+            "stream": ld.stream_status(),
+        })),
     }))
 }
 

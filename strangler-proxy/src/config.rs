@@ -350,6 +350,25 @@ pub enum FlagSourceConfig {
         #[serde(default)]
         seed: Option<PathBuf>,
     },
+    /// LaunchDarkly (or a relay proxy): flags streamed and evaluated by its SDK; changes are
+    /// made in LaunchDarkly, so the admin API is read only. Until the first flags arrive every
+    /// route serves the monolith; when the stream is lost the last known flags keep serving.
+    Launchdarkly {
+        sdk_key: String,
+        /// Base URL of a relay proxy or private instance; LaunchDarkly's service when absent.
+        #[serde(default)]
+        base_url: Option<String>,
+        /// A stream silent this long (no event, no heartbeat) is reopened.
+        #[serde(default = "default_ld_read_timeout_ms")]
+        read_timeout_ms: u64,
+        #[serde(default = "default_ld_reconnect_ms")]
+        reconnect_ms: u64,
+        #[serde(default = "default_ld_connect_timeout_ms")]
+        connect_timeout_ms: u64,
+        /// How long start-up waits for the first flags before serving with safe defaults.
+        #[serde(default = "default_ld_start_wait_ms")]
+        start_wait_ms: u64,
+    },
 }
 
 impl Default for FlagSourceConfig {
@@ -439,6 +458,18 @@ fn default_monolith() -> String {
 }
 fn default_flag_poll_ms() -> u64 {
     200
+}
+fn default_ld_read_timeout_ms() -> u64 {
+    300_000
+}
+fn default_ld_reconnect_ms() -> u64 {
+    1000
+}
+fn default_ld_connect_timeout_ms() -> u64 {
+    5000
+}
+fn default_ld_start_wait_ms() -> u64 {
+    5000
 }
 fn default_flag_table() -> String {
     "strangler_flags".into()

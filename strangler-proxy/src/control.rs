@@ -10,6 +10,7 @@ use std::time::Duration;
 use arc_swap::ArcSwap;
 use flags::FlagStore;
 use flags::source::file::FileSource;
+use flags::source::launchdarkly::{LaunchDarkly, LdSettings};
 use flags::source::mysql::MysqlSource;
 
 use crate::config::{FlagSourceConfig, ProxyConfig};
@@ -29,6 +30,11 @@ pub struct Control {
     reload_lock: Mutex<()>,
     /// The MySQL flag table, once the runtime runs (route changes and the audit log need it).
     pub(crate) writer: OnceLock<MysqlSource>,
+    /// The LaunchDarkly client, once the runtime runs (with that flag source).
+    pub launchdarkly: OnceLock<LaunchDarkly>,
+    /// Flags switched off on this replica only, by key, at the version seen: auto-rollback's
+    /// last resort when the change cannot be stored at the source (LaunchDarkly, store down).
+    pub local_off: ArcSwap<std::collections::HashMap<String, u64>>,
     /// Per flag: the version auto-rollback last saw and the second it saw it change.
     pub(crate) slo_seen: Mutex<std::collections::HashMap<String, (u64, u64)>>,
 }
@@ -46,7 +52,9 @@ impl Control {
                 FlagStore::new(FileSource::new(path).load().map_err(|e| e.to_string())?)
             }
             // Loaded by the watcher once the runtime runs; until then every route is `monolith`.
-            FlagSourceConfig::Mysql { .. } => FlagStore::default(),
+            FlagSourceConfig::Mysql { .. } | FlagSourceConfig::Launchdarkly { .. } => {
+                FlagStore::default()
+            }
         };
         metrics.config_version.set(1);
         Ok(Self {
@@ -59,6 +67,8 @@ impl Control {
             last_error: Mutex::new(None),
             reload_lock: Mutex::new(()),
             writer: OnceLock::new(),
+            launchdarkly: OnceLock::new(),
+            local_off: ArcSwap::default(),
             slo_seen: Mutex::default(),
         })
     }
@@ -129,6 +139,8 @@ impl Control {
                 .reload(&self.flags)
                 .await
                 .map_err(|e| e.to_string()),
+            // Streamed: nothing to fetch.
+            FlagSourceConfig::Launchdarkly { .. } => Ok(()),
             FlagSourceConfig::Mysql { url, table, .. } => {
                 let pool = mysql_async::Pool::new(
                     mysql_async::Opts::from_url(url).map_err(|e| e.to_string())?,
@@ -182,6 +194,36 @@ impl Control {
                 let _ = self.writer.set(source.clone());
                 source.watch(self.flags.clone(), Duration::from_millis(*poll_ms));
             }
+            FlagSourceConfig::Launchdarkly {
+                sdk_key,
+                base_url,
+                read_timeout_ms,
+                reconnect_ms,
+                connect_timeout_ms,
+                start_wait_ms,
+            } => {
+                let settings = LdSettings {
+                    sdk_key: sdk_key.clone(),
+                    base_url: base_url.clone(),
+                    read_timeout: Duration::from_millis(*read_timeout_ms),
+                    reconnect_delay: Duration::from_millis(*reconnect_ms),
+                    connect_timeout: Duration::from_millis(*connect_timeout_ms),
+                };
+                let ld = LaunchDarkly::start(&settings, self.flags.clone())
+                    .map_err(|e| e.to_string())?;
+                if ld
+                    .wait_initialized(Duration::from_millis(*start_wait_ms))
+                    .await
+                {
+                    tracing::info!("flags received from LaunchDarkly");
+                } else {
+                    tracing::error!(
+                        waited_ms = start_wait_ms,
+                        "no flags from LaunchDarkly yet: every route serves the monolith until they arrive"
+                    );
+                }
+                let _ = self.launchdarkly.set(ld);
+            }
         }
         Ok(())
     }
@@ -209,8 +251,36 @@ impl Control {
         });
     }
 
+    /// Where `flag_key` sends `user` in LaunchDarkly mode: the SDK's answer, unless auto-rollback
+    /// switched the flag off on this replica and nobody changed it since.
+    pub fn launchdarkly_decision(
+        &self,
+        ld: &LaunchDarkly,
+        flag_key: &str,
+        version: Option<u64>,
+        user: &str,
+    ) -> String {
+        if let Some(off_at) = self.local_off.load().get(flag_key)
+            && version.is_none_or(|v| v <= *off_at)
+        {
+            return "monolith".into();
+        }
+        ld.variation(flag_key, user, "monolith")
+    }
+
     /// Copies store and breaker state into gauges (before each scrape).
     pub fn refresh_gauges(&self) {
+        if let Some(ld) = self.launchdarkly.get() {
+            let s = ld.stream_status();
+            self.metrics
+                .flag_source_connected
+                .set(i64::from(s.connected));
+            self.metrics.flag_source_connects.set(s.connects as i64);
+            self.metrics.flag_source_failures.set(s.failures as i64);
+            self.metrics
+                .flag_source_initialized
+                .set(i64::from(ld.initialized()));
+        }
         let status = self.flags.status();
         self.metrics.flags_generation.set(status.generation as i64);
         self.metrics

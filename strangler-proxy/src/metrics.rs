@@ -22,6 +22,10 @@ pub struct Metrics {
     pub flag_reload_failures: IntGauge,
     pub backend_up: IntGaugeVec,
     pub route_changes: IntCounterVec,
+    pub flag_source_connected: IntGauge,
+    pub flag_source_connects: IntGauge,
+    pub flag_source_failures: IntGauge,
+    pub flag_source_initialized: IntGauge,
     pub auto_rollbacks: IntCounterVec,
     pub admin_requests: IntCounterVec,
 }
@@ -121,6 +125,22 @@ impl Metrics {
                 "strangler_route_changes_total",
                 "Route mode changes made through this replica, by route and source (api, cli, page, auto)",
                 &["route", "source"],
+            ),
+            flag_source_connected: gauge(
+                "strangler_flag_source_connected",
+                "LaunchDarkly source: 1 while its stream is open",
+            ),
+            flag_source_connects: gauge(
+                "strangler_flag_source_connects",
+                "LaunchDarkly source: streams opened since start",
+            ),
+            flag_source_failures: gauge(
+                "strangler_flag_source_failures",
+                "LaunchDarkly source: streams that failed to open or broke off",
+            ),
+            flag_source_initialized: gauge(
+                "strangler_flag_source_initialized",
+                "LaunchDarkly source: 1 once flags have been received",
             ),
             auto_rollbacks: counter(
                 "strangler_auto_rollbacks_total",

@@ -182,8 +182,17 @@ impl ProxyHttp for StranglerProxy {
             ));
         }
         let flags = self.control.flags.snapshot();
-        let decision = match flags.get(&route.flag) {
-            Some(flag) => {
+        let decision = match (self.control.launchdarkly.get(), flags.get(&route.flag)) {
+            (Some(ld), flag) => {
+                ctx.mode = mode_name(flag.and_then(|f| RouteMode::of(f)));
+                self.control.launchdarkly_decision(
+                    ld,
+                    &route.flag,
+                    flag.map(|f| f.version),
+                    user.key(),
+                )
+            }
+            (None, Some(flag)) => {
                 ctx.mode = mode_name(RouteMode::of(flag));
                 evaluate(flag, &Context::new(user.key()))
                     .value
@@ -192,7 +201,7 @@ impl ProxyHttp for StranglerProxy {
                     .to_string()
             }
             // An unknown flag is the safe default: the monolith.
-            None => "monolith".to_string(),
+            (None, None) => "monolith".to_string(),
         };
         match decision.as_str() {
             "service" => {

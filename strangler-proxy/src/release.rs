@@ -25,7 +25,7 @@ pub enum ReleaseError {
     #[error("{0}")]
     Conflict(String),
     #[error(
-        "route changes need the MySQL flag source (flags come from a file here: edit the file)"
+        "route changes need the MySQL flag source (flags come from a file or LaunchDarkly here: change them there)"
     )]
     ReadOnly,
     #[error("flag table: {0}")]
@@ -401,11 +401,16 @@ impl Control {
                 }
                 Err(e) => {
                     // Cannot store the change: at least this replica stops sending users.
-                    tracing::error!(route = %r.name, error = %e, "auto-rollback could not store the change; switching off locally");
-                    let mut f = (**flag).clone();
-                    f.on = false;
-                    f.version += 1;
-                    self.install_local(&f);
+                    tracing::error!(route = %r.name, error = %e, "auto-rollback could not store the change; switching off on this replica");
+                    let mut off = (**self.local_off.load()).clone();
+                    off.insert(r.flag.clone(), flag.version);
+                    self.local_off.store(Arc::new(off));
+                    if self.launchdarkly.get().is_none() {
+                        let mut f = (**flag).clone();
+                        f.on = false;
+                        f.version += 1;
+                        self.install_local(&f);
+                    }
                 }
             }
         }
