@@ -784,7 +784,7 @@ fn run(args: Args) -> Fallible<()> {
             std::thread::sleep(Duration::from_millis(200));
         }
         println!(
-            "check passed: every component answered, a write through the proxy replicated to user-service and logs in there, the catalog backfilled into product-service answers as the monolith, an order went through order-service's saga, a registration's welcome e-mail arrived over SMTP; stopping."
+            "check passed: every component answered, stranglerctl moved a route and read it back from the audit trail, a write through the proxy replicated to user-service and logs in there, the catalog backfilled into product-service answers as the monolith, an order went through order-service's saga, a registration's welcome e-mail arrived over SMTP; stopping."
         );
         return Ok(());
     }
