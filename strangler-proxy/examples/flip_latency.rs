@@ -89,7 +89,10 @@ async fn served_by(client: &reqwest::Client, port: u16) -> Option<String> {
 }
 
 /// Steady load on every replica; returns (stop, ok, failed).
-fn load(replicas: &[Replica], per_replica: usize) -> (Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicU64>) {
+fn load(
+    replicas: &[Replica],
+    per_replica: usize,
+) -> (Arc<AtomicBool>, Arc<AtomicU64>, Arc<AtomicU64>) {
     let stop = Arc::new(AtomicBool::new(false));
     let ok = Arc::new(AtomicU64::new(0));
     let failed = Arc::new(AtomicU64::new(0));
@@ -126,7 +129,10 @@ async fn effect(replicas: &[Replica], want: &str, accepted: Instant) -> Duration
                 if served_by(&client, port).await.as_deref() == Some(want.as_str()) {
                     return accepted.elapsed();
                 }
-                assert!(accepted.elapsed() < Duration::from_secs(10), "replica on {port} never flipped");
+                assert!(
+                    accepted.elapsed() < Duration::from_secs(10),
+                    "replica on {port} never flipped"
+                );
             }
         }));
     }
@@ -166,15 +172,21 @@ async fn main() {
         "[upstreams.monolith]\nbackends = [\"{monolith}\"]\n[upstreams.order]\nbackends = [\"{service}\"]\n\
          [[routes]]\nname = \"orders\"\nprefix = \"/api/orders\"\nflag = \"route.orders\"\nservice = \"order\"\n"
     );
-    println!("| flag source | flips | p50 ms | p95 ms | p99 ms | max ms | requests ok | requests failed |");
+    println!(
+        "| flag source | flips | p50 ms | p95 ms | p99 ms | max ms | requests ok | requests failed |"
+    );
     println!("|---|---|---|---|---|---|---|---|");
 
     // 1. The embedded store: MySQL table, change through one replica's admin API.
-    let db = testkit::monolith_server().create_database("flipbench").await.unwrap();
+    let db = testkit::monolith_server()
+        .create_database("flipbench")
+        .await
+        .unwrap();
     let seed = dir.path().join("seed.json");
     std::fs::write(
         &seed,
-        json!({"flags": {"route.orders": RouteMode::Monolith.to_flag("route.orders", 1, "o")}}).to_string(),
+        json!({"flags": {"route.orders": RouteMode::Monolith.to_flag("route.orders", 1, "o")}})
+            .to_string(),
     )
     .unwrap();
     let flags = format!(
@@ -190,9 +202,16 @@ async fn main() {
     let client = reqwest::Client::new();
     let mut samples = Vec::new();
     for n in 0..flips {
-        let (mode, want) = if n % 2 == 0 { ("service", "order") } else { ("monolith", "monolith") };
+        let (mode, want) = if n % 2 == 0 {
+            ("service", "order")
+        } else {
+            ("monolith", "monolith")
+        };
         let r = client
-            .put(format!("http://127.0.0.1:{}/admin/routes/orders/mode", replicas[n % 3].admin))
+            .put(format!(
+                "http://127.0.0.1:{}/admin/routes/orders/mode",
+                replicas[n % 3].admin
+            ))
             .json(&json!({"mode": mode, "reason": "flip benchmark"}))
             .send()
             .await

@@ -284,6 +284,10 @@ pub struct UserKeyConfig {
     pub jwt_issuer: Option<String>,
     /// Required `aud` when verifying.
     pub jwt_audience: Option<String>,
+    /// user-service's JWKS: EdDSA tokens are verified with its keys (by `kid`).
+    pub jwks_url: Option<String>,
+    /// How often the JWKS is fetched again, in milliseconds (an unknown `kid` fetches early).
+    pub jwks_refresh_ms: u64,
     /// Session cookie name.
     pub session_cookie: Option<String>,
     /// Header carrying a user id.
@@ -386,6 +390,8 @@ impl Default for UserKeyConfig {
             jwt_secret: None,
             jwt_issuer: None,
             jwt_audience: None,
+            jwks_url: None,
+            jwks_refresh_ms: 60_000,
             session_cookie: None,
             header: None,
             anonymous_cookie: "strangler_uid".into(),

@@ -30,6 +30,8 @@ pub struct Control {
     reload_lock: Mutex<()>,
     /// The MySQL flag table, once the runtime runs (route changes and the audit log need it).
     pub(crate) writer: OnceLock<MysqlSource>,
+    /// user-service's public keys, kept across config reloads.
+    pub jwks: crate::jwks::JwksKeys,
     /// The LaunchDarkly client, once the runtime runs (with that flag source).
     pub launchdarkly: OnceLock<LaunchDarkly>,
     /// Flags switched off on this replica only, by key, at the version seen: auto-rollback's
@@ -68,6 +70,7 @@ impl Control {
             reload_lock: Mutex::new(()),
             writer: OnceLock::new(),
             launchdarkly: OnceLock::new(),
+            jwks: Default::default(),
             local_off: ArcSwap::default(),
             slo_seen: Mutex::default(),
         })

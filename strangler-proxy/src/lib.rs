@@ -6,6 +6,7 @@ pub mod admin;
 pub mod breaker;
 pub mod config;
 pub mod control;
+pub mod jwks;
 pub mod live;
 pub mod metrics;
 pub mod proxy;

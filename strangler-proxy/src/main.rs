@@ -54,6 +54,7 @@ impl BackgroundService for SideTasks {
             tracing::error!(error = %e, "flag watcher did not start");
         }
         control.watch_slos(std::time::Duration::from_millis(500));
+        strangler_proxy::jwks::JwksKeys::refresh_forever(control.clone());
         if let Some(rx) = self.shadow_rx.lock().expect("shadow rx").take() {
             let shadow = &control.table.load().config.shadow;
             let worker = ShadowWorker::new(

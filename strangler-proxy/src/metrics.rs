@@ -22,6 +22,7 @@ pub struct Metrics {
     pub flag_reload_failures: IntGauge,
     pub backend_up: IntGaugeVec,
     pub route_changes: IntCounterVec,
+    pub jwks_fetches: IntCounterVec,
     pub flag_source_connected: IntGauge,
     pub flag_source_connects: IntGauge,
     pub flag_source_failures: IntGauge,
@@ -141,6 +142,11 @@ impl Metrics {
             flag_source_initialized: gauge(
                 "strangler_flag_source_initialized",
                 "LaunchDarkly source: 1 once flags have been received",
+            ),
+            jwks_fetches: counter(
+                "strangler_jwks_fetches_total",
+                "JWKS fetches by result (ok, failed)",
+                &["result"],
             ),
             auto_rollbacks: counter(
                 "strangler_auto_rollbacks_total",

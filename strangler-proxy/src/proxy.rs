@@ -174,7 +174,9 @@ impl ProxyHttp for StranglerProxy {
             return Ok(false);
         };
         ctx.route = Some(index);
-        let user = table.user_keys.extract(session.req_header());
+        let user = table
+            .user_keys
+            .extract(session.req_header(), &self.control.jwks);
         if let UserKey::Anonymous { id, fresh: true } = &user {
             ctx.set_cookie = Some(format!(
                 "{}={id}; Path=/; Max-Age=31536000; HttpOnly; SameSite=Lax",

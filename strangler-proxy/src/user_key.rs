@@ -1,12 +1,14 @@
-//! The key a user is bucketed by, in order: the JWT `sub` (verified when a secret is configured;
-//! a token that does not verify counts as anonymous), a session cookie, a configured header,
-//! and last the anonymous-id cookie the proxy sets itself.
+//! The key a user is bucketed by, in order: the JWT `sub` (verified when a secret or a JWKS is
+//! configured: HS256 with the secret, EdDSA with the JWKS key named by `kid`; a token that does
+//! not verify counts as anonymous), a session cookie, a configured header, and last the
+//! anonymous-id cookie the proxy sets itself.
 
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use pingora::http::RequestHeader;
 use rand::Rng as _;
 
 use crate::config::UserKeyConfig;
+use crate::jwks::JwksKeys;
 
 /// Where the key came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,8 +37,10 @@ impl UserKey {
 #[derive(Clone)]
 pub struct UserKeys {
     config: UserKeyConfig,
-    /// `None`: no secret, the `sub` is read without trust, only to keep a user on one side.
+    /// HS256 with the shared secret.
     verify: Option<(DecodingKey, Validation)>,
+    /// EdDSA with the JWKS keys (`Some` when a JWKS URL is configured).
+    eddsa: Option<Validation>,
 }
 
 impl std::fmt::Debug for UserKeys {
@@ -88,16 +92,38 @@ impl UserKeys {
             }
             None => None,
         };
+        let eddsa = match &config.jwks_url {
+            Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+                return Err(format!(
+                    "user_key.jwks_url must be an http(s) URL, got {url:?}"
+                ));
+            }
+            Some(_) => {
+                let mut v = Validation::new(Algorithm::EdDSA);
+                v.set_required_spec_claims(&["exp", "sub"]);
+                match &config.jwt_issuer {
+                    Some(iss) => v.set_issuer(&[iss]),
+                    None => v.iss = None,
+                }
+                match &config.jwt_audience {
+                    Some(aud) => v.set_audience(&[aud]),
+                    None => v.validate_aud = false,
+                }
+                Some(v)
+            }
+            None => None,
+        };
         if !plausible(&config.anonymous_cookie) || config.anonymous_cookie.contains('=') {
             return Err("user_key.anonymous_cookie must be a cookie name".into());
         }
         Ok(Self {
             config: config.clone(),
             verify,
+            eddsa,
         })
     }
 
-    fn jwt_sub(&self, req: &RequestHeader) -> Option<String> {
+    fn jwt_sub(&self, req: &RequestHeader, jwks: &JwksKeys) -> Option<String> {
         let token = req
             .headers
             .get("authorization")?
@@ -105,9 +131,21 @@ impl UserKeys {
             .ok()?
             .strip_prefix("Bearer ")?
             .trim();
-        let data = match &self.verify {
-            Some((key, validation)) => jsonwebtoken::decode::<Sub>(token, key, validation).ok()?,
-            None => jsonwebtoken::dangerous::insecure_decode::<Sub>(token).ok()?,
+        let data = match (&self.verify, &self.eddsa) {
+            (None, None) => jsonwebtoken::dangerous::insecure_decode::<Sub>(token).ok()?,
+            (hs256, eddsa) => {
+                let header = jsonwebtoken::decode_header(token).ok()?;
+                match (header.alg, hs256, eddsa) {
+                    (Algorithm::HS256, Some((key, validation)), _) => {
+                        jsonwebtoken::decode::<Sub>(token, key, validation).ok()?
+                    }
+                    (Algorithm::EdDSA, _, Some(validation)) => {
+                        let key = jwks.get(header.kid.as_deref()?)?;
+                        jsonwebtoken::decode::<Sub>(token, &key, validation).ok()?
+                    }
+                    _ => return None,
+                }
+            }
         };
         match data.claims.sub {
             serde_json::Value::String(s) if plausible(&s) => Some(s),
@@ -117,8 +155,8 @@ impl UserKeys {
     }
 
     /// The user's key for this request.
-    pub fn extract(&self, req: &RequestHeader) -> UserKey {
-        if let Some(sub) = self.jwt_sub(req) {
+    pub fn extract(&self, req: &RequestHeader, jwks: &JwksKeys) -> UserKey {
+        if let Some(sub) = self.jwt_sub(req, jwks) {
             return UserKey::Jwt(sub);
         }
         if let Some(v) = self
@@ -203,21 +241,31 @@ mod tests {
             ("cookie", "a=b; sid=s-1; strangler_uid=anon-x"),
             ("x-user-id", "h-1"),
         ]);
-        assert_eq!(k.extract(&all), UserKey::Jwt("42".into()));
-        let no_jwt = req(&[("cookie", "sid=s-1"), ("x-user-id", "h-1")]);
-        assert_eq!(k.extract(&no_jwt), UserKey::Session("s-1".into()));
         assert_eq!(
-            k.extract(&req(&[("x-user-id", "h-1")])),
+            k.extract(&all, &JwksKeys::default()),
+            UserKey::Jwt("42".into())
+        );
+        let no_jwt = req(&[("cookie", "sid=s-1"), ("x-user-id", "h-1")]);
+        assert_eq!(
+            k.extract(&no_jwt, &JwksKeys::default()),
+            UserKey::Session("s-1".into())
+        );
+        assert_eq!(
+            k.extract(&req(&[("x-user-id", "h-1")]), &JwksKeys::default()),
             UserKey::Header("h-1".into())
         );
         assert_eq!(
-            k.extract(&req(&[("cookie", "strangler_uid=anon-x")])),
+            k.extract(
+                &req(&[("cookie", "strangler_uid=anon-x")]),
+                &JwksKeys::default()
+            ),
             UserKey::Anonymous {
                 id: "anon-x".into(),
                 fresh: false
             }
         );
-        let UserKey::Anonymous { fresh: true, id } = k.extract(&req(&[])) else {
+        let UserKey::Anonymous { fresh: true, id } = k.extract(&req(&[]), &JwksKeys::default())
+        else {
             panic!("expected a fresh anonymous id");
         };
         assert!(id.starts_with("anon-"));
@@ -232,7 +280,11 @@ mod tests {
             "Bearer not-a-token".to_string(),
         ] {
             let r = req(&[("authorization", bad.as_str()), ("x-user-id", "h-1")]);
-            assert_eq!(k.extract(&r), UserKey::Header("h-1".into()), "{bad}");
+            assert_eq!(
+                k.extract(&r, &JwksKeys::default()),
+                UserKey::Header("h-1".into()),
+                "{bad}"
+            );
         }
         // Without a secret the sub is read for stickiness only.
         let open = keys(None);
@@ -240,6 +292,71 @@ mod tests {
             "authorization",
             &format!("Bearer {}", token("whatever-secret-x", "7", 600)),
         )]);
-        assert_eq!(open.extract(&r), UserKey::Jwt("7".into()));
+        assert_eq!(
+            open.extract(&r, &JwksKeys::default()),
+            UserKey::Jwt("7".into())
+        );
+    }
+
+    #[test]
+    fn eddsa_tokens_verify_with_the_jwks_key_of_their_kid() {
+        use service_kit::jwt::{Audience, EdKey, Keyring};
+        let audience = Audience {
+            issuer: "shop-monolith".into(),
+            audience: "shop".into(),
+            ttl_secs: 600,
+        };
+        let signer = |kid: &str, seed: u8| {
+            Keyring::new(audience.clone())
+                .with_key(EdKey::from_seed(kid, &[seed; 32]).unwrap())
+                .signing_with(kid)
+                .unwrap()
+        };
+        let (k1, k2) = (signer("k1", 1), signer("k2", 2));
+        let k = UserKeys::new(&UserKeyConfig {
+            jwt_secret: Some("0123456789abcdef0123".into()),
+            jwt_issuer: Some("shop-monolith".into()),
+            jwt_audience: Some("shop".into()),
+            jwks_url: Some("http://127.0.0.1:1/.well-known/jwks.json".into()),
+            ..UserKeyConfig::default()
+        })
+        .unwrap();
+        let jwks = JwksKeys::default();
+        assert_eq!(jwks.install(&k1.jwks()).unwrap(), 1);
+        let with = |token: String| req(&[("authorization", &format!("Bearer {token}"))]);
+        let t1 = k1.issue(42, "a@example.com", "customer").unwrap();
+        assert_eq!(
+            k.extract(&with(t1.clone()), &jwks),
+            UserKey::Jwt("42".into())
+        );
+        // A kid the JWKS does not (yet) list: anonymous.
+        let t2 = k2.issue(43, "b@example.com", "customer").unwrap();
+        assert!(matches!(
+            k.extract(&with(t2.clone()), &jwks),
+            UserKey::Anonymous { .. }
+        ));
+        // A token claiming k1 but signed by k2's key: anonymous.
+        let forged = {
+            let mut parts: Vec<String> = t2.split('.').map(str::to_string).collect();
+            parts[0] = t1.split('.').next().unwrap().to_string();
+            parts.join(".")
+        };
+        assert!(matches!(
+            k.extract(&with(forged), &jwks),
+            UserKey::Anonymous { .. }
+        ));
+        // The shared HS256 secret still works next to the JWKS.
+        let legacy = Keyring::new(audience.clone())
+            .with_legacy_secret("0123456789abcdef0123")
+            .signing_with("legacy")
+            .unwrap()
+            .issue(7, "c@example.com", "customer")
+            .unwrap();
+        assert_eq!(k.extract(&with(legacy), &jwks), UserKey::Jwt("7".into()));
+        // A JWKS that lists k2 too.
+        let both = serde_json::json!({"keys": [k1.jwks()["keys"][0], k2.jwks()["keys"][0]]});
+        assert_eq!(jwks.install(&both).unwrap(), 2);
+        assert_eq!(k.extract(&with(t2), &jwks), UserKey::Jwt("43".into()));
+        assert!(jwks.install(&serde_json::json!({"nope": 1})).is_err());
     }
 }
