@@ -77,7 +77,7 @@ async fn eddsa_tokens_bucket_by_their_verified_sub() {
     }
     let mut on_service = 0;
     for user in 1..=40u64 {
-        let expected = evaluate(&flag, &Context::new(&user.to_string()));
+        let expected = evaluate(&flag, &Context::new(user.to_string()));
         let expected = expected.value.and_then(|v| v.as_str()).unwrap();
         let (side, anonymous) = get(k1.issue(user, "u@example.com", "customer").unwrap()).await;
         assert!(!anonymous, "user {user} treated as anonymous");
