@@ -870,13 +870,15 @@ fn proxy_config_text(
         "listen = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\ndebug_header = true\n\
          upgrade_sock = \"{}\"\n\n[flags]\nsource = \"mysql\"\nurl = \"{}\"\nseed = \"{}\"\n\n\
          [user_key]\njwt_secret = \"strangler-dev-secret-change-me-0123456789\"\n\
-         jwt_issuer = \"shop-monolith\"\njwt_audience = \"shop\"\n\n\
+         jwt_issuer = \"shop-monolith\"\njwt_audience = \"shop\"\n\
+         jwks_url = \"http://127.0.0.1:{}/.well-known/jwks.json\"\n\n\
          [upstreams.monolith]\nbackends = [\"127.0.0.1:{}\"]\n",
         args.proxy_port,
         args.proxy_admin_port,
         state.join("proxy-upgrade.sock").display(),
         flags_url,
         seed.display(),
+        args.monolith_port + 1,
         args.monolith_port,
     );
     for (i, service) in [
