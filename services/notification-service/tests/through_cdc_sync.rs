@@ -1,7 +1,7 @@
 //! The whole path on real servers: a registration on user-service writes `user.registered` into
-//! its outbox; cdc-sync (direct transport, in-process) carries the row into notification-service's
-//! inbox; notification-service sends the welcome e-mail over SMTP — once, even when the stream
-//! replays the event after a restart.
+//! its outbox; cdc-sync (direct transport in-process, or through Kafka topics on a real tansu
+//! broker) carries the row into notification-service's inbox; notification-service sends the
+//! welcome e-mail over SMTP — once, even when the stream replays the event after a restart.
 
 use std::time::Duration;
 
@@ -9,8 +9,18 @@ use mysql_async::prelude::*;
 use serde_json::json;
 use testkit::contract::{Body, Side};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_registration_reaches_the_mailbox_through_the_outbox_and_cdc_sync() {
+/// User-service and notification-service on the services server, an SMTP sink, and the
+/// services' event stream config (user_svc.outbox → notification_svc.inbox) starting at the
+/// binlog position of now, over the direct transport or through Kafka.
+struct Env {
+    users: Side,
+    smtp: testkit::smtp_sink::SmtpSink,
+    config: cdc_sync::config::StreamConfig,
+    outbox: String,
+    offsets_db: String,
+}
+
+async fn env(kafka: Option<&str>) -> Env {
     let server = testkit::services_server();
     let users_db = server.create_database("user_svc").await.unwrap();
     let notif_db = server.create_database("notification_svc").await.unwrap();
@@ -24,8 +34,6 @@ async fn a_registration_reaches_the_mailbox_through_the_outbox_and_cdc_sync() {
     nc.delivery.poll_ms = 100;
     let _notifications = notification_service::prepare(nc).await.unwrap();
 
-    // The services' event stream: user_svc.outbox → notification_svc.inbox, on the same server,
-    // from the binlog position of now.
     let mut c = mysql_async::Conn::from_url(server.root_url().as_str())
         .await
         .unwrap();
@@ -39,43 +47,84 @@ async fn a_registration_reaches_the_mailbox_through_the_outbox_and_cdc_sync() {
         })
         .unwrap();
     c.disconnect().await.unwrap();
+    let (transport, kafka_section) = match kafka {
+        Some(brokers) => (
+            "transport = \"kafka\"\n",
+            format!("\n[kafka]\nbootstrap_servers = \"{brokers}\"\nresume_from = \"earliest\"\n"),
+        ),
+        None => ("", String::new()),
+    };
     let mut config = cdc_sync::config::StreamConfig::parse(&format!(
-        "name = \"events{pid}\"\nsource_url = \"{url}\"\ntarget_url = \"{url}\"\nreader_server_id = 5301\n\
-         offsets_db = \"cdc_events{pid}\"\n\n[[tables]]\nsource = \"{u}.outbox\"\ntarget = \"{n}.inbox\"\n",
-        pid = std::process::id(),
-        url = server.root_url(),
-        u = users_db.name,
+        "name = \"events{n}\"\nsource_url = \"{url}\"\ntarget_url = \"{url}\"\nreader_server_id = {id}\n\
+         offsets_db = \"cdc_events{n}\"\n{transport}\n[[tables]]\nsource = \"{u}.outbox\"\ntarget = \"{nd}.inbox\"\n{kafka_section}",
         n = notif_db.name,
+        url = server.root_url(),
+        id = if kafka.is_some() { 5302 } else { 5301 },
+        u = users_db.name,
+        nd = notif_db.name,
     ))
     .unwrap();
     config.start_position = Some(format!("{file}:{pos}"));
-    let run = |config: cdc_sync::config::StreamConfig| {
-        let (stop, rx) = tokio::sync::watch::channel(false);
-        let metrics = cdc_sync::metrics::Metrics::new(&config.name);
-        let m = metrics.clone();
-        let task = tokio::spawn(async move { cdc_sync::pipeline::run(&config, m, rx).await });
-        (stop, task, metrics)
-    };
-    let outbox = format!("{}.outbox", users_db.name);
-    let (stop, task, _) = run(config.clone());
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    Env {
+        users,
+        smtp,
+        config,
+        outbox: format!("{}.outbox", users_db.name),
+        offsets_db: format!("cdc_events{}", notif_db.name),
+    }
+}
 
+fn run(
+    config: cdc_sync::config::StreamConfig,
+) -> (
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), cdc_sync::error::CdcError>>,
+    cdc_sync::metrics::Metrics,
+) {
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let metrics = cdc_sync::metrics::Metrics::new(&config.name);
+    let m = metrics.clone();
+    let task = tokio::spawn(async move { cdc_sync::pipeline::run(&config, m, rx).await });
+    (stop, task, metrics)
+}
+
+async fn register(users: &Side, email: &str, name: &str) {
     let (st, v) = users
         .call(
             "POST",
             "/api/users/register",
             None,
-            Body::Json(json!({"email": "zoe@shop.test", "password": "password123", "name": "Zoe"})),
+            Body::Json(json!({"email": email, "password": "password123", "name": name})),
         )
         .await;
     assert_eq!(st, 201, "{v}");
-    for _ in 0..150 {
-        if !smtp.messages().is_empty() {
+}
+
+async fn mails(smtp: &testkit::smtp_sink::SmtpSink, n: usize) -> Vec<testkit::smtp_sink::Received> {
+    for _ in 0..300 {
+        if smtp.messages().len() >= n {
             break;
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let mails = smtp.messages();
+    smtp.messages()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_registration_reaches_the_mailbox_through_the_outbox_and_cdc_sync() {
+    let Env {
+        users,
+        smtp,
+        config,
+        outbox,
+        offsets_db,
+    } = env(None).await;
+    let server = testkit::services_server();
+    let (stop, task, _) = run(config.clone());
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    register(&users, "zoe@shop.test", "Zoe").await;
+    let mails = mails(&smtp, 1).await;
     assert_eq!(mails.len(), 1, "{mails:?}");
     assert_eq!(mails[0].to, vec!["zoe@shop.test".to_string()]);
     assert!(mails[0].data.contains("Hello Zoe"), "{}", mails[0].data);
@@ -87,12 +136,9 @@ async fn a_registration_reaches_the_mailbox_through_the_outbox_and_cdc_sync() {
     let mut c = mysql_async::Conn::from_url(server.root_url().as_str())
         .await
         .unwrap();
-    c.query_drop(format!(
-        "DELETE FROM `cdc_events{}`.cdc_offsets",
-        std::process::id()
-    ))
-    .await
-    .ok();
+    c.query_drop(format!("DELETE FROM `{offsets_db}`.cdc_offsets"))
+        .await
+        .ok();
     c.disconnect().await.unwrap();
     let (stop, task, metrics) = run(config);
     for _ in 0..50 {
@@ -119,6 +165,49 @@ async fn a_registration_reaches_the_mailbox_through_the_outbox_and_cdc_sync() {
         smtp.messages().len(),
         1,
         "the replayed event sent a second e-mail"
+    );
+    let _ = stop.send(true);
+    let _ = task.await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_path_through_kafka_sends_once_across_a_restart() {
+    let broker = testkit::Tansu::start().unwrap();
+    let Env {
+        users,
+        smtp,
+        config,
+        outbox,
+        ..
+    } = env(Some(&broker.bootstrap_servers())).await;
+    let (stop, task, _) = run(config.clone());
+    // Let it create its topics and join its group before the first event.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    register(&users, "ada@shop.test", "Ada").await;
+    let first = mails(&smtp, 1).await;
+    assert_eq!(first.len(), 1, "{first:?}");
+    assert_eq!(first[0].to, vec!["ada@shop.test".to_string()]);
+
+    // A restart resumes from the committed offsets: nothing sent twice, and the next
+    // registration goes through.
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    let (stop, task, metrics) = run(config);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    register(&users, "grace@shop.test", "Grace").await;
+    let both = mails(&smtp, 2).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let all = smtp.messages();
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1].to, vec!["grace@shop.test".to_string()]);
+    assert_eq!(both.len(), 2);
+    assert!(
+        metrics
+            .events
+            .with_label_values(&[&outbox, "applied"])
+            .get()
+            <= 1,
+        "the first event was applied again after the restart"
     );
     let _ = stop.send(true);
     let _ = task.await;
