@@ -14,6 +14,7 @@ use testkit::contract::{Body, Side};
 /// binlog position of now, over the direct transport or through Kafka.
 struct Env {
     users: Side,
+    notifications: Side,
     smtp: testkit::smtp_sink::SmtpSink,
     config: cdc_sync::config::StreamConfig,
     outbox: String,
@@ -32,7 +33,10 @@ async fn env(kafka: Option<&str>) -> Env {
     nc.server.database_url = notif_db.url.clone();
     nc.smtp.port = smtp.port;
     nc.delivery.poll_ms = 100;
-    let _notifications = notification_service::prepare(nc).await.unwrap();
+    let notifications = Side::serve(notification_service::app(
+        notification_service::prepare(nc).await.unwrap(),
+    ))
+    .await;
 
     let mut c = mysql_async::Conn::from_url(server.root_url().as_str())
         .await
@@ -67,6 +71,7 @@ async fn env(kafka: Option<&str>) -> Env {
     config.start_position = Some(format!("{file}:{pos}"));
     Env {
         users,
+        notifications,
         smtp,
         config,
         outbox: format!("{}.outbox", users_db.name),
@@ -118,6 +123,7 @@ async fn a_registration_reaches_the_mailbox_through_the_outbox_and_cdc_sync() {
         config,
         outbox,
         offsets_db,
+        ..
     } = env(None).await;
     let server = testkit::services_server();
     let (stop, task, _) = run(config.clone());
@@ -209,6 +215,111 @@ async fn the_same_path_through_kafka_sends_once_across_a_restart() {
             <= 1,
         "the first event was applied again after the restart"
     );
+    let _ = stop.send(true);
+    let _ = task.await;
+}
+
+/// Logs `email` in on `side` and returns the token.
+async fn login(side: &Side, email: &str) -> String {
+    let (st, v) = side
+        .call(
+            "POST",
+            "/api/users/login",
+            None,
+            Body::Json(json!({"email": email, "password": "password123"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v["token"].as_str().unwrap().to_string()
+}
+
+/// `GET /api/notifications` answers as the monolith's: same page shape, same items (channel,
+/// template, payload) for the same story, same errors. Compared without `status` and `sent_at`:
+/// the monolith only queues (`pending`, never sent) while notification-service sends — the
+/// reason the service exists.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_notifications_list_answers_as_the_monolith() {
+    let db = testkit::monolith_server()
+        .create_database("shop_notif")
+        .await
+        .unwrap();
+    let monolith = Side::serve(legacy_monolith::app(
+        legacy_monolith::prepare(legacy_monolith::Config {
+            database_url: db.url.clone(),
+            ..legacy_monolith::Config::default()
+        })
+        .await
+        .unwrap(),
+    ))
+    .await;
+    let Env {
+        users,
+        notifications,
+        smtp,
+        config,
+        ..
+    } = env(None).await;
+    let (stop, task, _) = run(config);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    register(&monolith, "mae@shop.test", "Mae").await;
+    register(&users, "mae@shop.test", "Mae").await;
+    assert_eq!(mails(&smtp, 1).await.len(), 1);
+    let (tm, ts) = (
+        login(&monolith, "mae@shop.test").await,
+        login(&users, "mae@shop.test").await,
+    );
+    let without_delivery = |(st, mut v): (u16, serde_json::Value)| {
+        for item in v["items"].as_array_mut().into_iter().flatten() {
+            let item = item.as_object_mut().unwrap();
+            item.remove("status");
+            item.remove("sent_at");
+        }
+        (st, v)
+    };
+    let cases: [(&str, &str, Option<&str>, Option<&str>); 5] = [
+        ("own list", "/api/notifications", Some(&tm), Some(&ts)),
+        (
+            "second page",
+            "/api/notifications?page=2&per_page=1",
+            Some(&tm),
+            Some(&ts),
+        ),
+        ("no token", "/api/notifications", None, None),
+        (
+            "bad page size",
+            "/api/notifications?per_page=0",
+            Some(&tm),
+            Some(&ts),
+        ),
+        (
+            "page not a number",
+            "/api/notifications?page=abc",
+            Some(&tm),
+            Some(&ts),
+        ),
+    ];
+    let mut diffs = Vec::new();
+    for (name, path, token_m, token_s) in cases {
+        let a = without_delivery(monolith.call("GET", path, token_m, Body::None).await);
+        let b = without_delivery(notifications.call("GET", path, token_s, Body::None).await);
+        if name == "own list" {
+            assert_eq!(a.1["items"].as_array().map(Vec::len), Some(1), "{}", a.1);
+            assert_eq!(b.1["items"][0]["template"], "welcome", "{}", b.1);
+        }
+        diffs.extend(testkit::contract::differences(
+            name,
+            &a,
+            &b,
+            &["id", "created_at"],
+        ));
+    }
+    assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    // And the service did deliver: its copy says so.
+    let (_, v) = notifications
+        .call("GET", "/api/notifications", Some(&ts), Body::None)
+        .await;
+    assert_eq!(v["items"][0]["status"], "sent", "{v}");
     let _ = stop.send(true);
     let _ = task.await;
 }
