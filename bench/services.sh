@@ -29,15 +29,9 @@ for t in shop.users shop.products shop.inventory; do
 done
 echo "monolith mode…" >&2
 "$bin/examples/shop_load" http://127.0.0.1:28000 "$RATE" "$SECS" >"$state/monolith.md"
-python3 - "$state/flags.json" <<'PY'
-import json, sys
-p = sys.argv[1]
-f = json.load(open(p))
-for k in ("route.users", "route.products", "route.orders"):
-    f["flags"][k]["fallthrough"] = {"variation": 1}
-    f["flags"][k]["version"] += 1
-json.dump(f, open(p, "w"), indent=2)
-PY
+for route in users.login products.list orders.list; do
+  "$bin/stranglerctl" --url http://127.0.0.1:28001 flag set "$route" --mode service --reason "services benchmark" >/dev/null
+done
 sleep 2
 echo "service mode…" >&2
 "$bin/examples/shop_load" http://127.0.0.1:28000 "$RATE" "$SECS" >"$state/services.md"
