@@ -18,8 +18,19 @@ pub fn pool_with_ids(
 ) -> Result<Pool, mysql_async::Error> {
     let opts = Opts::from_url(url)?;
     let constraints = PoolConstraints::new(0, max.max(1)).expect("0 <= max");
+    // With a lower bound of 0, mysql_async keeps an idle connection only when it has an inactive
+    // TTL: without one, every connection handed back is closed, and every query pays a new
+    // connection, its init statements and its prepares (measured: ~1,200 connections/s at
+    // 300 req/s). Idle connections now stay up to `max` and close after a minute unused. A
+    // reused connection is not reset: a reset would drop the session settings made by `init`
+    // (UTC time zone, id step and offset).
+    let pool_opts = PoolOpts::default()
+        .with_constraints(constraints)
+        .with_reset_connection(false)
+        .with_inactive_connection_ttl(std::time::Duration::from_secs(60))
+        .with_ttl_check_interval(std::time::Duration::from_secs(30));
     let opts = OptsBuilder::from_opts(opts)
-        .pool_opts(PoolOpts::default().with_constraints(constraints))
+        .pool_opts(pool_opts)
         .stmt_cache_size(256)
         // DATETIME columns hold UTC; the API prints them with a `Z`.
         .init(vec![format!(
