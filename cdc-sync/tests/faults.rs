@@ -63,7 +63,15 @@ async fn kill_9_mid_burst_then_restart_loses_and_doubles_nothing() {
     converge(&src.url, &dst.url, 60).await;
     let (rows, _) = fingerprint(&dst.url).await;
     assert!(rows > 1000, "{rows}");
-    let log = std::fs::read_to_string(dir.path().join("cdc.log")).unwrap();
+    // The data may converge before the third process has logged its start: wait for it.
+    let mut log = String::new();
+    for _ in 0..200 {
+        log = std::fs::read_to_string(dir.path().join("cdc.log")).unwrap();
+        if log.matches("stream starting").count() >= 3 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     assert_eq!(log.matches("stream starting").count(), 3, "{log}");
     // Status says caught up.
     let status = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sync"))

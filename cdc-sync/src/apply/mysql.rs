@@ -82,6 +82,42 @@ async fn flush(
     Ok(())
 }
 
+/// Queues an upsert (consecutive upserts of one table with the same columns go out as one
+/// multi-row statement; rows apply in order, so a key written twice ends as the later row) or
+/// runs any other write.
+async fn write(
+    tx: &mut mysql_async::Transaction<'_>,
+    pending: &mut Option<Upserts>,
+    applied: &mut Applied,
+    change: RowChange,
+) -> Result<(), CdcError> {
+    match (change.upsert, change.write) {
+        (Some((head, tail)), Some((_, params))) => {
+            if pending
+                .as_ref()
+                .is_some_and(|p| p.head != head || p.rows >= 500)
+            {
+                flush(tx, pending, applied).await?;
+            }
+            let p = pending.get_or_insert_with(|| Upserts {
+                head,
+                tail,
+                width: params.len(),
+                rows: 0,
+                params: Vec::new(),
+            });
+            p.rows += 1;
+            p.params.extend(params);
+        }
+        (_, Some((sql, params))) => {
+            tx.exec_drop(sql, params).await?;
+            applied.statements += 1;
+        }
+        (_, None) => {}
+    }
+    Ok(())
+}
+
 /// One row change as SQL: the write, and the check that tells a conflict.
 struct RowChange {
     table: String,
@@ -91,7 +127,53 @@ struct RowChange {
     /// consecutive upserts of one table go out as one multi-row statement.
     upsert: Option<(String, String)>,
     /// `SELECT (row = before), (row = after) … FOR UPDATE`; no row: `None`.
-    check: Option<(String, Vec<Value>)>,
+    check: Option<Check>,
+    /// The target key's values: tells two changes of one row apart from changes of two rows.
+    key: Vec<Value>,
+}
+
+/// The conflict check of one row change, as one branch of a `UNION ALL` of many.
+struct Check {
+    /// `(row = before), (row = after)` expressions.
+    select: String,
+    target: String,
+    /// The key condition.
+    cond: String,
+    params: Vec<Value>,
+}
+
+impl RowChange {
+    fn identity(&self) -> String {
+        format!("{}|{:?}", self.table, self.key)
+    }
+}
+
+/// At most this many row checks go out as one statement.
+const CHECKS_PER_STATEMENT: usize = 200;
+const PARAMS_PER_STATEMENT: usize = 30_000;
+
+/// Locks and compares the target rows of `group` (distinct rows) in one statement; returns
+/// `(matches before, matches after)` by position in the group, absent for a missing row.
+async fn check_rows(
+    tx: &mut mysql_async::Transaction<'_>,
+    group: &[(RowChange, &Offset)],
+) -> Result<HashMap<usize, (Option<i64>, Option<i64>)>, CdcError> {
+    let mut branches = Vec::with_capacity(group.len());
+    let mut params = Vec::new();
+    for (n, (change, _)) in group.iter().enumerate() {
+        let c = change.check.as_ref().expect("grouped changes have checks");
+        branches.push(format!(
+            "(SELECT {n}, {} FROM {} WHERE {} FOR UPDATE)",
+            c.select, c.target, c.cond
+        ));
+        params.extend(c.params.iter().cloned());
+    }
+    let rows: Vec<(i64, Option<i64>, Option<i64>)> =
+        tx.exec(branches.join(" UNION ALL "), params).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(n, before, after)| (n as usize, (before, after)))
+        .collect())
 }
 
 fn quote(qualified: &str) -> String {
@@ -263,7 +345,7 @@ impl MysqlApplier {
         let check = |before: Option<&Row>,
                      after: Option<&Row>,
                      key_row: &Row|
-         -> Result<Option<(String, Vec<Value>)>, CdcError> {
+         -> Result<Option<Check>, CdcError> {
             if self.conflicts.is_none() {
                 return Ok(None);
             }
@@ -281,13 +363,12 @@ impl MysqlApplier {
             }
             let (cond, p) = key_where(key_row)?;
             params.extend(p);
-            Ok(Some((
-                format!(
-                    "SELECT {} FROM {target} WHERE {cond} FOR UPDATE",
-                    select.join(", ")
-                ),
+            Ok(Some(Check {
+                select: select.join(", "),
+                target: target.clone(),
+                cond,
                 params,
-            )))
+            }))
         };
         let env = &ev.envelope;
         let change = match env.op {
@@ -330,6 +411,7 @@ impl MysqlApplier {
                         params,
                     )),
                     check: check(before, Some(row), row)?,
+                    key: key_where(row)?.1,
                 }
             }
             Op::Delete => {
@@ -338,12 +420,14 @@ impl MysqlApplier {
                     .as_ref()
                     .ok_or_else(|| malformed("no `before` image".into()))?;
                 let (cond, params) = key_where(row)?;
+                let params_key = params.clone();
                 RowChange {
                     table: m.target.clone(),
                     op: Op::Delete,
                     write: Some((format!("DELETE FROM {target} WHERE {cond}"), params)),
                     upsert: None,
                     check: check(Some(row), None, row)?,
+                    key: params_key,
                 }
             }
             Op::Truncate => RowChange {
@@ -352,6 +436,7 @@ impl MysqlApplier {
                 write: Some((format!("DELETE FROM {target}"), Vec::new())),
                 upsert: None,
                 check: None,
+                key: Vec::new(),
             },
             Op::Message => return Ok(None),
         };
@@ -385,14 +470,38 @@ impl MysqlApplier {
         // Consecutive upserts of one table with the same columns: one multi-row statement
         // (rows apply in order, so a key written twice ends as the later row).
         let mut pending: Option<Upserts> = None;
-        for (change, at) in changes {
-            if change.check.is_some() || change.upsert.is_none() {
-                flush(&mut tx, &mut pending, &mut applied).await?;
+        let mut changes = changes.into_iter().peekable();
+        while let Some(first) = changes.next() {
+            if first.0.check.is_none() {
+                if first.0.upsert.is_none() {
+                    flush(&mut tx, &mut pending, &mut applied).await?;
+                }
+                write(&mut tx, &mut pending, &mut applied, first.0).await?;
+                continue;
             }
-            if let Some((sql, params)) = change.check {
-                let row: Option<(Option<i64>, Option<i64>)> = tx.exec_first(sql, params).await?;
+            // Consecutive checked changes of distinct rows: checked in one statement. A row met
+            // again ends the group, so its second check sees the first change's write.
+            let mut seen = std::collections::HashSet::from([first.0.identity()]);
+            let mut width = first.0.check.as_ref().map_or(0, |c| c.params.len());
+            let mut group = vec![first];
+            while let Some((next, _)) = changes.peek() {
+                let Some(c) = &next.check else { break };
+                if group.len() >= CHECKS_PER_STATEMENT
+                    || width + c.params.len() > PARAMS_PER_STATEMENT
+                    || seen.contains(&next.identity())
+                {
+                    break;
+                }
+                seen.insert(next.identity());
+                width += c.params.len();
+                group.push(changes.next().expect("peeked"));
+            }
+            // Earlier writes go out first: the checks must see them.
+            flush(&mut tx, &mut pending, &mut applied).await?;
+            let found = check_rows(&mut tx, &group).await?;
+            for (n, (change, at)) in group.into_iter().enumerate() {
                 // (matches before, matches after) of the target's current row.
-                let conflict = match (change.op, row) {
+                let conflict = match (change.op, found.get(&n).copied()) {
                     (_, Some((_, Some(1)))) => {
                         // Already as the event leaves it (a replay, or both sides made the same
                         // change): nothing to do.
@@ -416,30 +525,10 @@ impl MysqlApplier {
                         continue;
                     }
                 }
-            }
-            match (change.upsert, change.write) {
-                (Some((head, tail)), Some((_, params))) => {
-                    if pending
-                        .as_ref()
-                        .is_some_and(|p| p.head != head || p.rows >= 500)
-                    {
-                        flush(&mut tx, &mut pending, &mut applied).await?;
-                    }
-                    let p = pending.get_or_insert_with(|| Upserts {
-                        head,
-                        tail,
-                        width: params.len(),
-                        rows: 0,
-                        params: Vec::new(),
-                    });
-                    p.rows += 1;
-                    p.params.extend(params);
+                if change.upsert.is_none() {
+                    flush(&mut tx, &mut pending, &mut applied).await?;
                 }
-                (_, Some((sql, params))) => {
-                    tx.exec_drop(sql, params).await?;
-                    applied.statements += 1;
-                }
-                (_, None) => {}
+                write(&mut tx, &mut pending, &mut applied, change).await?;
             }
         }
         flush(&mut tx, &mut pending, &mut applied).await?;
