@@ -66,6 +66,21 @@ pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v.trim())
 }
 
+/// Checks for `alg` tokens: `exp` and `sub` required, issuer and audience when configured.
+fn validation(alg: Algorithm, config: &UserKeyConfig) -> Validation {
+    let mut v = Validation::new(alg);
+    v.set_required_spec_claims(&["exp", "sub"]);
+    match &config.jwt_issuer {
+        Some(iss) => v.set_issuer(&[iss]),
+        None => v.iss = None,
+    }
+    match &config.jwt_audience {
+        Some(aud) => v.set_audience(&[aud]),
+        None => v.validate_aud = false,
+    }
+    v
+}
+
 fn plausible(v: &str) -> bool {
     !v.is_empty() && v.len() <= 256 && v.bytes().all(|b| b.is_ascii_graphic())
 }
@@ -77,19 +92,10 @@ impl UserKeys {
             Some(secret) if secret.len() < 16 => {
                 return Err("user_key.jwt_secret must be at least 16 bytes".into());
             }
-            Some(secret) => {
-                let mut v = Validation::new(Algorithm::HS256);
-                v.set_required_spec_claims(&["exp", "sub"]);
-                match &config.jwt_issuer {
-                    Some(iss) => v.set_issuer(&[iss]),
-                    None => v.iss = None,
-                }
-                match &config.jwt_audience {
-                    Some(aud) => v.set_audience(&[aud]),
-                    None => v.validate_aud = false,
-                }
-                Some((DecodingKey::from_secret(secret.as_bytes()), v))
-            }
+            Some(secret) => Some((
+                DecodingKey::from_secret(secret.as_bytes()),
+                validation(Algorithm::HS256, config),
+            )),
             None => None,
         };
         let eddsa = match &config.jwks_url {
@@ -98,19 +104,7 @@ impl UserKeys {
                     "user_key.jwks_url must be an http(s) URL, got {url:?}"
                 ));
             }
-            Some(_) => {
-                let mut v = Validation::new(Algorithm::EdDSA);
-                v.set_required_spec_claims(&["exp", "sub"]);
-                match &config.jwt_issuer {
-                    Some(iss) => v.set_issuer(&[iss]),
-                    None => v.iss = None,
-                }
-                match &config.jwt_audience {
-                    Some(aud) => v.set_audience(&[aud]),
-                    None => v.validate_aud = false,
-                }
-                Some(v)
-            }
+            Some(_) => Some(validation(Algorithm::EdDSA, config)),
             None => None,
         };
         if !plausible(&config.anonymous_cookie) || config.anonymous_cookie.contains('=') {

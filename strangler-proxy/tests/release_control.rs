@@ -38,14 +38,7 @@ async fn roles_mode_changes_audit_and_kill_switch() {
         (status, who),
         (200, json!({"name": "victor", "role": "viewer"}))
     );
-    let (status, body) = call(
-        p,
-        Method::PUT,
-        "/admin/routes/orders/mode",
-        Some(VIEWER),
-        Some(change.clone()),
-    )
-    .await;
+    let (status, body) = put_mode(p, VIEWER, "orders", change.clone()).await;
     assert_eq!(status, 403, "{body}");
     assert!(
         body["error"]["message"]
@@ -63,14 +56,7 @@ async fn roles_mode_changes_audit_and_kill_switch() {
     }
 
     // An operator moves orders to a 50% canary: sticky per user, about half of them.
-    let (status, body) = call(
-        p,
-        Method::PUT,
-        "/admin/routes/orders/mode",
-        Some(OPERATOR),
-        Some(change),
-    )
-    .await;
+    let (status, body) = put_mode(p, OPERATOR, "orders", change).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["before"]["mode"], "monolith");
     assert_eq!(
@@ -112,26 +98,18 @@ async fn roles_mode_changes_audit_and_kill_switch() {
         ),
     ];
     for (body, want, says) in bad {
-        let (status, answer) = call(
-            p,
-            Method::PUT,
-            "/admin/routes/orders/mode",
-            Some(OPERATOR),
-            Some(body.clone()),
-        )
-        .await;
+        let (status, answer) = put_mode(p, OPERATOR, "orders", body.clone()).await;
         assert_eq!(status, want, "{body} -> {answer}");
         assert!(
             answer["error"]["message"].as_str().unwrap().contains(says),
             "{body} -> {answer}"
         );
     }
-    let (status, answer) = call(
+    let (status, answer) = put_mode(
         p,
-        Method::PUT,
-        "/admin/routes/nope/mode",
-        Some(OPERATOR),
-        Some(json!({"mode": "service", "reason": "x"})),
+        OPERATOR,
+        "nope",
+        json!({"mode": "service", "reason": "x"}),
     )
     .await;
     assert_eq!(
@@ -166,12 +144,11 @@ async fn roles_mode_changes_audit_and_kill_switch() {
 
     // Both user routes to the service, then the kill switch sends all of them back at once.
     for name in ["users", "users.login"] {
-        let (status, body) = call(
+        let (status, body) = put_mode(
             p,
-            Method::PUT,
-            &format!("/admin/routes/{name}/mode"),
-            Some(OPERATOR),
-            Some(json!({"mode": "service", "reason": "user-service ready"})),
+            OPERATOR,
+            name,
+            json!({"mode": "service", "reason": "user-service ready"}),
         )
         .await;
         assert_eq!(status, 200, "{body}");
@@ -452,12 +429,11 @@ async fn a_failing_canary_rolls_itself_back() {
     )
     .await;
     let p = &s.proxy;
-    let (status, body) = call(
+    let (status, body) = put_mode(
         p,
-        reqwest::Method::PUT,
-        "/admin/routes/orders/mode",
-        Some(OPERATOR),
-        Some(json!({"mode": "service", "reason": "go"})),
+        OPERATOR,
+        "orders",
+        json!({"mode": "service", "reason": "go"}),
     )
     .await;
     assert_eq!(status, 200, "{body}");
@@ -594,12 +570,11 @@ async fn a_change_reaches_every_replica_without_failed_requests() {
     .iter()
     .enumerate()
     {
-        let (status, body) = call(
+        let (status, body) = put_mode(
             all[i % 3],
-            reqwest::Method::PUT,
-            "/admin/routes/orders/mode",
-            Some(OPERATOR),
-            Some(json!({"mode": mode, "reason": "flip"})),
+            OPERATOR,
+            "orders",
+            json!({"mode": mode, "reason": "flip"}),
         )
         .await;
         assert_eq!(status, 200, "{body}");

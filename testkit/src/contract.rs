@@ -24,6 +24,20 @@ pub struct Side {
 pub type Answer = (u16, Value);
 
 impl Side {
+    /// Logs `email` in with the seed password `password123`; the token (panics otherwise).
+    pub async fn login(&self, email: &str) -> String {
+        let (status, v) = self
+            .call(
+                "POST",
+                "/api/users/login",
+                None,
+                Body::Json(serde_json::json!({"email": email, "password": "password123"})),
+            )
+            .await;
+        assert_eq!(status, 200, "login of {email}: {v}");
+        v["token"].as_str().expect("a token").to_string()
+    }
+
     /// Serves `app` on a free loopback port for the rest of the test; the side that reaches it.
     pub async fn serve(app: axum::Router) -> Self {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

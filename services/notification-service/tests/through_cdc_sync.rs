@@ -219,20 +219,6 @@ async fn the_same_path_through_kafka_sends_once_across_a_restart() {
     let _ = task.await;
 }
 
-/// Logs `email` in on `side` and returns the token.
-async fn login(side: &Side, email: &str) -> String {
-    let (st, v) = side
-        .call(
-            "POST",
-            "/api/users/login",
-            None,
-            Body::Json(json!({"email": email, "password": "password123"})),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    v["token"].as_str().unwrap().to_string()
-}
-
 /// `GET /api/notifications` answers as the monolith's: same page shape, same items (channel,
 /// template, payload) for the same story, same errors. Compared without `status` and `sent_at`:
 /// the monolith only queues (`pending`, never sent) while notification-service sends — the
@@ -266,8 +252,8 @@ async fn the_notifications_list_answers_as_the_monolith() {
     register(&users, "mae@shop.test", "Mae").await;
     assert_eq!(mails(&smtp, 1).await.len(), 1);
     let (tm, ts) = (
-        login(&monolith, "mae@shop.test").await,
-        login(&users, "mae@shop.test").await,
+        monolith.login("mae@shop.test").await,
+        users.login("mae@shop.test").await,
     );
     let without_delivery = |(st, mut v): (u16, serde_json::Value)| {
         for item in v["items"].as_array_mut().into_iter().flatten() {

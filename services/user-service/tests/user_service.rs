@@ -66,19 +66,6 @@ async fn register(side: &Side, email: &str) -> Value {
     v
 }
 
-async fn login(side: &Side, email: &str) -> String {
-    let (s, v) = side
-        .call(
-            "POST",
-            "/api/users/login",
-            None,
-            Body::Json(json!({"email": email, "password": "password123"})),
-        )
-        .await;
-    assert_eq!(s, 200, "{v}");
-    v["token"].as_str().unwrap().to_string()
-}
-
 const VOLATILE: &[&str] = &["id", "created_at", "updated_at", "token"];
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -193,8 +180,8 @@ async fn the_same_requests_get_equivalent_answers_from_the_monolith_and_the_serv
     }
     // Signed-in paths: each side's own token.
     let (tm, ts) = (
-        login(&m.side, "ann@example.com").await,
-        login(&s.side, "ann@example.com").await,
+        m.side.login("ann@example.com").await,
+        s.side.login("ann@example.com").await,
     );
     let signed: Vec<(&str, &str, &str, Body)> = vec![
         ("me", "GET", "/api/users/me", Body::None),
@@ -241,8 +228,8 @@ async fn the_same_requests_get_equivalent_answers_from_the_monolith_and_the_serv
         .await;
     }
     let (am, as_) = (
-        login(&m.side, "boss@example.com").await,
-        login(&s.side, "boss@example.com").await,
+        m.side.login("boss@example.com").await,
+        s.side.login("boss@example.com").await,
     );
     let ann_m = m
         .side
@@ -310,7 +297,7 @@ async fn users_and_tokens_work_on_both_sides() {
     .unwrap();
     c.disconnect().await.unwrap();
     // …logs in on the service with the password set on the monolith…
-    let token = login(&s.side, "carol@example.com").await;
+    let token = s.side.login("carol@example.com").await;
     // …and the service's token (legacy signing: HS256, kid "legacy") opens the monolith.
     let (st, me) = m
         .side
@@ -324,7 +311,7 @@ async fn users_and_tokens_work_on_both_sides() {
     let header = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(header.kid.as_deref(), Some("legacy"));
     // A monolith token opens the service.
-    let mtoken = login(&m.side, "carol@example.com").await;
+    let mtoken = m.side.login("carol@example.com").await;
     let (st, _) = s
         .side
         .call("GET", "/api/users/me", Some(&mtoken), Body::None)
@@ -378,7 +365,7 @@ async fn ed25519_keys_rotate_through_the_jwks_and_bad_tokens_are_refused() {
     .await;
     let user = register(&s.side, "erin@example.com").await;
     assert_eq!(user["id"].as_u64().unwrap() % 2, 0, "{user}");
-    let token = login(&s.side, "erin@example.com").await;
+    let token = s.side.login("erin@example.com").await;
     let first = jsonwebtoken::decode_header(&token).unwrap();
     assert_eq!(first.alg, jsonwebtoken::Algorithm::EdDSA);
     let kid1 = first.kid.clone().unwrap();

@@ -151,3 +151,15 @@ pub async fn served_by(proxy: &Proxy, path: &str, user: &str) -> String {
     assert_eq!(status, 200, "{body}");
     body["served_by"].as_str().unwrap().to_string()
 }
+
+/// `PUT /admin/routes/{route}/mode` with `body` as `token`.
+pub async fn put_mode(proxy: &Proxy, token: &str, route: &str, body: Value) -> (u16, Value) {
+    call(
+        proxy,
+        reqwest::Method::PUT,
+        &format!("/admin/routes/{route}/mode"),
+        Some(token),
+        Some(body),
+    )
+    .await
+}
