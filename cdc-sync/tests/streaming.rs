@@ -381,7 +381,7 @@ async fn incompatible_schema_change_stops_at_a_known_offset() {
             "[[tables]]\nsource = \"{}.t\"\ntarget = \"{}.t\"\n",
             src.name, dst.name
         ),
-        4301,
+        4401,
     );
     let run = start(cfg.clone()).await;
     exec(&src.url, "INSERT INTO t VALUES (1, 1)").await;

@@ -21,7 +21,9 @@ struct Env {
     offsets_db: String,
 }
 
-async fn env(kafka: Option<&str>) -> Env {
+/// `reader_id` must differ between tests running at once: MariaDB drops a binlog reader when
+/// another connects with the same server id.
+async fn env(kafka: Option<&str>, reader_id: u32) -> Env {
     let server = testkit::services_server();
     let users_db = server.create_database("user_svc").await.unwrap();
     let notif_db = server.create_database("notification_svc").await.unwrap();
@@ -63,7 +65,7 @@ async fn env(kafka: Option<&str>) -> Env {
          offsets_db = \"cdc_events{n}\"\n{transport}\n[[tables]]\nsource = \"{u}.outbox\"\ntarget = \"{nd}.inbox\"\n{kafka_section}",
         n = notif_db.name,
         url = server.root_url(),
-        id = if kafka.is_some() { 5302 } else { 5301 },
+        id = reader_id,
         u = users_db.name,
         nd = notif_db.name,
     ))
@@ -124,7 +126,7 @@ async fn a_registration_reaches_the_mailbox_through_the_outbox_and_cdc_sync() {
         outbox,
         offsets_db,
         ..
-    } = env(None).await;
+    } = env(None, 5301).await;
     let server = testkit::services_server();
     let (stop, task, _) = run(config.clone());
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -185,7 +187,7 @@ async fn the_same_path_through_kafka_sends_once_across_a_restart() {
         config,
         outbox,
         ..
-    } = env(Some(&broker.bootstrap_servers())).await;
+    } = env(Some(&broker.bootstrap_servers()), 5302).await;
     let (stop, task, _) = run(config.clone());
     // Let it create its topics and join its group before the first event.
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -244,7 +246,7 @@ async fn the_notifications_list_answers_as_the_monolith() {
         smtp,
         config,
         ..
-    } = env(None).await;
+    } = env(None, 5303).await;
     let (stop, task, _) = run(config);
     tokio::time::sleep(Duration::from_millis(500)).await;
 
