@@ -136,16 +136,24 @@ pub async fn reserve(
             "each product at most once",
         )
         .finish()?;
-    // Deadlocks (two reservations locking the same rows) are retried.
+    // Deadlocks (two reservations locking the same rows) are retried after a short random
+    // pause, so that a crowd of callers on one product does not collide again in step.
     let mut attempt = 0;
     loop {
         attempt += 1;
         match try_reserve(&state, &body.id, &items).await {
-            Err(ApiError::Database(e)) if attempt < 5 && service_kit::db::is_retryable(&e) => {
+            Err(ApiError::Database(e)) if attempt < 10 && service_kit::db::is_retryable(&e) => {
+                let jitter = u64::from(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.subsec_nanos())
+                        % 10,
+                );
+                tokio::time::sleep(std::time::Duration::from_millis(1 + jitter * attempt)).await;
                 continue;
             }
             // Two callers inserting the same new id at once: the loser reads the winner's.
-            Err(ApiError::Database(e)) if attempt < 5 && service_kit::db::is_duplicate(&e) => {
+            Err(ApiError::Database(e)) if attempt < 10 && service_kit::db::is_duplicate(&e) => {
                 continue;
             }
             other => return other,
@@ -159,7 +167,11 @@ async fn try_reserve(
     items: &[Item],
 ) -> Result<(StatusCode, Json<ReservationView>), ApiError> {
     let mut tx = state.pool.start_transaction(TxOpts::default()).await?;
-    if let Some(existing) = find(&mut tx, id, true).await? {
+    // A plain read: a locking read of a missing id takes a gap lock that every concurrent
+    // reservation's INSERT then waits on (deadlocks under a crowd). Two callers with one new id
+    // are settled by the primary key instead: the loser's INSERT fails, its transaction rolls
+    // back (stock included) and its retry finds the winner's reservation.
+    if let Some(existing) = find(&mut tx, id, false).await? {
         return if existing.items == items {
             Ok((StatusCode::OK, Json(existing)))
         } else {
