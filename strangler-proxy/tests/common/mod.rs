@@ -135,6 +135,14 @@ pub fn config_text_with(port: u16, admin: u16, sock: &Path, flags: &str, body: &
     } else {
         "\n[user_key]\nheader = \"x-user-id\"\n"
     };
+    // Tests of fallbacks and breakers make a service fail on purpose and expect traffic back
+    // when it recovers; auto-rollback would (rightly) switch such a route off for good. Only
+    // the tests that name `[auto_rollback]` get it.
+    let rollback = if body.contains("[auto_rollback]") {
+        ""
+    } else {
+        "\n[auto_rollback]\nenabled = false\n"
+    };
     // Top-level keys of `body` (before its first table) must come before any table here.
     let split = body.find("\n[").map_or(0, |i| i + 1);
     let (top, body) = if body.starts_with('[') {
@@ -145,7 +153,7 @@ pub fn config_text_with(port: u16, admin: u16, sock: &Path, flags: &str, body: &
     format!(
         "{top}listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\nwatch_ms = 50\n\
          upgrade_sock = \"{}\"\ndebug_header = true\n\
-         {flags}\n{body}{user_key}",
+         {flags}\n{body}{user_key}{rollback}",
         sock.display(),
     )
 }
