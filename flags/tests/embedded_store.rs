@@ -84,6 +84,31 @@ async fn file_store_hot_reloads_and_refuses_bad_edits() {
     watcher.abort();
 }
 
+/// Stores `mode` for `key` if its stored version is `expected`, through the audited write path.
+async fn set(
+    source: &MysqlSource,
+    key: &str,
+    mode: RouteMode,
+    expected: u64,
+) -> Result<flags::Flag, FlagError> {
+    let note = flags::source::mysql::ChangeNote {
+        actor: "test".into(),
+        source: "api".into(),
+        action: "set_mode".into(),
+        subject: key.into(),
+        reason: "test".into(),
+    };
+    source
+        .change(
+            key,
+            Some(expected),
+            &note,
+            |_| Ok(mode.to_flag(key, 0, "s")),
+        )
+        .await
+        .map(|c| c.after)
+}
+
 #[tokio::test]
 async fn mysql_store_is_shared_by_replicas_with_optimistic_writes() {
     let db = testkit::monolith_server()
@@ -93,8 +118,7 @@ async fn mysql_store_is_shared_by_replicas_with_optimistic_writes() {
     let pool = mysql_async::Pool::new(db.url.as_str());
     let source = MysqlSource::new(pool.clone(), "strangler_flags");
     source.ensure_table().await.unwrap();
-    let first = source
-        .put(RouteMode::Monolith.to_flag("route.orders", 0, "s"), 0)
+    let first = set(&source, "route.orders", RouteMode::Monolith, 0)
         .await
         .unwrap();
     assert_eq!(first.version, 1);
@@ -112,13 +136,14 @@ async fn mysql_store_is_shared_by_replicas_with_optimistic_writes() {
         })
         .collect();
 
-    source
-        .put(
-            RouteMode::Canary { percent: 100.0 }.to_flag("route.orders", 0, "s"),
-            1,
-        )
-        .await
-        .unwrap();
+    set(
+        &source,
+        "route.orders",
+        RouteMode::Canary { percent: 100.0 },
+        1,
+    )
+    .await
+    .unwrap();
     for r in &replicas {
         eventually("the canary on every replica", || {
             r.evaluate_str("route.orders", &Context::new("u9"))
@@ -129,8 +154,7 @@ async fn mysql_store_is_shared_by_replicas_with_optimistic_writes() {
     }
 
     // A writer holding a stale version loses, and says so.
-    let stale = source
-        .put(RouteMode::Monolith.to_flag("route.orders", 0, "s"), 1)
+    let stale = set(&source, "route.orders", RouteMode::Monolith, 1)
         .await
         .unwrap_err();
     assert!(

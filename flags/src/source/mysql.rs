@@ -138,43 +138,6 @@ impl MysqlSource {
         })
     }
 
-    /// Stores `flag` if its stored version is still `expected_version` (0: must not exist yet);
-    /// returns it with its new version.
-    pub async fn put(&self, mut flag: Flag, expected_version: u64) -> Result<Flag, FlagError> {
-        flag.validate()?;
-        let mut tx = self.pool.start_transaction(Default::default()).await?;
-        let found: Option<u64> = tx
-            .exec_first(
-                format!(
-                    "SELECT version FROM {} WHERE flag_key = ? FOR UPDATE",
-                    self.table
-                ),
-                (&flag.key,),
-            )
-            .await?;
-        let found = found.unwrap_or(0);
-        if found != expected_version {
-            return Err(FlagError::VersionConflict {
-                key: flag.key,
-                expected: expected_version,
-                found,
-            });
-        }
-        flag.version = found + 1;
-        let json = serde_json::to_string(&flag).expect("flag serializes");
-        tx.exec_drop(
-            format!(
-                "INSERT INTO {} (flag_key, definition, version) VALUES (?, ?, ?)
-                 ON DUPLICATE KEY UPDATE definition = VALUES(definition), version = VALUES(version)",
-                self.table
-            ),
-            (&flag.key, &json, flag.version),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(flag)
-    }
-
     /// Changes flag `key` with `edit` (given the stored flag, if any) and records who, why and
     /// what in the audit table, both in one transaction: a change is never stored without its
     /// record. `expected_version` (0: must not exist yet) refuses a change made on stale data.
