@@ -470,3 +470,74 @@ async fn a_row_changed_twice_in_one_batch_is_no_conflict() {
     let metrics = run.metrics.render();
     assert!(!metrics.contains("cdc_conflicts_total{"), "{metrics}");
 }
+
+/// Inserts go out as one plain multi-row INSERT when none of their rows exists on the target;
+/// a batch that meets a row the target has falls back to row-by-row checks, loses nothing and
+/// counts only the real conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inserts_of_rows_the_target_has_are_checked() {
+    let (m, s) = (testkit::monolith_server(), testkit::services_server());
+    let id = std::process::id();
+    let a = m.create_database("ins_a").await.unwrap();
+    let b = s.create_database("ins_b").await.unwrap();
+    for url in [&a.url, &b.url] {
+        exec(url, "CREATE TABLE users (id INT PRIMARY KEY, email VARCHAR(100) NOT NULL, name VARCHAR(100) NOT NULL)").await;
+    }
+    // The target already has row 2 (its own version) and row 3 (as the source will write it).
+    exec(
+        &b.url,
+        "INSERT INTO users VALUES (2, 'b@x.co', 'the target''s own'), (3, 'c@x.co', 'same')",
+    )
+    .await;
+    let mut cfg = config(
+        &format!("ins{id}"),
+        m,
+        s,
+        &format!(
+            "[[tables]]\nsource = \"{}.users\"\ntarget = \"{}.users\"\n",
+            a.name, b.name
+        ),
+        4304,
+    );
+    cfg.owner = cdc_sync::config::Owner::Target;
+    let run = start(cfg).await;
+    exec(
+        &a.url,
+        "INSERT INTO users VALUES (1, 'a@x.co', 'new'), (2, 'b@x.co', 'the source''s'), \
+         (3, 'c@x.co', 'same'), (4, 'd@x.co', 'new'), (5, 'e@x.co', 'new')",
+    )
+    .await;
+    exec(
+        &a.url,
+        "INSERT INTO users VALUES (6, 'f@x.co', 'new'), (7, 'g@x.co', 'new')",
+    )
+    .await;
+    let b_url = b.url.clone();
+    eventually("rows 1 to 7", || {
+        let b_url = b_url.clone();
+        async move { rows(&b_url, "SELECT id FROM users").await.len() == 7 }
+    })
+    .await;
+    let got = rows(&b.url, "SELECT id, name FROM users ORDER BY id").await;
+    let row = |i: &str, name: &str| vec![Some(i.to_string()), Some(name.to_string())];
+    assert_eq!(
+        got,
+        vec![
+            row("1", "new"),
+            row("2", "the target's own"),
+            row("3", "same"),
+            row("4", "new"),
+            row("5", "new"),
+            row("6", "new"),
+            row("7", "new"),
+        ]
+    );
+    let metrics = run.metrics.render();
+    let counted = format!(
+        "cdc_conflicts_total{{table=\"{}.users\",winner=\"target\",stream=\"ins{id}\"}} 1",
+        b.name
+    );
+    assert!(metrics.contains(&counted), "{counted}\n{metrics}");
+    let _ = run.stop.send(true);
+    run.task.await.unwrap().unwrap();
+}

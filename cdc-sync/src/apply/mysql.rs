@@ -176,6 +176,48 @@ async fn check_rows(
         .collect())
 }
 
+/// Inserts of rows the target does not have cannot conflict: a group of inserts into one table
+/// first goes out as one plain multi-row `INSERT`. `false` when any row exists already (the
+/// server rolls the statement back, whole); the group is then checked row by row.
+async fn insert_new_rows(
+    tx: &mut mysql_async::Transaction<'_>,
+    group: &[(RowChange, &Offset)],
+    applied: &mut Applied,
+) -> Result<bool, CdcError> {
+    let Some((Some((head, _)), Some((_, first)))) = group
+        .first()
+        .map(|(c, _)| (c.upsert.as_ref(), c.write.as_ref()))
+    else {
+        return Ok(false);
+    };
+    let width = first.len();
+    let same = group.iter().all(|(c, _)| {
+        c.op == Op::Create
+            && c.upsert.as_ref().is_some_and(|(h, _)| h == head)
+            && c.write.as_ref().is_some_and(|(_, p)| p.len() == width)
+    });
+    // A prepared statement takes at most 65,535 placeholders.
+    if !same || group.len() * width > 65_535 {
+        return Ok(false);
+    }
+    let row = format!("({})", vec!["?"; width].join(", "));
+    let sql = format!("{head}{}", vec![row; group.len()].join(", "));
+    let params: Vec<Value> = group
+        .iter()
+        .flat_map(|(c, _)| c.write.as_ref().map(|(_, p)| p.iter().cloned()))
+        .flatten()
+        .collect();
+    match tx.exec_drop(sql, params).await {
+        Ok(()) => {
+            applied.statements += group.len();
+            Ok(true)
+        }
+        // ER_DUP_ENTRY: the statement is undone, the transaction goes on.
+        Err(mysql_async::Error::Server(e)) if e.code == 1062 => Ok(false),
+        Err(e) => Err(e.into()),
+    }
+}
+
 fn quote(qualified: &str) -> String {
     qualified
         .split('.')
@@ -498,6 +540,9 @@ impl MysqlApplier {
             }
             // Earlier writes go out first: the checks must see them.
             flush(&mut tx, &mut pending, &mut applied).await?;
+            if insert_new_rows(&mut tx, &group, &mut applied).await? {
+                continue;
+            }
             let found = check_rows(&mut tx, &group).await?;
             for (n, (change, at)) in group.into_iter().enumerate() {
                 // (matches before, matches after) of the target's current row.

@@ -120,6 +120,23 @@ impl Envelope {
         }
         let env: Envelope = serde_json::from_value(payload)
             .map_err(|e| ParseError(format!("not a Debezium change event: {e}")))?;
+        env.checked().map(Some)
+    }
+
+    /// Reads the bare form (a `payload` on its own, parsed in one pass); `Ok(None)` is `null`.
+    pub fn from_payload(text: &str) -> Result<Option<Self>, ParseError> {
+        let env: Option<Envelope> = serde_json::from_str(text).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => {
+                ParseError(format!("not a Debezium change event: {e}"))
+            }
+            _ => ParseError(format!("not JSON: {e}")),
+        })?;
+        env.map(Envelope::checked).transpose()
+    }
+
+    /// Refuses an event without the row images its op needs.
+    fn checked(self) -> Result<Self, ParseError> {
+        let env = self;
         match env.op {
             Op::Create | Op::Read if env.after.is_none() => {
                 Err(ParseError("a create/read event has no `after`".into()))
@@ -130,7 +147,7 @@ impl Envelope {
             Op::Update if env.after.is_none() || env.before.is_none() => Err(ParseError(
                 "an update event needs `before` and `after`".into(),
             )),
-            _ => Ok(Some(env)),
+            _ => Ok(env),
         }
     }
 }
@@ -285,37 +302,48 @@ impl ChangeEvent {
             .envelope
             .after
             .as_ref()
-            .or(self.envelope.before.as_ref())
-            .cloned()
-            .unwrap_or_default();
+            .or(self.envelope.before.as_ref());
         self.schema
             .primary_key
             .iter()
             .map(|&i| {
                 let name = &self.schema.columns[i].name;
-                (name.clone(), row.get(name).cloned().unwrap_or(Value::Null))
+                let value = row.and_then(|r| r.get(name)).cloned();
+                (name.clone(), value.unwrap_or(Value::Null))
             })
             .collect()
     }
 
     /// The key in the `schema` + `payload` form.
     pub fn key_with_schema(&self, prefix: &str) -> Value {
-        let mut schema = row_schema(&self.schema, prefix, &self.schema.primary_key, "Key");
-        schema["optional"] = json!(false);
-        json!({"schema": schema, "payload": self.key()})
+        json!({"schema": key_schema(&self.schema, prefix), "payload": self.key()})
     }
 
     /// The value in the `schema` + `payload` form.
     pub fn value_with_schema(&self, prefix: &str) -> Value {
-        let all: Vec<usize> = (0..self.schema.columns.len()).collect();
-        let row = row_schema(&self.schema, prefix, &all, "Value");
+        json!({"schema": value_schema(&self.schema, prefix), "payload": self.envelope})
+    }
+}
+
+/// The Kafka Connect schema of a table's keys.
+pub fn key_schema(table: &TableSchema, prefix: &str) -> Value {
+    let mut schema = row_schema(table, prefix, &table.primary_key, "Key");
+    schema["optional"] = json!(false);
+    schema
+}
+
+/// The Kafka Connect schema of a table's change events (the envelope).
+pub fn value_schema(table: &TableSchema, prefix: &str) -> Value {
+    {
+        let all: Vec<usize> = (0..table.columns.len()).collect();
+        let row = row_schema(table, prefix, &all, "Value");
         let mut before = row.clone();
         before["field"] = json!("before");
         let mut after = row;
         after["field"] = json!("after");
         let schema = json!({
             "type": "struct",
-            "name": format!("{prefix}.{}.{}.Envelope", self.schema.db, self.schema.table),
+            "name": format!("{prefix}.{}.{}.Envelope", table.db, table.table),
             "optional": false,
             "fields": [
                 before,
@@ -343,7 +371,7 @@ impl ChangeEvent {
                 ]}
             ]
         });
-        json!({"schema": schema, "payload": self.envelope})
+        schema
     }
 }
 

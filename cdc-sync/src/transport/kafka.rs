@@ -280,15 +280,19 @@ pub async fn publish(
                 .set("message.timeout.ms", "30000")
                 .create()
                 .map_err(|e| kafka_err("producer", e))?;
-            // Room for whole batches: ENDs wait for one acknowledgement round per batch.
             let (tx, mut rx) = tokio::sync::mpsc::channel(crate::pipeline::BATCH_TRANSACTIONS * 2);
             let reader = {
                 let source = source.clone();
                 let from = start.clone();
                 tokio::spawn(async move { source.run(from, tx).await })
             };
-            let mut inflight: VecDeque<DeliveryFuture> = VecDeque::new();
+            // Acknowledgements are awaited off this loop, in order; each END is produced by the
+            // settler once every record before it is acknowledged, while later transactions
+            // are already on their way.
+            let (pending, pending_rx) = tokio::sync::mpsc::channel(PENDING_RECORDS);
+            let settler = tokio::spawn(settle_in_order(producer.clone(), pending_rx));
             let mut previous = start.clone();
+            let mut encoded = EncodedSchemas::default();
             let mut last_heartbeat = Instant::now();
             let result: Result<(), CdcError> = async {
                 loop {
@@ -297,9 +301,6 @@ pub async fn publish(
                         t = rx.recv() => t,
                     };
                     let Some(first) = first else { break };
-                    // A batch of whole transactions: BEGIN and events first; their END records
-                    // only once every event is acknowledged. The publisher resumes after the
-                    // last END in Kafka, so an END must never be there before its events.
                     let mut batch = vec![first];
                     while batch.len() < crate::pipeline::BATCH_TRANSACTIONS {
                         match rx.try_recv() {
@@ -307,7 +308,6 @@ pub async fn publish(
                             Err(_) => break,
                         }
                     }
-                    let mut ends = Vec::new();
                     let mut chunks = Vec::new();
                     for mut txn in batch {
                         let step = backfills.observe(&txn).await?;
@@ -335,12 +335,17 @@ pub async fn publish(
                             continue;
                         }
                         last_heartbeat = Instant::now();
-                        let mut recs = records(&txn, Some(&previous), &topics, &prefix)?;
+                        let mut recs =
+                            records(&mut txn, Some(&previous), &topics, &prefix, &mut encoded)?;
                         previous = txn.end.clone();
-                        ends.push(recs.pop().expect("an END record"));
+                        // The publisher resumes after the last END in Kafka, so an END must
+                        // never be there before its events: the settler sends it after them.
+                        let end = recs.pop().expect("an END record");
                         for rec in recs {
-                            produce(&producer, &mut inflight, rec).await?;
+                            let f = produce_now(&producer, rec).await?;
+                            queue(&pending, Pending::Delivery(f)).await?;
                         }
+                        queue(&pending, Pending::End(end)).await?;
                         for ev in &txn.events {
                             metrics
                                 .events
@@ -348,15 +353,9 @@ pub async fn publish(
                                 .inc();
                         }
                     }
-                    settle(&mut inflight, usize::MAX).await?;
-                    for end in ends {
-                        produce(&producer, &mut inflight, end).await?;
-                    }
-                    if chunks.is_empty() {
-                        settle_ready(&mut inflight)?;
-                    } else {
+                    if !chunks.is_empty() {
                         // A chunk counts as copied once its events and END are in Kafka.
-                        settle(&mut inflight, usize::MAX).await?;
+                        flush(&pending).await?;
                         for (chunk, n) in chunks {
                             backfills.record(chunk, n).await?;
                         }
@@ -364,11 +363,17 @@ pub async fn publish(
                     backfills.reap();
                 }
                 // Everything produced must be acknowledged before we say we stopped cleanly.
-                settle(&mut inflight, usize::MAX).await
+                flush(&pending).await
             }
             .await;
+            drop(pending);
+            // The settler's own error (a failed delivery) explains a closed queue best.
+            let settled = settler
+                .await
+                .unwrap_or_else(|e| Err(CdcError::Kafka(format!("settler task: {e}"))));
             reader.abort();
             let read = reader.await;
+            settled?;
             result?;
             match read {
                 Ok(Err(e)) => Err(e),
@@ -392,6 +397,82 @@ pub async fn publish(
             _ = stop.changed() => return Ok(()),
         }
         backoff = (backoff * 2).min(Duration::from_secs(5));
+    }
+}
+
+/// Records produced but not yet known to be acknowledged, at most, before the publisher waits.
+const PENDING_RECORDS: usize = 50_000;
+
+/// What the settler works through, in order.
+enum Pending {
+    /// A record on its way: wait for its acknowledgement.
+    Delivery(DeliveryFuture),
+    /// An END record: everything before it is acknowledged, produce it now.
+    End(Record),
+    /// Report once everything before is acknowledged.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Awaits acknowledgements in the order records were produced and sends each END behind its
+/// transaction's events; ends at the first failed delivery.
+async fn settle_in_order(
+    producer: FutureProducer,
+    mut pending: tokio::sync::mpsc::Receiver<Pending>,
+) -> Result<(), CdcError> {
+    let mut ends: VecDeque<DeliveryFuture> = VecDeque::new();
+    while let Some(item) = pending.recv().await {
+        match item {
+            Pending::Delivery(f) => delivered(f.await)?,
+            Pending::End(rec) => {
+                produce(&producer, &mut ends, rec).await?;
+                settle_ready(&mut ends)?;
+            }
+            Pending::Flush(done) => {
+                settle(&mut ends, usize::MAX).await?;
+                let _ = done.send(());
+            }
+        }
+    }
+    settle(&mut ends, usize::MAX).await
+}
+
+async fn queue(
+    pending: &tokio::sync::mpsc::Sender<Pending>,
+    item: Pending,
+) -> Result<(), CdcError> {
+    pending
+        .send(item)
+        .await
+        .map_err(|_| CdcError::Kafka("the delivery settler stopped".into()))
+}
+
+/// Waits until everything queued so far is acknowledged.
+async fn flush(pending: &tokio::sync::mpsc::Sender<Pending>) -> Result<(), CdcError> {
+    let (done, acked) = tokio::sync::oneshot::channel();
+    queue(pending, Pending::Flush(done)).await?;
+    acked
+        .await
+        .map_err(|_| CdcError::Kafka("the delivery settler stopped".into()))
+}
+
+/// Queues one record, waiting while the producer's queue is full (the settler drains it).
+async fn produce_now(
+    producer: &FutureProducer,
+    (topic, key, payload): Record,
+) -> Result<DeliveryFuture, CdcError> {
+    let mut record = FutureRecord::to(&topic).payload(&payload);
+    if let Some(key) = &key {
+        record = record.key(key);
+    }
+    loop {
+        match producer.send_result(record) {
+            Ok(f) => return Ok(f),
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
+                record = r;
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err((e, _)) => return Err(kafka_err(&format!("producing to {topic}"), e)),
+        }
     }
 }
 
@@ -460,10 +541,11 @@ pub type Record = (String, Option<Vec<u8>>, Vec<u8>);
 
 /// The Kafka records of one transaction: BEGIN, each event (key, value with schemas), END.
 pub fn records(
-    txn: &Transaction,
+    txn: &mut Transaction,
     previous: Option<&Offset>,
     topics: &Topics,
     prefix: &str,
+    schemas: &mut EncodedSchemas,
 ) -> Result<Vec<Record>, CdcError> {
     let id = txn.gtid.clone().unwrap_or_else(|| txn.end.to_string());
     let mut out = Vec::with_capacity(txn.events.len() + 2);
@@ -482,25 +564,25 @@ pub fn records(
         serde_json::to_vec(&begin).expect("serializable"),
     ));
     let mut per_table: BTreeMap<String, u64> = BTreeMap::new();
-    for (i, ev) in txn.events.iter().enumerate() {
+    for (i, ev) in txn.events.iter_mut().enumerate() {
         let table = ev.schema.qualified();
         let topic = topics
             .tables
             .get(&table)
             .ok_or_else(|| CdcError::Config(format!("no topic for table {table}")))?;
-        let mut ev = ev.clone();
         // Debezium's transaction block, with our transaction id (the END record's).
-        let n = per_table.entry(table.clone()).or_default();
+        let n = per_table.entry(table).or_default();
         *n += 1;
         ev.envelope.transaction = Some(crate::model::debezium::TransactionBlock {
             id: id.clone(),
             total_order: i as u64 + 1,
             data_collection_order: *n,
         });
+        let (key_schema, value_schema) = schemas.of(&ev.schema, prefix);
         out.push((
             topic.clone(),
-            Some(serde_json::to_vec(&ev.key_with_schema(prefix)).expect("serializable")),
-            serde_json::to_vec(&ev.value_with_schema(prefix)).expect("serializable"),
+            Some(with_schema(key_schema, &ev.key())),
+            with_schema(value_schema, &ev.envelope),
         ));
     }
     let end = TxnRecord {
@@ -528,49 +610,119 @@ pub fn records(
     Ok(out)
 }
 
+/// `{"schema": …, "payload": …}` with the schema's JSON text made earlier.
+fn with_schema(schema: &str, payload: &impl Serialize) -> Vec<u8> {
+    let mut out = Vec::with_capacity(schema.len() + 256);
+    out.extend_from_slice(b"{\"schema\":");
+    out.extend_from_slice(schema.as_bytes());
+    out.extend_from_slice(b",\"payload\":");
+    serde_json::to_writer(&mut out, payload).expect("serializable");
+    out.push(b'}');
+    out
+}
+
+/// The JSON text of each table's key and value schemas, made once per table schema (a schema
+/// change brings a new `TableSchema`, so a new entry).
+#[derive(Default)]
+pub struct EncodedSchemas {
+    by_table: HashMap<usize, (Arc<TableSchema>, String, String)>,
+}
+
+impl EncodedSchemas {
+    fn of(&mut self, table: &Arc<TableSchema>, prefix: &str) -> (&str, &str) {
+        let id = Arc::as_ptr(table) as usize;
+        if self.by_table.len() > 1_000 {
+            self.by_table.clear();
+        }
+        let (_, key, value) = self.by_table.entry(id).or_insert_with(|| {
+            (
+                table.clone(),
+                crate::model::debezium::key_schema(table, prefix).to_string(),
+                crate::model::debezium::value_schema(table, prefix).to_string(),
+            )
+        });
+        (key, value)
+    }
+}
+
+/// Schemas of the tables met on the topics, by `db.table`: the key and value schema texts
+/// they were built from, so records with the same schemas skip rebuilding them.
+pub type DecodedSchemas = HashMap<String, (String, String, Arc<TableSchema>)>;
+
+/// A record in the JSON-with-schemas form, its parts left unparsed.
+#[derive(Deserialize)]
+struct Framed<'a> {
+    #[serde(borrow)]
+    schema: &'a serde_json::value::RawValue,
+    /// `null` in a tombstone.
+    #[serde(borrow)]
+    payload: &'a serde_json::value::RawValue,
+}
+
+fn framed<'a>(text: &'a [u8], what: &str) -> Result<Framed<'a>, String> {
+    let framed: Framed<'a> = serde_json::from_slice(text).map_err(|e| match e.classify() {
+        serde_json::error::Category::Data if e.to_string().starts_with("missing field") => format!(
+            "the {what} has no `schema` and `payload` (produce JSON with schemas enabled): {e}"
+        ),
+        serde_json::error::Category::Data => {
+            format!("the {what} is not a JSON object with `schema` and `payload`: {e}")
+        }
+        _ => format!("the {what} is not JSON: {e}"),
+    })?;
+    Ok(framed)
+}
+
 /// Reads a change event from a Kafka record in the JSON-with-schemas form: the table schema is
 /// rebuilt from the key and value schemas, so events written by Debezium itself are read too.
 /// `Ok(None)` is a tombstone.
 pub fn decode_record(
     key: Option<&[u8]>,
     value: Option<&[u8]>,
-    cache: &mut HashMap<String, (Value, Arc<TableSchema>)>,
+    cache: &mut DecodedSchemas,
 ) -> Result<Option<ChangeEvent>, String> {
-    let Some(value) = value.filter(|v| !v.is_empty()) else {
+    let Some(value) = value.filter(|v| !v.is_empty() && v.trim_ascii() != b"null") else {
         return Ok(None);
     };
-    let Some(envelope) = Envelope::from_json(value).map_err(|e| e.to_string())? else {
+    let value = framed(value, "value")?;
+    let (value_schema, payload) = (value.schema, value.payload);
+    if payload.get() == "null" {
         return Ok(None);
-    };
+    }
+    let envelope = Envelope::from_payload(payload.get())
+        .map_err(|e| e.to_string())?
+        .ok_or("the value's payload is null")?;
     let table = envelope
         .source
         .table
         .clone()
         .ok_or("the event's source block names no table")?;
     let qualified = format!("{}.{table}", envelope.source.db);
-    let value_json: Value = serde_json::from_slice(value).map_err(|e| e.to_string())?;
-    let value_schema = value_json
-        .get("schema")
-        .ok_or("the value has no `schema` (produce JSON with schemas enabled)")?;
-    let key_json: Value = match key {
-        Some(k) => serde_json::from_slice(k).map_err(|e| format!("key is not JSON: {e}"))?,
-        None => return Err("the record has no key".into()),
-    };
-    let key_schema = key_json.get("schema").ok_or("the key has no `schema`")?;
+    let key = framed(key.ok_or("the record has no key")?, "key")?;
+    let key_schema = key.schema;
     let schema = match cache.get(&qualified) {
-        Some((s, schema))
-            if s == value_schema && schema.primary_key.len() == key_fields(key_schema)?.len() =>
-        {
-            schema.clone()
-        }
+        Some((k, v, schema)) if k == key_schema.get() && v == value_schema.get() => schema.clone(),
         _ => {
+            let parse = |raw: &serde_json::value::RawValue| -> Result<Value, String> {
+                serde_json::from_str(raw.get()).map_err(|e| e.to_string())
+            };
+            let (key_json, value_json) = (parse(key_schema)?, parse(value_schema)?);
             let schema = Arc::new(crate::model::debezium::schema_from_connect(
                 &envelope.source.db,
                 &table,
-                key_schema,
-                value_schema,
+                &key_json,
+                &value_json,
             )?);
-            cache.insert(qualified, (value_schema.clone(), schema.clone()));
+            if schema.primary_key.len() != key_fields(&key_json)?.len() {
+                return Err("the key schema's fields are not the table's key".into());
+            }
+            cache.insert(
+                qualified,
+                (
+                    key_schema.get().to_string(),
+                    value_schema.get().to_string(),
+                    schema.clone(),
+                ),
+            );
             schema
         }
     };
@@ -637,7 +789,7 @@ async fn apply_session(
     let topics = Topics::of(config);
     let applier = config.applier()?;
     applier.prepare(&config.offsets_db).await?;
-    let mut applied = applier.stored_offset().await?;
+    let applied = applier.stored_offset().await?;
     let group = k
         .group_id
         .clone()
@@ -671,128 +823,210 @@ async fn apply_session(
     tracing::info!(stream = %config.name, group = %group, applied = ?applied, "applying from Kafka");
     metrics.running.set(1);
 
-    let mut ends: VecDeque<(TxnRecord, At)> = VecDeque::new();
-    // Transaction id → total_order → (event, where).
-    let mut buffers: HashMap<String, BTreeMap<u64, (ChangeEvent, At)>> = HashMap::new();
-    // Offsets read but not yet applied, and the last offset read, per partition.
-    let mut held: HashMap<(String, i32), BTreeSet<i64>> = HashMap::new();
-    let mut seen: HashMap<(String, i32), i64> = HashMap::new();
-    let mut schemas = HashMap::new();
+    let mut asm = Assembly {
+        transaction_topic: topics.transaction.clone(),
+        applied,
+        ..Assembly::default()
+    };
     let mut last_commit = Instant::now();
     let result: Result<(), CdcError> = loop {
         let msg = tokio::select! {
             _ = stop.changed() => break Ok(()),
             m = consumer.recv() => m,
         };
-        let m = match msg {
-            Ok(m) => m,
-            Err(e) => {
-                metrics.errors.with_label_values(&["kafka"]).inc();
-                let gone = matches!(
-                    e.rdkafka_error_code(),
-                    Some(
-                        RDKafkaErrorCode::UnknownTopicOrPartition
-                            | RDKafkaErrorCode::UnknownPartition
-                    )
-                );
-                if gone {
-                    break Err(kafka_err("a topic disappeared", e));
+        // Everything the consumer already holds joins this round, so one target commit covers
+        // as many source transactions as are complete (one commit per END would be slow).
+        let mut taken = 0usize;
+        let mut next = Some(msg);
+        let mut failed = None;
+        while let Some(msg) = next.take() {
+            match msg {
+                Ok(m) => {
+                    taken += 1;
+                    if let Err(e) = asm.take(&m) {
+                        failed = Some(e);
+                        break;
+                    }
                 }
-                tracing::warn!(error = %e, "kafka consumer error; librdkafka retries");
-                continue;
+                Err(e) => {
+                    metrics.errors.with_label_values(&["kafka"]).inc();
+                    let gone = matches!(
+                        e.rdkafka_error_code(),
+                        Some(
+                            RDKafkaErrorCode::UnknownTopicOrPartition
+                                | RDKafkaErrorCode::UnknownPartition
+                        )
+                    );
+                    if gone {
+                        failed = Some(kafka_err("a topic disappeared", e));
+                        break;
+                    }
+                    tracing::warn!(error = %e, "kafka consumer error; librdkafka retries");
+                }
             }
-        };
+            if taken < DRAIN_RECORDS {
+                use futures_util::FutureExt as _;
+                next = consumer.recv().now_or_never();
+            }
+        }
+        if let Some(e) = failed {
+            break Err(e);
+        }
+        // Apply every transaction that is complete, in END order, batch by batch.
+        let mut failed = None;
+        loop {
+            let (batch, release) = match asm.complete(&metrics) {
+                Ok(b) => b,
+                Err(e) => {
+                    failed = Some(e);
+                    break;
+                }
+            };
+            if release.is_empty() {
+                break;
+            }
+            if !batch.is_empty()
+                && let Err(e) = crate::pipeline::apply_batch(&applier, &batch, &metrics).await
+            {
+                failed = Some(e);
+                break;
+            }
+            asm.release(release);
+        }
+        if let Some(e) = failed {
+            break Err(e);
+        }
+        if last_commit.elapsed() > Duration::from_millis(200) {
+            commit(&consumer, &asm.held, &asm.seen, CommitMode::Async);
+            last_commit = Instant::now();
+        }
+    };
+    // Commit what is applied; a malformed record stays uncommitted, so a restart stops there again.
+    commit(&consumer, &asm.held, &asm.seen, CommitMode::Sync);
+    metrics.running.set(0);
+    if let Err(e) = &result {
+        metrics.errors.with_label_values(&["fatal"]).inc();
+        tracing::error!(error = %e, applied = ?asm.applied, "applier stopped; nothing after the last applied transaction was applied");
+    }
+    result
+}
+
+/// Records taken from the consumer in one round at most, before applying what is complete.
+const DRAIN_RECORDS: usize = 20_000;
+
+/// Source transactions being rebuilt from the records read so far, and which Kafka offsets
+/// are still held (read, not yet applied) so commits never pass an unapplied record.
+#[derive(Default)]
+struct Assembly {
+    transaction_topic: String,
+    /// The last source offset applied to the target.
+    applied: Option<Offset>,
+    ends: VecDeque<(TxnRecord, At)>,
+    /// Transaction id → total_order → (event, where).
+    buffers: HashMap<String, BTreeMap<u64, (ChangeEvent, At)>>,
+    /// Offsets read but not yet applied, and the last offset read, per partition.
+    held: HashMap<(String, i32), BTreeSet<i64>>,
+    seen: HashMap<(String, i32), i64>,
+    schemas: DecodedSchemas,
+}
+
+impl Assembly {
+    /// Files one record: an END, an event of a transaction not applied yet, or nothing to keep.
+    fn take(&mut self, m: &rdkafka::message::BorrowedMessage<'_>) -> Result<(), CdcError> {
         let at: At = (m.topic().to_string(), m.partition(), m.offset());
-        seen.insert((at.0.clone(), at.1), at.2);
+        self.seen.insert((at.0.clone(), at.1), at.2);
         // Held until handled: a record that fails to parse stays held, so the committed offset
         // never passes it and a restart stops at it again.
-        held.entry((at.0.clone(), at.1)).or_default().insert(at.2);
-        let mut keep = false;
+        self.held
+            .entry((at.0.clone(), at.1))
+            .or_default()
+            .insert(at.2);
         let malformed = |message: String| CdcError::Malformed {
             at: at_text(&at),
             message,
         };
-        if at.0 == topics.transaction {
-            let rec: TxnRecord = match serde_json::from_slice(m.payload().unwrap_or_default()) {
-                Ok(r) => r,
-                Err(e) => break Err(malformed(format!("not a transaction record: {e}"))),
-            };
+        let mut keep = false;
+        if at.0 == self.transaction_topic {
+            let rec: TxnRecord = serde_json::from_slice(m.payload().unwrap_or_default())
+                .map_err(|e| malformed(format!("not a transaction record: {e}")))?;
             if rec.status == TxnStatus::End {
                 if rec.source_offset.is_none() || rec.event_count.is_none() {
-                    break Err(malformed(
+                    return Err(malformed(
                         "END record without source_offset or event_count".into(),
                     ));
                 }
                 keep = true;
-                ends.push_back((rec, at.clone()));
+                self.ends.push_back((rec, at.clone()));
             }
-        } else {
-            let ev = match decode_record(m.key(), m.payload(), &mut schemas) {
-                Ok(ev) => ev,
-                Err(e) => break Err(malformed(e)),
+        } else if let Some(ev) =
+            decode_record(m.key(), m.payload(), &mut self.schemas).map_err(malformed)?
+        {
+            let pos = Offset {
+                file: ev.envelope.source.file.clone(),
+                pos: ev.envelope.source.pos,
+                gtid: None,
             };
-            if let Some(ev) = ev {
-                let pos = Offset {
-                    file: ev.envelope.source.file.clone(),
-                    pos: ev.envelope.source.pos,
-                    gtid: None,
-                };
-                // Part of a transaction applied already (a redelivery): nothing to hold.
-                let done = applied.as_ref().is_some_and(|a| {
-                    position_key(&pos.file, pos.pos) < position_key(&a.file, a.pos)
-                });
-                if !done {
-                    let block = ev.envelope.transaction.clone().expect("checked in decode");
-                    keep = true;
-                    buffers
-                        .entry(block.id)
-                        .or_default()
-                        .insert(block.total_order, (ev, at.clone()));
-                }
+            // Part of a transaction applied already (a redelivery): nothing to hold.
+            let done = self
+                .applied
+                .as_ref()
+                .is_some_and(|a| position_key(&pos.file, pos.pos) < position_key(&a.file, a.pos));
+            if !done {
+                let block = ev.envelope.transaction.clone().expect("checked in decode");
+                keep = true;
+                self.buffers
+                    .entry(block.id)
+                    .or_default()
+                    .insert(block.total_order, (ev, at.clone()));
             }
         }
-        drop(m);
-        if !keep && let Some(h) = held.get_mut(&(at.0.clone(), at.1)) {
+        if !keep && let Some(h) = self.held.get_mut(&(at.0.clone(), at.1)) {
             h.remove(&at.2);
         }
-        // Apply every transaction that is complete, in END order, as one target commit.
-        let mut failed = None;
+        Ok(())
+    }
+
+    /// The next complete transactions in END order (at most one batch), and every record they
+    /// account for, skipped ones included. Empty when the next END still misses events.
+    fn complete(&mut self, metrics: &Metrics) -> Result<(Vec<Transaction>, Vec<At>), CdcError> {
         let mut batch: Vec<Transaction> = Vec::new();
+        let mut events_in_batch = 0usize;
         let mut release: Vec<At> = Vec::new();
-        while let Some((rec, _)) = ends.front() {
-            if batch.len() >= crate::pipeline::BATCH_TRANSACTIONS {
+        while let Some((rec, _)) = self.ends.front() {
+            if batch.len() >= crate::pipeline::BATCH_TRANSACTIONS
+                || events_in_batch >= crate::pipeline::BATCH_EVENTS
+            {
                 break;
             }
             let end = rec.source_offset.clone().expect("checked");
             let count = rec.event_count.expect("checked");
-            let mut skip = applied.as_ref().is_some_and(|a| before_or_at(&end, a));
+            let mut skip = self.applied.as_ref().is_some_and(|a| before_or_at(&end, a));
             // A transaction whose predecessor is not what was applied last follows a gap (the
             // broker lost records); the publisher sends the missing ones again, so this one is
             // passed over now and applied when it comes again in order.
             if !skip
-                && let (Some(a), Some(prev)) = (applied.as_ref(), rec.previous_offset.as_ref())
+                && let (Some(a), Some(prev)) = (self.applied.as_ref(), rec.previous_offset.as_ref())
                 && position_key(&prev.file, prev.pos) != position_key(&a.file, a.pos)
             {
                 metrics.errors.with_label_values(&["gap"]).inc();
                 tracing::warn!(transaction = %rec.id, follows = %prev, applied = %a, "gap before this transaction; waiting for the publisher to send what is missing");
                 skip = true;
             }
-            let have = buffers.get(&rec.id).map_or(0, |b| b.len() as u64);
+            let have = self.buffers.get(&rec.id).map_or(0, |b| b.len() as u64);
             if !skip && have < count {
                 break;
             }
-            let (rec, end_at) = ends.pop_front().expect("front exists");
+            let (rec, end_at) = self.ends.pop_front().expect("front exists");
             if !skip && have > count {
-                failed = Some(CdcError::Malformed {
+                return Err(CdcError::Malformed {
                     at: at_text(&end_at),
                     message: format!(
                         "transaction {} has {have} events, its END says {count}",
                         rec.id
                     ),
                 });
-                break;
             }
-            let events = buffers.remove(&rec.id).unwrap_or_default();
+            let events = self.buffers.remove(&rec.id).unwrap_or_default();
             release.push(end_at);
             let mut txn_events = Vec::with_capacity(events.len());
             for (_, (ev, at)) in events {
@@ -800,6 +1034,7 @@ async fn apply_session(
                 txn_events.push(ev);
             }
             if !skip {
+                events_in_batch += txn_events.len();
                 batch.push(Transaction {
                     gtid: end.gtid.clone(),
                     end: end.clone(),
@@ -808,38 +1043,20 @@ async fn apply_session(
                     suppressed: 0,
                     marked: false,
                 });
-                applied = Some(end);
+                self.applied = Some(end);
             }
         }
-        if failed.is_none()
-            && !batch.is_empty()
-            && let Err(e) = crate::pipeline::apply_batch(&applier, &batch, &metrics).await
-        {
-            failed = Some(e);
-        }
-        if failed.is_none() {
-            for (topic, partition, offset) in release {
-                if let Some(h) = held.get_mut(&(topic, partition)) {
-                    h.remove(&offset);
-                }
-            }
-        }
-        if let Some(e) = failed {
-            break Err(e);
-        }
-        if last_commit.elapsed() > Duration::from_millis(200) {
-            commit(&consumer, &held, &seen, CommitMode::Async);
-            last_commit = Instant::now();
-        }
-    };
-    // Commit what is applied; a malformed record stays uncommitted, so a restart stops there again.
-    commit(&consumer, &held, &seen, CommitMode::Sync);
-    metrics.running.set(0);
-    if let Err(e) = &result {
-        metrics.errors.with_label_values(&["fatal"]).inc();
-        tracing::error!(error = %e, applied = ?applied, "applier stopped; nothing after the last applied transaction was applied");
+        Ok((batch, release))
     }
-    result
+
+    /// Stops holding records whose transactions are applied (or were skipped).
+    fn release(&mut self, release: Vec<At>) {
+        for (topic, partition, offset) in release {
+            if let Some(h) = self.held.get_mut(&(topic, partition)) {
+                h.remove(&offset);
+            }
+        }
+    }
 }
 
 /// Commits, per partition, the first offset not yet applied.
@@ -893,4 +1110,186 @@ pub async fn run(
     );
     forward.abort();
     a.and(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::debezium::{Op, Snapshot, Source};
+    use crate::schema::{Column, ColumnKind};
+
+    fn table() -> Arc<TableSchema> {
+        let col = |name: &str, kind| Column {
+            name: name.into(),
+            kind,
+            nullable: false,
+        };
+        Arc::new(TableSchema {
+            db: "shop".into(),
+            table: "orders".into(),
+            columns: vec![
+                col(
+                    "id",
+                    ColumnKind::Int {
+                        unsigned: false,
+                        bits: 64,
+                    },
+                ),
+                col("total", ColumnKind::Decimal { scale: 2 }),
+                col("note", ColumnKind::Text),
+            ],
+            primary_key: vec![0],
+        })
+    }
+
+    fn txn(ids: &[i64]) -> Transaction {
+        let schema = table();
+        let events = ids
+            .iter()
+            .map(|&id| ChangeEvent {
+                schema: schema.clone(),
+                envelope: Envelope {
+                    before: None,
+                    after: Some(
+                        serde_json::json!({"id": id, "total": "9.50", "note": "n"})
+                            .as_object()
+                            .unwrap()
+                            .clone(),
+                    ),
+                    source: Source {
+                        version: "2.7.0.Final".into(),
+                        connector: "mysql".into(),
+                        name: "s".into(),
+                        ts_ms: 1,
+                        snapshot: Snapshot::default(),
+                        db: "shop".into(),
+                        sequence: None,
+                        table: Some("orders".into()),
+                        server_id: 1,
+                        gtid: None,
+                        file: "binlog.000001".into(),
+                        pos: 100,
+                        row: 0,
+                        thread: None,
+                        query: None,
+                    },
+                    op: Op::Create,
+                    ts_ms: Some(2),
+                    ts_us: None,
+                    transaction: None,
+                },
+            })
+            .collect();
+        Transaction {
+            end: Offset {
+                file: "binlog.000001".into(),
+                pos: 200,
+                gtid: Some("0-1-5".into()),
+            },
+            gtid: Some("0-1-5".into()),
+            events,
+            ts_ms: 1,
+            suppressed: 0,
+            marked: false,
+        }
+    }
+
+    fn topics() -> Topics {
+        Topics {
+            transaction: "p.transaction".into(),
+            tables: [("shop.orders".to_string(), "p.shop.orders".to_string())].into(),
+        }
+    }
+
+    #[test]
+    fn records_decode_back_to_the_same_events() {
+        let mut t = txn(&[1, 2]);
+        let mut encoded = EncodedSchemas::default();
+        let recs = records(&mut t, None, &topics(), "p", &mut encoded).unwrap();
+        assert_eq!(recs.len(), 4, "BEGIN, two events, END");
+        let mut cache = DecodedSchemas::default();
+        for (n, (topic, key, value)) in recs[1..3].iter().enumerate() {
+            assert_eq!(topic, "p.shop.orders");
+            // Both parts are the JSON converter's form, as Kafka Connect tools read it.
+            let v: Value = serde_json::from_slice(value).unwrap();
+            assert_eq!(v["schema"]["name"], "p.shop.orders.Envelope");
+            let k: Value = serde_json::from_slice(key.as_ref().unwrap()).unwrap();
+            assert_eq!(k["payload"], serde_json::json!({"id": n as i64 + 1}));
+            let ev = decode_record(key.as_deref(), Some(value), &mut cache)
+                .unwrap()
+                .unwrap();
+            assert_eq!(ev.envelope, t.events[n].envelope);
+            // DECIMAL travels as a string (Debezium's `string` handling mode): names and key
+            // are what must come back.
+            let names =
+                |t: &TableSchema| t.columns.iter().map(|c| c.name.clone()).collect::<Vec<_>>();
+            assert_eq!(names(&ev.schema), names(&table()));
+            assert_eq!(ev.schema.primary_key, vec![0]);
+            assert_eq!(
+                ev.envelope.transaction.as_ref().unwrap().total_order,
+                n as u64 + 1
+            );
+        }
+        // The second event reused the schema the first one built.
+        assert_eq!(cache.len(), 1);
+        // The same schema text is made once per table schema.
+        let mut again = txn(&[3]);
+        again.events[0].schema = t.events[0].schema.clone();
+        records(&mut again, None, &topics(), "p", &mut encoded).unwrap();
+        assert_eq!(encoded.by_table.len(), 1);
+    }
+
+    #[test]
+    fn malformed_records_are_refused_with_the_reason() {
+        let mut t = txn(&[1]);
+        let recs = records(&mut t, None, &topics(), "p", &mut EncodedSchemas::default()).unwrap();
+        let (_, key, value) = &recs[1];
+        let key = key.as_deref();
+        let value_json: Value = serde_json::from_slice(value).unwrap();
+        let mut cache = DecodedSchemas::default();
+        let mut refuse = |key: Option<&[u8]>, value: &[u8], needle: &str| {
+            let err = decode_record(key, Some(value), &mut cache).unwrap_err();
+            assert!(err.contains(needle), "{needle}: {err}");
+        };
+        refuse(key, b"{not json", "not JSON");
+        refuse(key, b"\"text\"", "not a JSON object");
+        refuse(key, b"[1, 2]", "not a Debezium change event");
+        refuse(
+            key,
+            value_json["payload"].to_string().as_bytes(),
+            "no `schema`",
+        );
+        let mut no_op = value_json.clone();
+        no_op["payload"]["op"] = serde_json::json!("x");
+        refuse(
+            key,
+            no_op.to_string().as_bytes(),
+            "not a Debezium change event",
+        );
+        let mut no_after = value_json.clone();
+        no_after["payload"]["after"] = Value::Null;
+        refuse(key, no_after.to_string().as_bytes(), "no `after`");
+        let mut no_txn = value_json.clone();
+        no_txn["payload"]["transaction"] = Value::Null;
+        refuse(key, no_txn.to_string().as_bytes(), "no `transaction` block");
+        refuse(None, value, "no key");
+        refuse(
+            Some(b"{\"payload\": {\"id\": 1}}"),
+            value,
+            "key has no `schema`",
+        );
+        // Tombstones, in both forms.
+        assert!(decode_record(key, None, &mut cache).unwrap().is_none());
+        assert!(
+            decode_record(key, Some(b"null"), &mut cache)
+                .unwrap()
+                .is_none()
+        );
+        let null_payload = serde_json::json!({"schema": value_json["schema"], "payload": null});
+        assert!(
+            decode_record(key, Some(null_payload.to_string().as_bytes()), &mut cache)
+                .unwrap()
+                .is_none()
+        );
+    }
 }
