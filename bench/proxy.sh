@@ -19,19 +19,19 @@ for tool in wrk nginx haproxy; do
   command -v "$tool" >/dev/null || { apt-get install -y -qq wrk nginx haproxy >/dev/null; break; }
 done
 command -v oha >/dev/null || cargo install oha --locked
-cargo build --release -q -p strangler-proxy --bins --example bare_pingora
+cargo build --release -q -p strangler-proxy --bins --example bare_pingora --example bare_pingora_mimalloc
 REL="$CARGO_TARGET_DIR/release"
 
 work=$(mktemp -d)
 pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
+cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
 trap cleanup EXIT
 
 # With two or more cores, load generators run on CPU 0 and every server on CPU 1, so the
 # measured process competes with the same neighbours in every case.
 if [ "$(nproc)" -ge 2 ]; then LOADGEN="taskset -c 0"; SERVER="taskset -c 1"; else LOADGEN=""; SERVER=""; fi
 
-UP=19100; STR=19101; STRADM=19102; BARE=19103; NGX=19104; HAP=19105
+UP=19100; STR=19101; STRADM=19102; BARE=19103; NGX=19104; HAP=19105; BAREMI=19106
 wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
 
 # The upstream: nginx answering a small JSON body, one worker.
@@ -51,6 +51,7 @@ http { access_log off; upstream up { server 127.0.0.1:$UP; keepalive 64; }
   server { listen 127.0.0.1:$NGX; location / { proxy_pass http://up; proxy_http_version 1.1; proxy_set_header Connection ""; } } }
 NGX
 $SERVER nginx -c "$work/ngx/nginx.conf" -p "$work/ngx" & pids+=($!)
+declare -A PID=([nginx]=$!)
 # haproxy, one thread.
 cat >"$work/haproxy.cfg" <<HAP
 global
@@ -69,8 +70,13 @@ backend b
   server s1 127.0.0.1:$UP
 HAP
 $SERVER haproxy -f "$work/haproxy.cfg" -db & pids+=($!)
+PID[haproxy]=$!
 # Bare Pingora: fixed peer, one thread.
 $SERVER "$REL/examples/bare_pingora" "127.0.0.1:$BARE" "127.0.0.1:$UP" 1 >"$work/bare.log" 2>&1 & pids+=($!)
+PID[bare_pingora]=$!
+# The same with mimalloc, the allocator strangler-proxy ships with.
+$SERVER "$REL/examples/bare_pingora_mimalloc" "127.0.0.1:$BAREMI" "127.0.0.1:$UP" 1 >"$work/baremi.log" 2>&1 & pids+=($!)
+PID[bare_pingora_mimalloc]=$!
 # strangler-proxy, one thread: the bench path is a canary route at 50% (both sides are the
 # same upstream), so every request is matched, keyed, evaluated and bucketed.
 cat >"$work/flags.json" <<'FLAGS'
@@ -108,7 +114,8 @@ CFG
 write_config 0
 RUST_LOG=warn $SERVER "$REL/strangler-proxy" --config "$work/proxy.toml" >"$work/proxy.log" 2>&1 & pids+=($!)
 STRANGLER_PID=$!
-for p in $UP $NGX $HAP $BARE $STR $STRADM; do wait_port "$p"; done
+PID[strangler]=$!
+for p in $UP $NGX $HAP $BARE $BAREMI $STR $STRADM; do wait_port "$p"; done
 sleep 1
 
 # oha JSON → "p50_ms p99_ms success_rate requests"
@@ -118,15 +125,33 @@ oha_run() {
 print("%.3f %.3f %.4f %d" % (p["p50"]*1000, p["p99"]*1000, s["successRate"], sum(d.get("statusCodeDistribution",{}).values())))'
 }
 wrk_rps() { $LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "$1" | awk '/Requests\/sec/ {print $2}'; }
+# CPU ticks (user + system) of a process and its children (nginx's worker).
+ticks() { local t=0 p; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+# "req/s cpu-µs-per-request" of one saturated wrk run against target $1.
+wrk_cpu() {
+  local pid=${PID[$1]:-} before after out
+  [ -n "$pid" ] && before=$(ticks "$pid")
+  out=$($LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "${URL[$1]}")
+  [ -n "$pid" ] && after=$(ticks "$pid")
+  python3 - "$out" "${before:-}" "${after:-}" "$(getconf CLK_TCK)" <<'PY'
+import re, sys
+out, before, after, hz = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
+n = int(re.search(r"(\d+) requests in", out).group(1))
+cpu = "%.1f" % ((int(after) - int(before)) / hz * 1e6 / n) if before else "-"
+print("%.0f %s" % (rps, cpu))
+PY
+}
 
 declare -A URL=(
   [direct]="http://127.0.0.1:$UP/bench"
   [strangler]="http://127.0.0.1:$STR/bench"
   [bare_pingora]="http://127.0.0.1:$BARE/bench"
+  [bare_pingora_mimalloc]="http://127.0.0.1:$BAREMI/bench"
   [nginx]="http://127.0.0.1:$NGX/bench"
   [haproxy]="http://127.0.0.1:$HAP/bench"
 )
-order=(direct strangler bare_pingora nginx haproxy)
+order=(direct strangler bare_pingora bare_pingora_mimalloc nginx haproxy)
 declare -A LAT RPS
 for t in "${order[@]}"; do
   [ -n "${PROFILE:-}" ] && break
@@ -143,15 +168,19 @@ if [ -n "${PROFILE:-}" ]; then
 fi
 # Rounds interleave the targets so a noisy neighbour hurts all of them alike; the median counts.
 ROUNDS="${ROUNDS:-3}"
-declare -A ALL
+declare -A ALL CPUS CPU
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${order[@]}"; do
     echo "saturated throughput, round $r: $t" >&2
-    ALL[$t]="${ALL[$t]:-} $(wrk_rps "${URL[$t]}")"
+    read -r rps cpu <<<"$(wrk_cpu "$t")"
+    ALL[$t]="${ALL[$t]:-} $rps"
+    CPUS[$t]="${CPUS[$t]:-} $cpu"
   done
 done
+median() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:] if x != '-']; print(('%.1f' % statistics.median(v)) if v else '-')" "$@"; }
 for t in "${order[@]}"; do
-  RPS[$t]=$(python3 -c "import statistics,sys; print('%.0f' % statistics.median(map(float, sys.argv[1:])))" ${ALL[$t]})
+  RPS[$t]=$(median ${ALL[$t]} | cut -d. -f1)
+  CPU[$t]=$(median ${CPUS[$t]})
 done
 
 # 100 config reloads (file rewrites, every tenth also through the admin API) under load.
@@ -194,10 +223,15 @@ read -r d50 d99 _ _ <<<"${LAT[direct]}"
   echo
   echo "## Saturated throughput (wrk, one thread, $CONNS connections; median of $ROUNDS interleaved rounds)"
   echo
-  echo "| target | req/s (median) | rounds | strangler ÷ target |"
-  echo "|---|---|---|---|"
+  echo "CPU per request: the proxy process's user + system time over the requests it answered"
+  echo "(nginx: master and worker); steadier than req/s on a shared machine."
+  echo
+  echo "| target | req/s (median) | rounds | strangler ÷ target | CPU µs/request (median) | target CPU ÷ strangler CPU |"
+  echo "|---|---|---|---|---|---|"
   for t in "${order[@]}"; do
-    echo "| $t | ${RPS[$t]} | ${ALL[$t]} | $(ratio "${RPS[strangler]}" "${RPS[$t]}") |"
+    cpu_ratio="-"
+    if [ "${CPU[$t]}" != "-" ] && [ "${CPU[strangler]}" != "-" ]; then cpu_ratio=$(ratio "${CPU[$t]}" "${CPU[strangler]}"); fi
+    echo "| $t | ${RPS[$t]} | ${ALL[$t]} | $(ratio "${RPS[strangler]}" "${RPS[$t]}") | ${CPU[$t]} | $cpu_ratio |"
   done
   echo
   echo "## Flag evaluation with 1,000 flags loaded (criterion, median of the confidence interval)"

@@ -92,6 +92,32 @@ pub struct KafkaConfig {
     /// brokers that cannot fetch from inside a record batch, such as tansu 0.6.
     #[serde(default)]
     pub resume_from: ResumeFrom,
+    /// Compression of produced record batches (librdkafka's `compression.type`; the bundled
+    /// librdkafka is built with LZ4 and Snappy): every event carries its table's schema, which
+    /// compresses well.
+    #[serde(default)]
+    pub compression: Compression,
+}
+
+/// See [`KafkaConfig::compression`].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Compression {
+    None,
+    Snappy,
+    #[default]
+    Lz4,
+}
+
+impl Compression {
+    /// librdkafka's name for it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Compression::None => "none",
+            Compression::Snappy => "snappy",
+            Compression::Lz4 => "lz4",
+        }
+    }
 }
 
 /// See [`KafkaConfig::resume_from`].

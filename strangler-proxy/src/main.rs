@@ -15,6 +15,11 @@ use strangler_proxy::metrics::Metrics;
 use strangler_proxy::proxy::StranglerProxy;
 use strangler_proxy::shadow::{ShadowJob, ShadowWorker};
 
+/// mimalloc: on the request path glibc malloc took about a sixth of the proxy's CPU
+/// (`bench/proxy-results.md`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(
     name = "strangler-proxy",

@@ -171,3 +171,73 @@ impl Metrics {
         String::from_utf8(buf).expect("prometheus text is UTF-8")
     }
 }
+
+/// Backends, modes and status classes as label values, by index.
+pub const BACKENDS: [&str; 2] = ["monolith", "service"];
+pub const MODES: [&str; 4] = ["monolith", "shadow", "canary", "service"];
+pub const CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "error"];
+
+/// One route's request series, each resolved on first use: a label lookup costs a hash and a
+/// lock on every request, a resolved series one atomic add.
+pub struct RouteSeries {
+    requests: Vec<std::sync::OnceLock<prometheus::IntCounter>>,
+    latency: Vec<std::sync::OnceLock<prometheus::Histogram>>,
+    circuit: std::sync::OnceLock<IntGauge>,
+}
+
+impl Default for RouteSeries {
+    fn default() -> Self {
+        Self {
+            requests: (0..BACKENDS.len() * MODES.len() * CLASSES.len())
+                .map(|_| Default::default())
+                .collect(),
+            latency: (0..BACKENDS.len() * MODES.len())
+                .map(|_| Default::default())
+                .collect(),
+            circuit: Default::default(),
+        }
+    }
+}
+
+impl std::fmt::Debug for RouteSeries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("RouteSeries")
+    }
+}
+
+impl RouteSeries {
+    /// `strangler_requests_total{route, backend, mode, class}`.
+    pub fn requests(
+        &self,
+        m: &Metrics,
+        route: &str,
+        backend: usize,
+        mode: usize,
+        class: usize,
+    ) -> &prometheus::IntCounter {
+        self.requests[(backend * MODES.len() + mode) * CLASSES.len() + class].get_or_init(|| {
+            m.requests
+                .with_label_values(&[route, BACKENDS[backend], MODES[mode], CLASSES[class]])
+        })
+    }
+
+    /// `strangler_request_duration_seconds{route, backend, mode}`.
+    pub fn latency(
+        &self,
+        m: &Metrics,
+        route: &str,
+        backend: usize,
+        mode: usize,
+    ) -> &prometheus::Histogram {
+        self.latency[backend * MODES.len() + mode].get_or_init(|| {
+            m.latency
+                .with_label_values(&[route, BACKENDS[backend], MODES[mode]])
+        })
+    }
+
+    /// `strangler_circuit_state{route}`.
+    pub fn circuit(&self, m: &Metrics, route: &str) -> &IntGauge {
+        self.circuit
+            .get_or_init(|| m.circuit.with_label_values(&[route]))
+    }
+}

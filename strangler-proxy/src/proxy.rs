@@ -9,6 +9,7 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use flags::{Context, RouteMode, evaluate};
+use http::HeaderValue;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
@@ -44,8 +45,12 @@ pub struct Ctx {
     fallback: Option<&'static str>,
     mode: &'static str,
     on_service: bool,
-    request_id: String,
-    traceparent: String,
+    /// The request id, shared (cheap to clone) by the upstream request and the response.
+    request_id: Option<HeaderValue>,
+    /// The W3C trace context sent upstream.
+    traceparent: Option<HeaderValue>,
+    /// Whether the request came with exactly these ids, so the upstream request has them.
+    ids_incoming: (bool, bool),
     set_cookie: Option<String>,
     started: Option<Instant>,
     response_started: bool,
@@ -69,6 +74,15 @@ fn mode_name(mode: Option<RouteMode>) -> &'static str {
     }
 }
 
+/// A flag's answer as one of the sides a request can take.
+fn side(value: &str) -> &'static str {
+    match value {
+        "service" => "service",
+        "shadow" => "shadow",
+        _ => "monolith",
+    }
+}
+
 fn is_idempotent(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE")
 }
@@ -86,7 +100,9 @@ async fn reject(
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    if let Some(id) = &ctx.request_id {
+        resp.insert_header("x-request-id", id.clone())?;
+    }
     ctx.status = status;
     session.set_keepalive(None);
     session.write_response_header(Box::new(resp), false).await?;
@@ -107,13 +123,23 @@ impl ProxyHttp for StranglerProxy {
         ctx.mode = "monolith";
         let table = self.control.table.load_full();
         let req = session.req_header();
-        ctx.request_id = crate::trace::request_id(
-            req.headers
-                .get("x-request-id")
-                .and_then(|v| v.to_str().ok()),
+        // Kept as they came (one valid value each), or made here.
+        let single = |name: &str| {
+            let mut all = req.headers.get_all(name).iter();
+            match (all.next(), all.next()) {
+                (Some(v), None) => v.to_str().ok(),
+                _ => None,
+            }
+        };
+        let (incoming_id, incoming_tp) = (single("x-request-id"), single("traceparent"));
+        let id = crate::trace::request_id(incoming_id);
+        let tp = crate::trace::traceparent(incoming_tp);
+        ctx.ids_incoming = (
+            incoming_id == Some(id.as_str()),
+            incoming_tp == Some(tp.as_str()),
         );
-        ctx.traceparent =
-            crate::trace::traceparent(req.headers.get("traceparent").and_then(|v| v.to_str().ok()));
+        ctx.request_id = HeaderValue::from_maybe_shared(Bytes::from(id)).ok();
+        ctx.traceparent = HeaderValue::from_maybe_shared(Bytes::from(tp)).ok();
         let limits = &table.config.limits;
         let header_bytes: usize = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
             + req
@@ -158,14 +184,16 @@ impl ProxyHttp for StranglerProxy {
             )
             .await;
         }
-        let method = req.method.as_str().to_string();
+        let read_only = matches!(
+            req.method,
+            pingora::http::Method::GET | pingora::http::Method::HEAD
+        );
         let host = req
             .headers
             .get("host")
             .and_then(|h| h.to_str().ok())
-            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name).to_string());
-        let path = req.uri.path().to_string();
-        let Some((index, route)) = table.find(&method, host.as_deref(), &path) else {
+            .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name));
+        let Some((index, route)) = table.find(req.method.as_str(), host, req.uri.path()) else {
             if table.config.unknown_routes == crate::config::UnknownRoutes::NotFound {
                 ctx.table = Some(table);
                 return reject(session, ctx, 404, "not_found", "route not found").await;
@@ -187,25 +215,26 @@ impl ProxyHttp for StranglerProxy {
         let decision = match (self.control.launchdarkly.get(), flags.get(&route.flag)) {
             (Some(ld), flag) => {
                 ctx.mode = mode_name(flag.and_then(|f| RouteMode::of(f)));
-                self.control.launchdarkly_decision(
+                side(&self.control.launchdarkly_decision(
                     ld,
                     &route.flag,
                     flag.map(|f| f.version),
                     user.key(),
-                )
+                ))
             }
             (None, Some(flag)) => {
                 ctx.mode = mode_name(RouteMode::of(flag));
-                evaluate(flag, &Context::new(user.key()))
-                    .value
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("monolith")
-                    .to_string()
+                side(
+                    evaluate(flag, &Context::new(user.key()))
+                        .value
+                        .and_then(|v| v.as_str())
+                        .unwrap_or("monolith"),
+                )
             }
             // An unknown flag is the safe default: the monolith.
-            (None, None) => "monolith".to_string(),
+            (None, None) => "monolith",
         };
-        match decision.as_str() {
+        match decision {
             "service" => {
                 if !route.service.any_healthy() {
                     ctx.fallback = Some("unhealthy");
@@ -217,7 +246,7 @@ impl ProxyHttp for StranglerProxy {
                     session.enable_retry_buffering();
                 }
             }
-            "shadow" if matches!(method.as_str(), "GET" | "HEAD") || route.shadow_writes => {
+            "shadow" if read_only || route.shadow_writes => {
                 ctx.shadow = Some(ShadowCapture::default());
             }
             _ => {}
@@ -336,8 +365,12 @@ impl ProxyHttp for StranglerProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        upstream.insert_header("x-request-id", ctx.request_id.as_str())?;
-        upstream.insert_header("traceparent", ctx.traceparent.as_str())?;
+        if let (false, Some(id)) = (ctx.ids_incoming.0, &ctx.request_id) {
+            upstream.insert_header("x-request-id", id.clone())?;
+        }
+        if let (false, Some(tp)) = (ctx.ids_incoming.1, ctx.traceparent.take()) {
+            upstream.insert_header("traceparent", tp)?;
+        }
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
             let ip = addr.ip().to_string();
             let forwarded = match upstream
@@ -376,7 +409,9 @@ impl ProxyHttp for StranglerProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
-        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let Some(id) = &ctx.request_id {
+            resp.insert_header("x-request-id", id.clone())?;
+        }
         if let Some(cookie) = ctx.set_cookie.take() {
             resp.append_header("set-cookie", cookie)?;
         }
@@ -431,28 +466,41 @@ impl ProxyHttp for StranglerProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.status);
+        use crate::metrics::{BACKENDS, CLASSES, MODES};
         let class = match status {
-            100..=199 => "1xx",
-            200..=299 => "2xx",
-            300..=399 => "3xx",
-            400..=499 => "4xx",
-            500..=599 => "5xx",
-            _ => "error",
+            100..=199 => 0,
+            200..=299 => 1,
+            300..=399 => 2,
+            400..=499 => 3,
+            500..=599 => 4,
+            _ => 5,
         };
-        let backend = if ctx.on_service {
-            "service"
-        } else {
-            "monolith"
-        };
+        let backend = usize::from(ctx.on_service);
+        let mode = MODES.iter().position(|m| *m == ctx.mode).unwrap_or(0);
         let m = &self.control.metrics;
-        m.requests
-            .with_label_values(&[route_name, backend, ctx.mode, class])
-            .inc();
         let elapsed = ctx.started.map(|s| s.elapsed().as_secs_f64());
-        if let Some(secs) = elapsed {
-            m.latency
-                .with_label_values(&[route_name, backend, ctx.mode])
-                .observe(secs);
+        match route {
+            Some(r) => {
+                r.series.requests(m, route_name, backend, mode, class).inc();
+                if let Some(secs) = elapsed {
+                    r.series.latency(m, route_name, backend, mode).observe(secs);
+                }
+            }
+            None => {
+                m.requests
+                    .with_label_values(&[
+                        route_name,
+                        BACKENDS[backend],
+                        MODES[mode],
+                        CLASSES[class],
+                    ])
+                    .inc();
+                if let Some(secs) = elapsed {
+                    m.latency
+                        .with_label_values(&[route_name, BACKENDS[backend], MODES[mode]])
+                        .observe(secs);
+                }
+            }
         }
         if let (Some(r), Some(secs)) = (route, elapsed) {
             // A request meant for the service that fell back counts against the service.
@@ -473,12 +521,12 @@ impl ProxyHttp for StranglerProxy {
             m.fallbacks.with_label_values(&[route_name, reason]).inc();
         }
         if let Some(r) = route {
-            m.circuit
-                .with_label_values(&[route_name])
+            r.series
+                .circuit(m, route_name)
                 .set(r.breaker.state() as i64);
         }
         if let Some(err) = e {
-            tracing::warn!(route = route_name, request_id = %ctx.request_id, error = %err, "request failed");
+            tracing::warn!(route = route_name, request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""), error = %err, "request failed");
         }
         // Shadow: only for a complete answer the user got from the monolith.
         if let (Some(capture), Some(r), None) = (ctx.shadow.take(), route, e) {

@@ -46,7 +46,9 @@ pub fn traceparent(incoming: Option<&str>) -> String {
             return tp.to_string();
         }
     }
-    format!("00-{}-{}-01", hex(32), hex(16))
+    let (trace, parent): (u128, u64) = (rand::rng().random(), rand::rng().random());
+    // Ids must not be all zero.
+    format!("00-{:032x}-{:016x}-01", trace.max(1), parent.max(1))
 }
 
 #[cfg(test)]

@@ -267,6 +267,22 @@ async fn request_ids_limits_and_anonymous_users() {
         echoed["headers"]["traceparent"],
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     );
+    // Two ids, or a broken trace context: replaced, never passed on as they came.
+    let r = proxy
+        .client
+        .get(proxy.url("/echo/1"))
+        .header("x-request-id", "first")
+        .header("x-request-id", "second")
+        .header("traceparent", "00-not-a-trace-01")
+        .send()
+        .await
+        .unwrap();
+    let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert_eq!(id.len(), 32, "{id}");
+    let echoed: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(echoed["headers"]["x-request-id"], id.as_str());
+    let tp = echoed["headers"]["traceparent"].as_str().unwrap();
+    assert!(tp.starts_with("00-") && tp.len() == 55, "{tp}");
     let r = proxy.client.get(proxy.url("/echo/2")).send().await.unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(id.len(), 32);

@@ -276,6 +276,7 @@ pub async fn publish(
                 .set("enable.idempotence", "true")
                 .set("acks", "all")
                 .set("linger.ms", "5")
+                .set("compression.type", k.compression.name())
                 .set("partitioner", "murmur2_random")
                 .set("message.timeout.ms", "30000")
                 .create()

@@ -30,6 +30,8 @@ pub struct Route {
     pub stats: Arc<RouteStats>,
     /// The SLO auto-rollback holds this route to.
     pub slo: SloConfig,
+    /// Its metric series, resolved once.
+    pub series: crate::metrics::RouteSeries,
 }
 
 impl Route {
@@ -148,6 +150,7 @@ impl RoutingTable {
                     .auto_rollback
                     .with(&r.slo)
                     .map_err(|e| format!("{at}.slo: {e}"))?,
+                series: Default::default(),
             });
         }
         config
