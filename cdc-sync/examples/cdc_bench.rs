@@ -23,7 +23,7 @@ struct Args {
 
 fn args() -> Args {
     let mut a = Args {
-        single: 20_000,
+        single: 100_000,
         batched: 100_000,
         lag_seconds: 60,
         rate: 2_000,
@@ -103,6 +103,31 @@ async fn write_backlog(url: &str, from: u64, rows: u64, per_txn: u64) {
     }
 }
 
+/// Updates rows 1..=`rows`, one per transaction, over 4 connections.
+async fn write_updates(url: &str, rows: u64) {
+    let conns = 4u64;
+    let mut tasks = Vec::new();
+    for c in 0..conns {
+        let url = url.to_string();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+            let mut id = 1 + c;
+            while id <= rows {
+                conn.query_drop(format!(
+                    "UPDATE events SET amount = amount + 1, note = 'updated' WHERE id = {id}"
+                ))
+                .await
+                .unwrap();
+                id += conns;
+            }
+            conn.disconnect().await.unwrap();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
 fn stream_config(
     name: &str,
     source: &testkit::MariaDb,
@@ -136,29 +161,112 @@ fn stream_config(
     StreamConfig::parse(&text).unwrap()
 }
 
-async fn count(url: &str) -> u64 {
+/// Rows on a side; updated rows.
+const ALL_ROWS: &str = "SELECT COUNT(*) FROM events";
+const UPDATED_ROWS: &str = "SELECT COUNT(*) FROM events WHERE note = 'updated'";
+
+async fn count(url: &str, sql: &str) -> u64 {
     let mut c = mysql_async::Conn::from_url(url).await.unwrap();
-    let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM events").await.unwrap();
+    let n: Option<u64> = c.query_first(sql).await.unwrap();
     c.disconnect().await.unwrap();
     n.unwrap_or(0)
 }
 
-/// Runs a stream from `from` until the target holds `want` rows; returns the seconds it took.
-async fn time_stream(config: StreamConfig, target_url: &str, want: u64) -> f64 {
+/// How long applying `rows` rows took: in all, and from the moment the first tenth had arrived
+/// (the sustained part, without connecting, topic metadata and consumer start-up).
+#[derive(Clone, Copy)]
+struct Timing {
+    rows: u64,
+    total: f64,
+    sustained: f64,
+}
+
+impl Timing {
+    /// Rows per second, sustained.
+    fn rate(&self) -> f64 {
+        (self.rows - self.rows / 10) as f64 / self.sustained
+    }
+
+    /// Rows per second including start-up.
+    fn overall(&self) -> f64 {
+        self.rows as f64 / self.total
+    }
+
+    /// "sustained (with start-up)".
+    fn cell(&self) -> String {
+        format!("{:.0} ({:.0})", self.rate(), self.overall())
+    }
+}
+
+/// Polls the target until `sql` counts `want` rows, `rows` of them new.
+async fn wait_rows(
+    url: &str,
+    sql: &str,
+    want: u64,
+    rows: u64,
+    started: Instant,
+    alive: impl Fn() -> bool,
+    published: impl Fn() -> Option<u64>,
+) -> Timing {
+    let tenth = want - rows + rows / 10;
+    let mut tenth_at = None;
+    loop {
+        let n = count(url, sql).await;
+        // Over Kafka the clock starts once a tenth is *published*, if that comes first: the
+        // applier's rate alone (draining what the publisher queued during start-up) would
+        // overstate the transport.
+        let published_tenth = published().is_some_and(|p| p >= rows / 10);
+        if tenth_at.is_none() && (n >= tenth || published_tenth) {
+            tenth_at = Some(Instant::now());
+        }
+        if n >= want {
+            break;
+        }
+        assert!(alive(), "the stream stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let end = Instant::now();
+    Timing {
+        rows,
+        total: (end - started).as_secs_f64(),
+        sustained: (end - tenth_at.expect("set by the end")).as_secs_f64(),
+    }
+}
+
+/// Runs a stream from `from` until the target holds `want` rows (`rows` of them new).
+async fn time_stream(
+    config: StreamConfig,
+    target_url: &str,
+    sql: &str,
+    want: u64,
+    rows: u64,
+) -> Timing {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let metrics = Metrics::new(&config.name);
     let started = Instant::now();
-    let task = tokio::spawn(async move {
-        cdc_sync::pipeline::run_stream(&config, Default::default(), metrics, rx).await
-    });
-    while count(target_url).await < want {
-        assert!(!task.is_finished(), "the stream stopped: {:?}", task.await);
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let task = {
+        let (config, metrics) = (config.clone(), metrics.clone());
+        tokio::spawn(async move {
+            cdc_sync::pipeline::run_stream(&config, Default::default(), metrics, rx).await
+        })
+    };
+    let kafka = config.kafka.is_some();
+    let events = metrics.events.clone();
+    let table = config.tables[0].source.clone();
+    let published = || kafka.then(|| events.with_label_values(&[&table, "published"]).get());
+    let timing = wait_rows(
+        target_url,
+        sql,
+        want,
+        rows,
+        started,
+        || !task.is_finished(),
+        published,
+    )
+    .await;
     let _ = stop.send(true);
     task.await.unwrap().unwrap();
-    secs
+    timing
 }
 
 /// Native replication from `from` until the replica holds `want` rows.
@@ -167,8 +275,10 @@ async fn time_native(
     source: &testkit::MariaDb,
     db: &str,
     from: &Offset,
+    sql: &str,
     want: u64,
-) -> f64 {
+    rows: u64,
+) -> Timing {
     let url = replica.root_url();
     exec(&url, "STOP SLAVE").await;
     exec(&url, "RESET SLAVE ALL").await;
@@ -185,13 +295,9 @@ async fn time_native(
     .await;
     let started = Instant::now();
     exec(&url, "START SLAVE").await;
-    let table_url = replica.url(db);
-    while count(&table_url).await < want {
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    let secs = started.elapsed().as_secs_f64();
+    let timing = wait_rows(&replica.url(db), sql, want, rows, started, || true, || None).await;
     exec(&url, "STOP SLAVE").await;
-    secs
+    timing
 }
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
@@ -291,7 +397,7 @@ async fn main() {
     }
     println!("# cdc-sync benchmark\n");
     println!(
-        "Apply rate for a binlog backlog (row changes/s), each way from the same source position; the baseline is a MariaDB replica of the source (one SQL thread) applying the same backlog.\n"
+        "Apply rate for a binlog backlog (row changes/s), each way from the same source position; the baseline is a MariaDB replica of the source (one SQL thread) applying the same backlog. Each cell: the sustained rate (from the moment a tenth of the rows had arrived, or over Kafka had been published if sooner, to the last one), then in brackets the rate including start-up (connecting, topic metadata, consumer start); ratios compare sustained rates. The first two workloads insert new rows; the third updates rows every side has.\n"
     );
     println!(
         "| workload | rows | direct | direct, no conflict check | kafka | native replica | direct / native | no check / native | kafka / native |"
@@ -321,7 +427,9 @@ async fn main() {
                 None,
             ),
             &target.url(db),
+            ALL_ROWS,
             want_target,
+            rows,
         )
         .await;
         // The same without the per-row conflict check.
@@ -342,7 +450,9 @@ async fn main() {
                 None,
             ),
             &target.url(db),
+            ALL_ROWS,
             want_target,
+            rows,
         )
         .await;
         // Kafka: a fresh target database would cost a reload; delete the rows instead.
@@ -365,25 +475,76 @@ async fn main() {
                         Some(&b.bootstrap_servers()),
                     ),
                     &target.url(db),
+                    ALL_ROWS,
                     want_target,
+                    rows,
                 )
                 .await,
             )
         } else {
             None
         };
-        let native = time_native(&replica, &source, db, &from, want_target).await;
-        let r = |s: f64| rows as f64 / s;
+        let native = time_native(&replica, &source, db, &from, ALL_ROWS, want_target, rows).await;
         println!(
-            "| {label} | {rows} | {:.0} | {:.0} | {} | {:.0} | {:.2}× | {:.2}× | {} |",
-            r(direct),
-            r(blind),
-            kafka.map(|k| format!("{:.0}", r(k))).unwrap_or("–".into()),
-            r(native),
-            native / direct,
-            native / blind,
+            "| {label} | {rows} | {} | {} | {} | {} | {:.2}× | {:.2}× | {} |",
+            direct.cell(),
+            blind.cell(),
+            kafka.map(|k| k.cell()).unwrap_or("–".into()),
+            native.cell(),
+            direct.rate() / native.rate(),
+            blind.rate() / native.rate(),
             kafka
-                .map(|k| format!("{:.2}×", native / k))
+                .map(|k| format!("{:.2}×", k.rate() / native.rate()))
+                .unwrap_or("–".into()),
+        );
+    }
+    // Single-row updates of rows every side has: the path where each row is checked before it
+    // is written. Each transport starts from the rows as they were before the updates.
+    {
+        let rows = a.single.min(next_id - 1);
+        let from = position(&source.root_url()).await;
+        write_updates(&source.url(db), rows).await;
+        let reset = "UPDATE events SET amount = amount - 1, note = CONCAT('event ', id) \
+                     WHERE note = 'updated'";
+        let mut runs = Vec::new();
+        let mut transports: Vec<(&str, Option<String>)> = vec![("", None), ("-blind", None)];
+        if let Some(b) = &broker {
+            transports.push(("", Some(b.bootstrap_servers())));
+        }
+        for (suffix, kafka) in transports {
+            exec(&target.url(db), reset).await;
+            streams += 1;
+            runs.push(
+                time_stream(
+                    stream_config(
+                        &format!("bench{streams}{suffix}"),
+                        &source,
+                        &target,
+                        db,
+                        &from,
+                        5000 + streams,
+                        kafka.as_deref(),
+                    ),
+                    &target.url(db),
+                    UPDATED_ROWS,
+                    rows,
+                    rows,
+                )
+                .await,
+            );
+        }
+        let native = time_native(&replica, &source, db, &from, UPDATED_ROWS, rows, rows).await;
+        let kafka = runs.get(2).copied();
+        println!(
+            "| single-row updates | {rows} | {} | {} | {} | {} | {:.2}× | {:.2}× | {} |",
+            runs[0].cell(),
+            runs[1].cell(),
+            kafka.map(|k| k.cell()).unwrap_or("–".into()),
+            native.cell(),
+            runs[0].rate() / native.rate(),
+            runs[1].rate() / native.rate(),
+            kafka
+                .map(|k| format!("{:.2}×", k.rate() / native.rate()))
                 .unwrap_or("–".into()),
         );
     }

@@ -56,7 +56,7 @@ pub struct Ctx {
     response_started: bool,
     body_bytes: usize,
     status: u16,
-    shadow: Option<ShadowCapture>,
+    shadow: Option<Box<ShadowCapture>>,
 }
 
 impl Ctx {
@@ -247,7 +247,7 @@ impl ProxyHttp for StranglerProxy {
                 }
             }
             "shadow" if read_only || route.shadow_writes => {
-                ctx.shadow = Some(ShadowCapture::default());
+                ctx.shadow = Some(Box::default());
             }
             _ => {}
         }
