@@ -266,6 +266,12 @@ async fn time_stream(
     .await;
     let _ = stop.send(true);
     task.await.unwrap().unwrap();
+    // Conflicts would mean the workload is not what it claims (every side had the same rows).
+    for line in metrics.render().lines() {
+        if line.starts_with("cdc_conflicts_total{") {
+            eprintln!("{}: {line}", config.name);
+        }
+    }
     timing
 }
 
