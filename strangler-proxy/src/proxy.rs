@@ -43,7 +43,8 @@ pub struct Ctx {
     route: Option<usize>,
     to_service: bool,
     fallback: Option<&'static str>,
-    mode: &'static str,
+    /// The route's mode, as an index into `metrics::MODES`.
+    mode: usize,
     on_service: bool,
     /// The request id, shared (cheap to clone) by the upstream request and the response.
     request_id: Option<HeaderValue>,
@@ -65,12 +66,13 @@ impl Ctx {
     }
 }
 
-fn mode_name(mode: Option<RouteMode>) -> &'static str {
+/// The mode's index in `metrics::MODES`.
+fn mode_index(mode: Option<RouteMode>) -> usize {
     match mode {
-        Some(RouteMode::Monolith) | None => "monolith",
-        Some(RouteMode::Shadow) => "shadow",
-        Some(RouteMode::Canary { .. }) => "canary",
-        Some(RouteMode::Service) => "service",
+        Some(RouteMode::Monolith) | None => 0,
+        Some(RouteMode::Shadow) => 1,
+        Some(RouteMode::Canary { .. }) => 2,
+        Some(RouteMode::Service) => 3,
     }
 }
 
@@ -120,7 +122,7 @@ impl ProxyHttp for StranglerProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         ctx.started = Some(Instant::now());
-        ctx.mode = "monolith";
+        ctx.mode = 0;
         let table = self.control.table.load_full();
         let req = session.req_header();
         // Kept as they came (one valid value each), or made here.
@@ -214,7 +216,7 @@ impl ProxyHttp for StranglerProxy {
         let flags = self.control.flags.snapshot();
         let decision = match (self.control.launchdarkly.get(), flags.get(&route.flag)) {
             (Some(ld), flag) => {
-                ctx.mode = mode_name(flag.and_then(|f| RouteMode::of(f)));
+                ctx.mode = mode_index(flag.and_then(|f| RouteMode::of(f)));
                 side(&self.control.launchdarkly_decision(
                     ld,
                     &route.flag,
@@ -223,7 +225,7 @@ impl ProxyHttp for StranglerProxy {
                 ))
             }
             (None, Some(flag)) => {
-                ctx.mode = mode_name(RouteMode::of(flag));
+                ctx.mode = mode_index(RouteMode::of(flag));
                 side(
                     evaluate(flag, &Context::new(user.key()))
                         .value
@@ -466,7 +468,6 @@ impl ProxyHttp for StranglerProxy {
             .response_written()
             .map(|r| r.status.as_u16())
             .unwrap_or(ctx.status);
-        use crate::metrics::{BACKENDS, CLASSES, MODES};
         let class = match status {
             100..=199 => 0,
             200..=299 => 1,
@@ -476,31 +477,16 @@ impl ProxyHttp for StranglerProxy {
             _ => 5,
         };
         let backend = usize::from(ctx.on_service);
-        let mode = MODES.iter().position(|m| *m == ctx.mode).unwrap_or(0);
         let m = &self.control.metrics;
         let elapsed = ctx.started.map(|s| s.elapsed().as_secs_f64());
-        match route {
-            Some(r) => {
-                r.series.requests(m, route_name, backend, mode, class).inc();
-                if let Some(secs) = elapsed {
-                    r.series.latency(m, route_name, backend, mode).observe(secs);
-                }
-            }
-            None => {
-                m.requests
-                    .with_label_values(&[
-                        route_name,
-                        BACKENDS[backend],
-                        MODES[mode],
-                        CLASSES[class],
-                    ])
-                    .inc();
-                if let Some(secs) = elapsed {
-                    m.latency
-                        .with_label_values(&[route_name, BACKENDS[backend], MODES[mode]])
-                        .observe(secs);
-                }
-            }
+        let series = route.map_or(&table.unmatched, |r| &r.series);
+        series
+            .requests(m, route_name, backend, ctx.mode, class)
+            .inc();
+        if let Some(secs) = elapsed {
+            series
+                .latency(m, route_name, backend, ctx.mode)
+                .observe(secs);
         }
         if let (Some(r), Some(secs)) = (route, elapsed) {
             // A request meant for the service that fell back counts against the service.

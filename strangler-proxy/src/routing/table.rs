@@ -56,6 +56,8 @@ pub struct RoutingTable {
     /// Where unmatched requests go.
     pub monolith: Arc<UpstreamGroup>,
     pub user_keys: UserKeys,
+    /// Metric series of requests no route matched.
+    pub unmatched: crate::metrics::RouteSeries,
 }
 
 const METHODS: &[&str] = &["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"];
@@ -171,6 +173,7 @@ impl RoutingTable {
             groups,
             monolith,
             user_keys,
+            unmatched: Default::default(),
         })
     }
 
