@@ -343,7 +343,7 @@ pub async fn publish(
                         // never be there before its events: the settler sends it after them.
                         let end = recs.pop().expect("an END record");
                         for rec in recs {
-                            let f = produce_now(&producer, rec).await?;
+                            let f = produce(&producer, rec).await?;
                             queue(&pending, Pending::Delivery(f)).await?;
                         }
                         queue(&pending, Pending::End(end)).await?;
@@ -425,7 +425,7 @@ async fn settle_in_order(
         match item {
             Pending::Delivery(f) => delivered(f.await)?,
             Pending::End(rec) => {
-                produce(&producer, &mut ends, rec).await?;
+                ends.push_back(produce(&producer, rec).await?);
                 settle_ready(&mut ends)?;
             }
             Pending::Flush(done) => {
@@ -456,8 +456,9 @@ async fn flush(pending: &tokio::sync::mpsc::Sender<Pending>) -> Result<(), CdcEr
         .map_err(|_| CdcError::Kafka("the delivery settler stopped".into()))
 }
 
-/// Queues one record, waiting while the producer's queue is full (the settler drains it).
-async fn produce_now(
+/// Queues one record, waiting while the producer's queue is full (librdkafka drains it on
+/// its own thread).
+async fn produce(
     producer: &FutureProducer,
     (topic, key, payload): Record,
 ) -> Result<DeliveryFuture, CdcError> {
@@ -471,34 +472,6 @@ async fn produce_now(
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
                 record = r;
                 tokio::time::sleep(Duration::from_millis(5)).await;
-            }
-            Err((e, _)) => return Err(kafka_err(&format!("producing to {topic}"), e)),
-        }
-    }
-}
-
-/// Queues one record, waiting for room when the producer's queue is full.
-async fn produce(
-    producer: &FutureProducer,
-    inflight: &mut VecDeque<DeliveryFuture>,
-    (topic, key, payload): Record,
-) -> Result<(), CdcError> {
-    let mut record = FutureRecord::to(&topic).payload(&payload);
-    if let Some(key) = &key {
-        record = record.key(key);
-    }
-    loop {
-        match producer.send_result(record) {
-            Ok(f) => {
-                inflight.push_back(f);
-                return Ok(());
-            }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), r)) => {
-                record = r;
-                settle(inflight, 1).await?;
-                if inflight.is_empty() {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
             }
             Err((e, _)) => return Err(kafka_err(&format!("producing to {topic}"), e)),
         }
