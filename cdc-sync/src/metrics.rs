@@ -11,6 +11,7 @@ pub struct Metrics {
     pub transactions: IntCounterVec,
     pub suppressed: IntCounterVec,
     pub conflicts: IntCounterVec,
+    pub checks: IntCounterVec,
     pub backfill_rows: IntCounterVec,
     pub backfill_chunks: IntCounterVec,
     pub backfill_throttled: IntCounterVec,
@@ -61,6 +62,11 @@ impl Metrics {
                 "cdc_conflicts_total",
                 "Rows changed on both sides in the same window, by target table and winning side",
                 &["table", "winner"],
+            ),
+            checks: counter(
+                "cdc_conflict_checks_total",
+                "Rows compared with their target row before a write, by who compared them (applier; server: values only the server can compare, e.g. by collation)",
+                &["by"],
             ),
             backfill_rows: counter(
                 "cdc_backfill_rows_total",

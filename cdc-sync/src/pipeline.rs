@@ -223,6 +223,14 @@ pub async fn apply_batch(
             .with_label_values(&[&c.table, winner])
             .inc();
     }
+    for (by, rows) in [
+        ("applier", applied.checks.0),
+        ("server", applied.checks.1),
+    ] {
+        if rows > 0 {
+            metrics.checks.with_label_values(&[by]).inc_by(rows as u64);
+        }
+    }
     for txn in txns {
         let kind = if txn.events.is_empty() {
             "empty"

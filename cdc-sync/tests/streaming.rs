@@ -541,3 +541,94 @@ async fn inserts_of_rows_the_target_has_are_checked() {
     let _ = run.stop.send(true);
     run.task.await.unwrap().unwrap();
 }
+
+/// The applier compares rows with the event's images itself where the values are plainly the
+/// same (integers, decimals, text, dates and times as the target reads them back), and leaves
+/// the rest to the server: a key or text equal only by the column's collation is the server's to
+/// judge, and is no conflict; a row the target really changed still is one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rows_are_compared_by_the_applier_or_else_by_the_server() {
+    let (m, s) = (testkit::monolith_server(), testkit::services_server());
+    let id = std::process::id();
+    let a = m.create_database("cmp_a").await.unwrap();
+    let b = s.create_database("cmp_b").await.unwrap();
+    let table = "CREATE TABLE items (code VARCHAR(20) PRIMARY KEY, label VARCHAR(50) NOT NULL, \
+                 price DECIMAL(12,2) NULL, qty INT UNSIGNED NULL, day DATE NULL, \
+                 seen DATETIME(3) NULL, dur TIME(6) NULL) COLLATE utf8mb4_general_ci";
+    for url in [&a.url, &b.url] {
+        exec(url, table).await;
+        exec(
+            url,
+            "INSERT INTO items VALUES ('b1', 'same', 9.50, 3, '2024-02-29', '2024-02-29 23:59:59.125', '-838:59:59.000001'), \
+             ('c1', 'same', NULL, NULL, NULL, NULL, NULL)",
+        )
+        .await;
+    }
+    // 'a1' differs only by case: the same row to the server's collation.
+    exec(&a.url, "INSERT INTO items (code, label) VALUES ('a1', 'widget')").await;
+    exec(&b.url, "INSERT INTO items (code, label) VALUES ('A1', 'Widget')").await;
+    // The target changes 'c1' on its own.
+    exec(&b.url, "UPDATE items SET label = 'the target''s' WHERE code = 'c1'").await;
+    let mut cfg = config(
+        &format!("cmp{id}"),
+        m,
+        s,
+        &format!(
+            "[[tables]]\nsource = \"{}.items\"\ntarget = \"{}.items\"\n",
+            a.name, b.name
+        ),
+        4305,
+    );
+    cfg.owner = cdc_sync::config::Owner::Target;
+    let run = start(cfg).await;
+    exec(
+        &a.url,
+        "BEGIN; UPDATE items SET label = 'gadget' WHERE code = 'a1'; \
+         UPDATE items SET label = 'updated', qty = 4 WHERE code = 'b1'; \
+         UPDATE items SET label = 'the source''s' WHERE code = 'c1'; COMMIT",
+    )
+    .await;
+    let b_url = b.url.clone();
+    eventually("the updates to arrive", || {
+        let b_url = b_url.clone();
+        async move {
+            rows(&b_url, "SELECT label FROM items WHERE code = 'b1'").await
+                == vec![vec![Some("updated".to_string())]]
+        }
+    })
+    .await;
+    let got = rows(&b.url, "SELECT code, label, qty FROM items ORDER BY code").await;
+    let row = |c: &str, l: &str, q: Option<&str>| {
+        vec![Some(c.to_string()), Some(l.to_string()), q.map(String::from)]
+    };
+    assert_eq!(
+        got,
+        vec![
+            row("a1", "gadget", None),
+            row("b1", "updated", Some("4")),
+            row("c1", "the target's", None),
+        ]
+    );
+    let metrics = run.metrics.render();
+    for (line, n) in [
+        (
+            format!(
+                "cdc_conflicts_total{{table=\"{}.items\",winner=\"target\",stream=\"cmp{id}\"}}",
+                b.name
+            ),
+            1,
+        ),
+        (
+            format!("cdc_conflict_checks_total{{by=\"applier\",stream=\"cmp{id}\"}}"),
+            1,
+        ),
+        (
+            format!("cdc_conflict_checks_total{{by=\"server\",stream=\"cmp{id}\"}}"),
+            2,
+        ),
+    ] {
+        assert!(metrics.contains(&format!("{line} {n}\n")), "{line} {n}\n{metrics}");
+    }
+    let _ = run.stop.send(true);
+    run.task.await.unwrap().unwrap();
+}

@@ -55,6 +55,8 @@ pub struct Applied {
     pub statements: usize,
     /// Conflicts seen (and resolved by the owner rule).
     pub conflicts: Vec<Conflict>,
+    /// Rows compared with the target's row: by the applier, and by the server.
+    pub checks: (usize, usize),
 }
 
 type Row = serde_json::Map<String, serde_json::Value>;
@@ -132,7 +134,8 @@ struct RowChange {
     key: Vec<Value>,
 }
 
-/// The conflict check of one row change, as one branch of a `UNION ALL` of many.
+/// The conflict check of one row change: the images to compare with the target's row, and the
+/// same comparison as SQL (one branch of a `UNION ALL`) for rows Rust cannot settle.
 struct Check {
     /// `(row = before), (row = after)` expressions.
     select: String,
@@ -140,6 +143,12 @@ struct Check {
     /// The key condition.
     cond: String,
     params: Vec<Value>,
+    /// Target key columns, quoted.
+    key_cols: Vec<String>,
+    /// Compared target columns, quoted (the same for both images).
+    cols: Vec<String>,
+    /// The compared values of the `before` and `after` images, when the event has them.
+    images: [Option<Vec<Value>>; 2],
 }
 
 impl RowChange {
@@ -152,16 +161,111 @@ impl RowChange {
 const CHECKS_PER_STATEMENT: usize = 200;
 const PARAMS_PER_STATEMENT: usize = 30_000;
 
-/// Locks and compares the target rows of `group` (distinct rows) in one statement; returns
-/// `(matches before, matches after)` by position in the group, absent for a missing row.
+/// `(matches before, matches after)` of the target's row by position in a group; absent for a
+/// missing row.
+type Found = HashMap<usize, (Option<i64>, Option<i64>)>;
+
+/// Locks and compares the target rows of `group` (distinct rows). The rows are read by key, one
+/// statement per table, and compared in Rust; a row Rust cannot settle (not the same value as
+/// either image, or not found by its key's exact value: collations and conversions are the
+/// server's to judge) is compared by the server, all such rows in one statement.
 async fn check_rows(
     tx: &mut mysql_async::Transaction<'_>,
     group: &[(RowChange, &Offset)],
-) -> Result<HashMap<usize, (Option<i64>, Option<i64>)>, CdcError> {
-    let mut branches = Vec::with_capacity(group.len());
+    applied: &mut Applied,
+) -> Result<Found, CdcError> {
+    let checks: Vec<&Check> = group
+        .iter()
+        .map(|(c, _)| c.check.as_ref().expect("grouped changes have checks"))
+        .collect();
+    let mut found = Found::new();
+    let mut unsettled = Vec::new();
+    // Positions per table and column set: one read each.
+    let mut reads: Vec<Vec<usize>> = Vec::new();
+    for (n, c) in checks.iter().enumerate() {
+        match reads.iter_mut().find(|r| {
+            let o = checks[r[0]];
+            o.target == c.target && o.key_cols == c.key_cols && o.cols == c.cols
+        }) {
+            Some(r) => r.push(n),
+            None => reads.push(vec![n]),
+        }
+    }
+    for positions in reads {
+        let first = checks[positions[0]];
+        let width = first.key_cols.len();
+        let cond = if width == 1 {
+            format!(
+                "{} IN ({})",
+                first.key_cols[0],
+                vec!["?"; positions.len()].join(", ")
+            )
+        } else {
+            let one = format!(
+                "({})",
+                first
+                    .key_cols
+                    .iter()
+                    .map(|k| format!("{k} = ?"))
+                    .collect::<Vec<_>>()
+                    .join(" AND ")
+            );
+            vec![one; positions.len()].join(" OR ")
+        };
+        let sql = format!(
+            "SELECT {} FROM {} WHERE {cond} FOR UPDATE",
+            first
+                .key_cols
+                .iter()
+                .chain(&first.cols)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(", "),
+            first.target
+        );
+        let params: Vec<Value> = positions
+            .iter()
+            .flat_map(|&n| group[n].0.key.iter().cloned())
+            .collect();
+        let rows: Vec<mysql_async::Row> = tx.exec(sql, params).await?;
+        let by_key: HashMap<String, usize> = positions
+            .iter()
+            .map(|&n| (key_text(&group[n].0.key), n))
+            .collect();
+        let mut settled = std::collections::HashSet::new();
+        for row in rows {
+            let values = row.unwrap();
+            let (key, current) = values.split_at(width);
+            let Some(&n) = key_forms(key).iter().find_map(|k| by_key.get(k)) else {
+                continue;
+            };
+            let same = |image: &Option<Vec<Value>>| {
+                image.as_ref().is_some_and(|v| {
+                    v.len() == current.len() && v.iter().zip(current).all(|(a, b)| same_value(a, b))
+                })
+            };
+            let c = checks[n];
+            if same(&c.images[1]) {
+                found.insert(n, (Some(i64::from(same(&c.images[0]))), Some(1)));
+                settled.insert(n);
+            } else if same(&c.images[0]) {
+                // The after image may still equal the row by the server's rules; writing it
+                // again is harmless, so that is left unasked.
+                found.insert(n, (Some(1), Some(0)));
+                settled.insert(n);
+            }
+        }
+        unsettled.extend(positions.into_iter().filter(|n| !settled.contains(n)));
+    }
+    applied.checks.0 += group.len() - unsettled.len();
+    applied.checks.1 += unsettled.len();
+    if unsettled.is_empty() {
+        return Ok(found);
+    }
+    let mut branches = Vec::with_capacity(unsettled.len());
     let mut params = Vec::new();
-    for (n, (change, _)) in group.iter().enumerate() {
-        let c = change.check.as_ref().expect("grouped changes have checks");
+    for &n in &unsettled {
+        let c = checks[n];
         branches.push(format!(
             "(SELECT {n}, {} FROM {} WHERE {} FOR UPDATE)",
             c.select, c.target, c.cond
@@ -170,10 +274,89 @@ async fn check_rows(
     }
     let rows: Vec<(i64, Option<i64>, Option<i64>)> =
         tx.exec(branches.join(" UNION ALL "), params).await?;
-    Ok(rows
-        .into_iter()
-        .map(|(n, before, after)| (n as usize, (before, after)))
-        .collect())
+    found.extend(
+        rows.into_iter()
+            .map(|(n, before, after)| (n as usize, (before, after))),
+    );
+    Ok(found)
+}
+
+/// Whether an event value (as `decode` makes it) and a value read from the target are the same
+/// value. `false` means "not known to be": only the server can tell collations and conversions.
+fn same_value(event: &Value, target: &Value) -> bool {
+    match (event, target) {
+        (Value::NULL, Value::NULL) => true,
+        (Value::Int(a), Value::Int(b)) => a == b,
+        (Value::UInt(a), Value::UInt(b)) => a == b,
+        (Value::Int(a), Value::UInt(b)) | (Value::UInt(b), Value::Int(a)) => {
+            u64::try_from(*a).is_ok_and(|a| a == *b)
+        }
+        (Value::Bytes(a), Value::Bytes(b)) => a == b,
+        (Value::Bytes(a), temporal @ (Value::Date(..) | Value::Time(..))) => {
+            temporal_forms(temporal).iter().any(|f| f.as_bytes() == a)
+        }
+        _ => false,
+    }
+}
+
+/// The texts `decode` gives a date, datetime or time value of the target.
+fn temporal_forms(v: &Value) -> Vec<String> {
+    match *v {
+        Value::Date(y, mo, d, h, mi, s, us) => {
+            let mut forms =
+                vec![format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}")];
+            if (h, mi, s, us) == (0, 0, 0, 0) {
+                forms.push(format!("{y:04}-{mo:02}-{d:02}"));
+            }
+            forms
+        }
+        Value::Time(neg, days, h, mi, s, us) => {
+            let sign = if neg { "-" } else { "" };
+            let hours = u64::from(days) * 24 + u64::from(h);
+            vec![format!("{sign}{hours}:{mi:02}:{s:02}.{us:06}")]
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// A key's values as lookup text; integers by number, whatever their signedness.
+fn key_text(key: &[Value]) -> String {
+    let parts: Vec<String> = key
+        .iter()
+        .map(|v| match v {
+            Value::Int(i) => i.to_string(),
+            Value::UInt(u) => u.to_string(),
+            Value::Bytes(b) => format!("{b:?}"),
+            other => format!("{other:?}"),
+        })
+        .collect();
+    parts.join("|")
+}
+
+/// The lookup texts a key read from the target may have as an event key (a date reads back the
+/// same whether the event gave it as a date or a datetime).
+fn key_forms(key: &[Value]) -> Vec<String> {
+    let mut forms = vec![Vec::new()];
+    for v in key {
+        let options: Vec<Value> = match v {
+            Value::Date(..) | Value::Time(..) => temporal_forms(v)
+                .into_iter()
+                .map(|f| Value::Bytes(f.into_bytes()))
+                .collect(),
+            other => vec![other.clone()],
+        };
+        forms = forms
+            .into_iter()
+            .flat_map(|prefix: Vec<Value>| {
+                options.iter().map(move |o| {
+                    let mut p = prefix.clone();
+                    p.push(o.clone());
+                    p
+                })
+            })
+            .collect();
+    }
+    forms.iter().map(|k| key_text(k)).collect()
 }
 
 /// Inserts of rows the target does not have cannot conflict: a group of inserts into one table
@@ -370,7 +553,9 @@ impl MysqlApplier {
                 key.into_iter().map(|(_, v, _)| v).collect(),
             ))
         };
-        let matches = |row: &Row| -> Result<(String, Vec<Value>), CdcError> {
+        // `(cols <=> ? AND …)`, the quoted columns and their values.
+        type Matches = (String, Vec<String>, Vec<Value>);
+        let matches = |row: &Row| -> Result<Matches, CdcError> {
             let cols = mapped(row, false)?;
             let cmp: Vec<_> = cols.into_iter().filter(|(_, _, c)| *c).collect();
             Ok((
@@ -381,6 +566,7 @@ impl MysqlApplier {
                         .collect::<Vec<_>>()
                         .join(" AND ")
                 ),
+                cmp.iter().map(|(c, _, _)| format!("`{c}`")).collect(),
                 cmp.into_iter().map(|(_, v, _)| v).collect(),
             ))
         };
@@ -393,16 +579,21 @@ impl MysqlApplier {
             }
             let mut params = Vec::new();
             let mut select = Vec::new();
-            for image in [before, after] {
+            let mut cols = Vec::new();
+            let mut images = [None, None];
+            for (image, slot) in [before, after].into_iter().zip(&mut images) {
                 match image {
                     Some(row) => {
-                        let (sql, p) = matches(row)?;
+                        let (sql, names, p) = matches(row)?;
                         select.push(sql);
-                        params.extend(p);
+                        params.extend(p.iter().cloned());
+                        cols = names;
+                        *slot = Some(p);
                     }
                     None => select.push("0".into()),
                 }
             }
+            let key = mapped(key_row, true)?;
             let (cond, p) = key_where(key_row)?;
             params.extend(p);
             Ok(Some(Check {
@@ -410,6 +601,9 @@ impl MysqlApplier {
                 target: target.clone(),
                 cond,
                 params,
+                key_cols: key.into_iter().map(|(c, _, _)| format!("`{c}`")).collect(),
+                cols,
+                images,
             }))
         };
         let env = &ev.envelope;
@@ -543,7 +737,7 @@ impl MysqlApplier {
             if insert_new_rows(&mut tx, &group, &mut applied).await? {
                 continue;
             }
-            let found = check_rows(&mut tx, &group).await?;
+            let found = check_rows(&mut tx, &group, &mut applied).await?;
             for (n, (change, at)) in group.into_iter().enumerate() {
                 // (matches before, matches after) of the target's current row.
                 let conflict = match (change.op, found.get(&n).copied()) {
@@ -610,5 +804,47 @@ impl MysqlApplier {
         }
         tx.commit().await?;
         Ok(applied)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn text(s: &str) -> Value {
+        Value::Bytes(s.as_bytes().to_vec())
+    }
+
+    #[test]
+    fn values_are_the_same_only_when_plainly_equal() {
+        assert!(same_value(&Value::NULL, &Value::NULL));
+        assert!(same_value(&Value::Int(7), &Value::UInt(7)));
+        assert!(same_value(&Value::UInt(7), &Value::Int(7)));
+        assert!(!same_value(&Value::Int(-1), &Value::UInt(u64::MAX)));
+        assert!(same_value(&text("9.50"), &text("9.50")));
+        // Equal to the server perhaps (collation, numeric conversion), not known here.
+        assert!(!same_value(&text("abc"), &text("ABC")));
+        assert!(!same_value(&text("9.5"), &text("9.50")));
+        assert!(!same_value(&text("7"), &Value::Int(7)));
+        assert!(!same_value(&Value::NULL, &text("")));
+        let dt = Value::Date(2024, 2, 29, 23, 59, 59, 125_000);
+        assert!(same_value(&text("2024-02-29 23:59:59.125000"), &dt));
+        assert!(!same_value(&text("2024-02-29"), &dt));
+        let day = Value::Date(2024, 2, 29, 0, 0, 0, 0);
+        assert!(same_value(&text("2024-02-29"), &day));
+        assert!(same_value(&text("2024-02-29 00:00:00.000000"), &day));
+        let t = Value::Time(true, 34, 22, 59, 59, 1);
+        assert!(same_value(&text("-838:59:59.000001"), &t));
+        assert!(!same_value(&text("838:59:59.000001"), &t));
+    }
+
+    #[test]
+    fn keys_read_back_find_their_event_key() {
+        let event = key_text(&[Value::Int(5), text("2024-02-29")]);
+        let read = key_forms(&[Value::UInt(5), Value::Date(2024, 2, 29, 0, 0, 0, 0)]);
+        assert!(read.contains(&event), "{event} in {read:?}");
+        assert!(!key_forms(&[Value::UInt(6), Value::Date(2024, 2, 29, 0, 0, 0, 0)]).contains(&event));
+        // Text keys match byte for byte only.
+        assert!(!key_forms(&[text("A1")]).contains(&key_text(&[text("a1")])));
     }
 }
