@@ -267,7 +267,8 @@ async fn time_stream(
     task.await.unwrap().unwrap();
     // Conflicts would mean the workload is not what it claims (every side had the same rows).
     for line in metrics.render().lines() {
-        if line.starts_with("cdc_conflicts_total{") || line.starts_with("cdc_conflict_checks_total{")
+        if line.starts_with("cdc_conflicts_total{")
+            || line.starts_with("cdc_conflict_checks_total{")
         {
             eprintln!("{}: {line}", config.name);
         }

@@ -223,10 +223,7 @@ pub async fn apply_batch(
             .with_label_values(&[&c.table, winner])
             .inc();
     }
-    for (by, rows) in [
-        ("applier", applied.checks.0),
-        ("server", applied.checks.1),
-    ] {
+    for (by, rows) in [("applier", applied.checks.0), ("server", applied.checks.1)] {
         if rows > 0 {
             metrics.checks.with_label_values(&[by]).inc_by(rows as u64);
         }

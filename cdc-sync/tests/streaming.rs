@@ -565,10 +565,22 @@ async fn rows_are_compared_by_the_applier_or_else_by_the_server() {
         .await;
     }
     // 'a1' differs only by case: the same row to the server's collation.
-    exec(&a.url, "INSERT INTO items (code, label) VALUES ('a1', 'widget')").await;
-    exec(&b.url, "INSERT INTO items (code, label) VALUES ('A1', 'Widget')").await;
+    exec(
+        &a.url,
+        "INSERT INTO items (code, label) VALUES ('a1', 'widget')",
+    )
+    .await;
+    exec(
+        &b.url,
+        "INSERT INTO items (code, label) VALUES ('A1', 'Widget')",
+    )
+    .await;
     // The target changes 'c1' on its own.
-    exec(&b.url, "UPDATE items SET label = 'the target''s' WHERE code = 'c1'").await;
+    exec(
+        &b.url,
+        "UPDATE items SET label = 'the target''s' WHERE code = 'c1'",
+    )
+    .await;
     let mut cfg = config(
         &format!("cmp{id}"),
         m,
@@ -599,7 +611,11 @@ async fn rows_are_compared_by_the_applier_or_else_by_the_server() {
     .await;
     let got = rows(&b.url, "SELECT code, label, qty FROM items ORDER BY code").await;
     let row = |c: &str, l: &str, q: Option<&str>| {
-        vec![Some(c.to_string()), Some(l.to_string()), q.map(String::from)]
+        vec![
+            Some(c.to_string()),
+            Some(l.to_string()),
+            q.map(String::from),
+        ]
     };
     assert_eq!(
         got,
@@ -627,7 +643,10 @@ async fn rows_are_compared_by_the_applier_or_else_by_the_server() {
             2,
         ),
     ] {
-        assert!(metrics.contains(&format!("{line} {n}\n")), "{line} {n}\n{metrics}");
+        assert!(
+            metrics.contains(&format!("{line} {n}\n")),
+            "{line} {n}\n{metrics}"
+        );
     }
     let _ = run.stop.send(true);
     run.task.await.unwrap().unwrap();

@@ -303,8 +303,9 @@ fn same_value(event: &Value, target: &Value) -> bool {
 fn temporal_forms(v: &Value) -> Vec<String> {
     match *v {
         Value::Date(y, mo, d, h, mi, s, us) => {
-            let mut forms =
-                vec![format!("{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}")];
+            let mut forms = vec![format!(
+                "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}"
+            )];
             if (h, mi, s, us) == (0, 0, 0, 0) {
                 forms.push(format!("{y:04}-{mo:02}-{d:02}"));
             }
@@ -843,7 +844,9 @@ mod tests {
         let event = key_text(&[Value::Int(5), text("2024-02-29")]);
         let read = key_forms(&[Value::UInt(5), Value::Date(2024, 2, 29, 0, 0, 0, 0)]);
         assert!(read.contains(&event), "{event} in {read:?}");
-        assert!(!key_forms(&[Value::UInt(6), Value::Date(2024, 2, 29, 0, 0, 0, 0)]).contains(&event));
+        assert!(
+            !key_forms(&[Value::UInt(6), Value::Date(2024, 2, 29, 0, 0, 0, 0)]).contains(&event)
+        );
         // Text keys match byte for byte only.
         assert!(!key_forms(&[text("A1")]).contains(&key_text(&[text("a1")])));
     }
