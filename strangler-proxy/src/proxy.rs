@@ -9,7 +9,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use flags::{Context, RouteMode, evaluate};
-use http::HeaderValue;
+use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
@@ -19,6 +20,11 @@ use crate::control::Control;
 use crate::routing::RoutingTable;
 use crate::shadow::ShadowJob;
 use crate::user_key::UserKey;
+
+// Lookups by a ready `HeaderName` skip parsing the name on every request.
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
 
 /// The proxy service.
 pub struct StranglerProxy {
@@ -85,6 +91,17 @@ fn side(value: &str) -> &'static str {
     }
 }
 
+/// Appends `n` in decimal.
+fn push_decimal(out: &mut String, n: u8) {
+    if n >= 100 {
+        out.push(char::from(b'0' + n / 100));
+    }
+    if n >= 10 {
+        out.push(char::from(b'0' + (n / 10) % 10));
+    }
+    out.push(char::from(b'0' + n % 10));
+}
+
 fn is_idempotent(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE")
 }
@@ -126,14 +143,14 @@ impl ProxyHttp for StranglerProxy {
         let table = self.control.table.load_full();
         let req = session.req_header();
         // Kept as they came (one valid value each), or made here.
-        let single = |name: &str| {
+        let single = |name: &HeaderName| {
             let mut all = req.headers.get_all(name).iter();
             match (all.next(), all.next()) {
                 (Some(v), None) => v.to_str().ok(),
                 _ => None,
             }
         };
-        let (incoming_id, incoming_tp) = (single("x-request-id"), single("traceparent"));
+        let (incoming_id, incoming_tp) = (single(&X_REQUEST_ID), single(&TRACEPARENT));
         let id = crate::trace::request_id(incoming_id);
         let tp = crate::trace::traceparent(incoming_tp);
         ctx.ids_incoming = (
@@ -167,7 +184,7 @@ impl ProxyHttp for StranglerProxy {
         }
         let declared: Option<usize> = req
             .headers
-            .get("content-length")
+            .get(CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.trim().parse().ok());
         if declared.is_some_and(|n| n > limits.max_body_bytes) {
@@ -192,7 +209,7 @@ impl ProxyHttp for StranglerProxy {
         );
         let host = req
             .headers
-            .get("host")
+            .get(HOST)
             .and_then(|h| h.to_str().ok())
             .map(|h| h.rsplit_once(':').map_or(h, |(name, _)| name));
         let Some((index, route)) = table.find(req.method.as_str(), host, req.uri.path()) else {
@@ -374,15 +391,30 @@ impl ProxyHttp for StranglerProxy {
             upstream.insert_header("traceparent", tp)?;
         }
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = addr.ip().to_string();
-            let forwarded = match upstream
+            use std::fmt::Write as _;
+            let prev = upstream
                 .headers
-                .get("x-forwarded-for")
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip,
-            };
+                .get(X_FORWARDED_FOR)
+                .and_then(|v| v.to_str().ok());
+            let mut forwarded = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
+            if let Some(prev) = prev {
+                forwarded.push_str(prev);
+                forwarded.push_str(", ");
+            }
+            match addr.ip() {
+                // The common case without the formatting machinery.
+                std::net::IpAddr::V4(v4) => {
+                    for (i, octet) in v4.octets().into_iter().enumerate() {
+                        if i > 0 {
+                            forwarded.push('.');
+                        }
+                        push_decimal(&mut forwarded, octet);
+                    }
+                }
+                ip => {
+                    let _ = write!(forwarded, "{ip}");
+                }
+            }
             upstream.insert_header("x-forwarded-for", forwarded)?;
         }
         Ok(())
@@ -549,6 +581,20 @@ impl ProxyHttp for StranglerProxy {
             if self.shadow_tx.try_send(job).is_err() {
                 m.shadow.with_label_values(&[route_name, "dropped"]).inc();
             }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn octets_in_decimal() {
+        for n in [0u8, 7, 10, 99, 100, 127, 255] {
+            let mut s = String::new();
+            push_decimal(&mut s, n);
+            assert_eq!(s, n.to_string());
         }
     }
 }

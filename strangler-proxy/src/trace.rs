@@ -3,15 +3,19 @@
 
 use rand::Rng as _;
 
-/// `n` (≤ 32) random lowercase hex digits.
-fn hex(n: usize) -> String {
-    let r: u128 = rand::rng().random();
-    let mut s = format!("{r:032x}");
-    s.truncate(n);
-    s
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// Appends `bytes` as lowercase hex, two digits a byte (the request path: no formatting
+/// machinery).
+fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
+    for b in bytes {
+        out.push(HEX[usize::from(b >> 4)]);
+        out.push(HEX[usize::from(b & 0xf)]);
+    }
 }
 
-/// The incoming request id if it is 1–128 visible ASCII characters, else a new one.
+/// The incoming request id if it is 1–128 visible ASCII characters, else a new one of 32
+/// random hex digits.
 pub fn request_id(incoming: Option<&str>) -> String {
     match incoming {
         Some(id)
@@ -19,7 +23,11 @@ pub fn request_id(incoming: Option<&str>) -> String {
         {
             id.to_string()
         }
-        _ => hex(32),
+        _ => {
+            let mut out = Vec::with_capacity(32);
+            push_hex(&mut out, &rand::rng().random::<u128>().to_be_bytes());
+            String::from_utf8(out).expect("hex digits")
+        }
     }
 }
 
@@ -33,9 +41,14 @@ fn is_hex(s: &str, len: usize) -> bool {
 /// else a new sampled one.
 pub fn traceparent(incoming: Option<&str>) -> String {
     if let Some(tp) = incoming {
-        let parts: Vec<&str> = tp.split('-').collect();
-        if let [version, trace, parent, flags] = parts[..]
-            && is_hex(version, 2)
+        let mut parts = tp.split('-');
+        if let (Some(version), Some(trace), Some(parent), Some(flags), None) = (
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+            parts.next(),
+        ) && is_hex(version, 2)
             && version != "ff"
             && is_hex(trace, 32)
             && trace.bytes().any(|b| b != b'0')
@@ -48,7 +61,13 @@ pub fn traceparent(incoming: Option<&str>) -> String {
     }
     let (trace, parent): (u128, u64) = (rand::rng().random(), rand::rng().random());
     // Ids must not be all zero.
-    format!("00-{:032x}-{:016x}-01", trace.max(1), parent.max(1))
+    let mut out = Vec::with_capacity(55);
+    out.extend_from_slice(b"00-");
+    push_hex(&mut out, &trace.max(1).to_be_bytes());
+    out.push(b'-');
+    push_hex(&mut out, &parent.max(1).to_be_bytes());
+    out.extend_from_slice(b"-01");
+    String::from_utf8(out).expect("hex digits")
 }
 
 #[cfg(test)]
@@ -59,6 +78,11 @@ mod tests {
     fn keeps_valid_ids_and_replaces_bad_ones() {
         assert_eq!(request_id(Some("abc-123")), "abc-123");
         assert_eq!(request_id(None).len(), 32);
+        assert!(is_hex(&request_id(None), 32));
+        assert_ne!(request_id(None), request_id(None));
+        let mut out = Vec::new();
+        push_hex(&mut out, &0x00abu16.to_be_bytes());
+        assert_eq!(out, b"00ab");
         assert_ne!(request_id(Some("has space")), "has space");
         let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
         assert_eq!(traceparent(Some(tp)), tp);
@@ -66,6 +90,7 @@ mod tests {
             "garbage",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
         ] {
             let fresh = traceparent(Some(bad));
             assert_ne!(fresh, bad);

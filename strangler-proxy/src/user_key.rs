@@ -37,6 +37,8 @@ impl UserKey {
 #[derive(Clone)]
 pub struct UserKeys {
     config: UserKeyConfig,
+    /// `config.header`, parsed once.
+    header: Option<http::HeaderName>,
     /// HS256 with the shared secret.
     verify: Option<(DecodingKey, Validation)>,
     /// EdDSA with the JWKS keys (`Some` when a JWKS URL is configured).
@@ -57,7 +59,7 @@ struct Sub {
 /// Value of cookie `name` in the request's Cookie headers.
 pub fn cookie<'a>(req: &'a RequestHeader, name: &str) -> Option<&'a str> {
     req.headers
-        .get_all("cookie")
+        .get_all(http::header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
@@ -110,8 +112,17 @@ impl UserKeys {
         if !plausible(&config.anonymous_cookie) || config.anonymous_cookie.contains('=') {
             return Err("user_key.anonymous_cookie must be a cookie name".into());
         }
+        let header = config
+            .header
+            .as_deref()
+            .map(|h| {
+                http::HeaderName::from_bytes(h.as_bytes())
+                    .map_err(|_| format!("user_key.header {h:?} is not a header name"))
+            })
+            .transpose()?;
         Ok(Self {
             config: config.clone(),
+            header,
             verify,
             eddsa,
         })
@@ -120,7 +131,7 @@ impl UserKeys {
     fn jwt_sub(&self, req: &RequestHeader, jwks: &JwksKeys) -> Option<String> {
         let token = req
             .headers
-            .get("authorization")?
+            .get(http::header::AUTHORIZATION)?
             .to_str()
             .ok()?
             .strip_prefix("Bearer ")?
@@ -163,9 +174,8 @@ impl UserKeys {
             return UserKey::Session(v.to_string());
         }
         if let Some(v) = self
-            .config
             .header
-            .as_deref()
+            .as_ref()
             .and_then(|h| req.headers.get(h))
             .and_then(|v| v.to_str().ok())
             .filter(|v| plausible(v))
@@ -224,6 +234,16 @@ mod tests {
             ..UserKeyConfig::default()
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_header_that_is_no_header_name_is_refused() {
+        let err = UserKeys::new(&UserKeyConfig {
+            header: Some("x user".into()),
+            ..UserKeyConfig::default()
+        })
+        .unwrap_err();
+        assert!(err.contains("user_key.header"), "{err}");
     }
 
     #[test]

@@ -267,6 +267,20 @@ async fn request_ids_limits_and_anonymous_users() {
         echoed["headers"]["traceparent"],
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
     );
+    // The client's address is added to X-Forwarded-For, after any addresses already there.
+    assert_eq!(echoed["headers"]["x-forwarded-for"], "127.0.0.1");
+    let r = proxy
+        .client
+        .get(proxy.url("/echo/1"))
+        .header("x-forwarded-for", "203.0.113.9")
+        .send()
+        .await
+        .unwrap();
+    let echoed: serde_json::Value = r.json().await.unwrap();
+    assert_eq!(
+        echoed["headers"]["x-forwarded-for"],
+        "203.0.113.9, 127.0.0.1"
+    );
     // Two ids, or a broken trace context: replaced, never passed on as they came.
     let r = proxy
         .client
