@@ -18,45 +18,15 @@ command -v oha >/dev/null || cargo install oha --locked
 cargo build --release -q -p strangler-proxy --bins --example bare_pingora --example bare_pingora_mimalloc
 REL="$CARGO_TARGET_DIR/release"
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
 UP=19300; STR=19301; STRADM=19302; BARE=19303; BAREMI=19304
-wait_port() { for _ in $(seq 1 600); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.1; done; echo "port $1 never opened" >&2; exit 1; }
-
-mkdir -p "$work/up"
-cat >"$work/up/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $work/up/nginx.pid; error_log $work/up/error.log;
-events { worker_connections 1024; }
-http { access_log off; server { listen 127.0.0.1:$UP;
-  location / { default_type application/json; return 200 '{"status":"ok","items":[1,2,3]}'; } } }
-NGX
-nginx -c "$work/up/nginx.conf" -p "$work/up" & pids+=($!)
-cat >"$work/flags.json" <<'FLAGS'
-{"flags":{"route.bench":{"key":"route.bench","version":1,"on":true,"salt":"s","variations":["monolith","service","shadow"],"offVariation":0,
- "fallthrough":{"rollout":{"variations":[{"variation":1,"weight":50000},{"variation":0,"weight":50000}]}}}}}
-FLAGS
-cat >"$work/proxy.toml" <<CFG
-listen = "127.0.0.1:$STR"
-admin_listen = "127.0.0.1:$STRADM"
-threads = 1
-upgrade_sock = "$work/upgrade.sock"
-[flags]
-source = "file"
-path = "$work/flags.json"
-[user_key]
-header = "x-user-id"
-[upstreams.monolith]
-backends = ["127.0.0.1:$UP"]
-[upstreams.svc]
-backends = ["127.0.0.1:$UP"]
-[[routes]]
-name = "bench"
-prefix = "/bench"
-flag = "route.bench"
-service = "svc"
-CFG
+SERVER=""
+. bench/proxy-common.sh
+ports_free $UP $STR $STRADM $BARE $BAREMI
+start_upstream
+write_flags
+write_config 0
+# The config watcher's default interval: its polling runs on a timer, not per request.
+sed -i '/^watch_ms/d' "$work/proxy.toml"
 
 # count NAME PORT CMD…: instructions per request of the proxy CMD listening on PORT.
 declare -A IPR

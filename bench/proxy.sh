@@ -5,7 +5,8 @@
 #  2. saturated throughput with one worker thread each (wrk);
 #  3. flag evaluation cost with 1,000 flags (criterion);
 #  4. 100 config reloads during sustained load: failed requests.
-# Writes bench/proxy-results.md. Knobs: RATE (5000), DURATION (10 s), CONNS (64).
+# Writes bench/proxy-results.md. Knobs: RATE (5000), DURATION (10 s), CONNS (64), ROUNDS (3
+# saturated rounds), LAT_ROUNDS (3 fixed-rate rounds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strangler/target}"
@@ -22,27 +23,15 @@ command -v oha >/dev/null || cargo install oha --locked
 cargo build --release -q -p strangler-proxy --bins --example bare_pingora --example bare_pingora_mimalloc
 REL="$CARGO_TARGET_DIR/release"
 
-work=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; rm -rf "$work"; }
-trap cleanup EXIT
-
 # With two or more cores, load generators run on CPU 0 and every server on CPU 1, so the
 # measured process competes with the same neighbours in every case.
 if [ "$(nproc)" -ge 2 ]; then LOADGEN="taskset -c 0"; SERVER="taskset -c 1"; else LOADGEN=""; SERVER=""; fi
 
 UP=19100; STR=19101; STRADM=19102; BARE=19103; NGX=19104; HAP=19105; BAREMI=19106
-wait_port() { for _ in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/"$1") 2>/dev/null && return 0; sleep 0.05; done; echo "port $1 never opened" >&2; exit 1; }
-
-# The upstream: nginx answering a small JSON body, one worker.
-mkdir -p "$work/up" "$work/ngx"
-cat >"$work/up/nginx.conf" <<NGX
-worker_processes 1; daemon off; pid $work/up/nginx.pid; error_log $work/up/error.log;
-events { worker_connections 4096; }
-http { access_log off; server { listen 127.0.0.1:$UP;
-  location / { default_type application/json; return 200 '{"status":"ok","items":[1,2,3]}'; } } }
-NGX
-$SERVER nginx -c "$work/up/nginx.conf" -p "$work/up" & pids+=($!)
+. bench/proxy-common.sh
+ports_free $UP $STR $STRADM $BARE $NGX $HAP $BAREMI
+start_upstream
+mkdir -p "$work/ngx"
 # nginx as a plain reverse proxy, one worker, keep-alive to the upstream.
 cat >"$work/ngx/nginx.conf" <<NGX
 worker_processes 1; daemon off; pid $work/ngx/nginx.pid; error_log $work/ngx/error.log;
@@ -77,40 +66,7 @@ PID[bare_pingora]=$!
 # The same with mimalloc, the allocator strangler-proxy ships with.
 $SERVER "$REL/examples/bare_pingora_mimalloc" "127.0.0.1:$BAREMI" "127.0.0.1:$UP" 1 >"$work/baremi.log" 2>&1 & pids+=($!)
 PID[bare_pingora_mimalloc]=$!
-# strangler-proxy, one thread: the bench path is a canary route at 50% (both sides are the
-# same upstream), so every request is matched, keyed, evaluated and bucketed.
-cat >"$work/flags.json" <<'FLAGS'
-{"flags":{"route.bench":{"key":"route.bench","version":1,"on":true,"salt":"s","variations":["monolith","service","shadow"],"offVariation":0,
- "fallthrough":{"rollout":{"variations":[{"variation":1,"weight":50000},{"variation":0,"weight":50000}]}}}}}
-FLAGS
-write_config() {
-  cat >"$work/proxy.toml" <<CFG
-listen = "127.0.0.1:$STR"
-admin_listen = "127.0.0.1:$STRADM"
-threads = 1
-watch_ms = 20
-upgrade_sock = "$work/upgrade.sock"
-[flags]
-source = "file"
-path = "$work/flags.json"
-[user_key]
-header = "x-user-id"
-[upstreams.monolith]
-backends = ["127.0.0.1:$UP"]
-[upstreams.svc]
-backends = ["127.0.0.1:$UP"]
-[[routes]]
-name = "bench"
-prefix = "/bench"
-flag = "route.bench"
-service = "svc"
-[[routes]]
-name = "extra-$1"
-path = "/extra/$1"
-flag = "route.bench"
-service = "svc"
-CFG
-}
+write_flags
 write_config 0
 RUST_LOG=warn $SERVER "$REL/strangler-proxy" --config "$work/proxy.toml" >"$work/proxy.log" 2>&1 & pids+=($!)
 STRANGLER_PID=$!
@@ -152,12 +108,24 @@ declare -A URL=(
   [haproxy]="http://127.0.0.1:$HAP/bench"
 )
 order=(direct strangler bare_pingora bare_pingora_mimalloc nginx haproxy)
-declare -A LAT RPS
-for t in "${order[@]}"; do
-  [ -n "${PROFILE:-}" ] && break
-  echo "latency at $RATE req/s: $t" >&2
-  LAT[$t]=$(oha_run -H "x-user-id: u1" "${URL[$t]}")
+declare -A LAT RPS P99S
+# Latency rounds interleave the targets too: one run's p99 is at the mercy of a neighbour's burst.
+LAT_ROUNDS="${LAT_ROUNDS:-3}"
+for r in $(seq 1 "$LAT_ROUNDS"); do
+  for t in "${order[@]}"; do
+    [ -n "${PROFILE:-}" ] && break 2
+    echo "latency at $RATE req/s, round $r: $t" >&2
+    read -r p50 p99 ok _ <<<"$(oha_run -H "x-user-id: u1" "${URL[$t]}")"
+    LAT[$t]="${LAT[$t]:-} $p50/$p99/$ok"
+    P99S[$t]="${P99S[$t]:-} $p99"
+  done
 done
+# "median-p50 median-p99 lowest-success" of a target's rounds.
+lat_summary() {
+  python3 -c 'import statistics,sys
+r=[x.split("/") for x in sys.argv[1:]]
+print("%.3f %.3f %.4f" % (statistics.median(float(a) for a,_,_ in r), statistics.median(float(b) for _,b,_ in r), min(float(c) for _,_,c in r)))' $1
+}
 if [ -n "${PROFILE:-}" ]; then
   # PROFILE=file: a CPU profile of strangler-proxy at saturation instead of the full run.
   perf record -F 999 -g -o "$PROFILE" -p "$STRANGLER_PID" -- sleep "$DURATION" >/dev/null 2>&1 &
@@ -202,7 +170,7 @@ echo "flag evaluation (criterion)" >&2
 CRIT=$(cargo bench -q -p flags --bench evaluate 2>/dev/null | awk '/^evaluate/ {name=$0} /time:/ {gsub(/\[|\]/,""); print name ": " $4 " " $5}')
 
 ratio() { python3 -c "print('%.2f' % ($1/$2))"; }
-read -r d50 d99 _ _ <<<"${LAT[direct]}"
+read -r d50 d99 _ <<<"$(lat_summary "${LAT[direct]}")"
 {
   echo "# strangler-proxy benchmark results"
   echo
@@ -212,13 +180,13 @@ read -r d50 d99 _ _ <<<"${LAT[direct]}"
   echo "load generators pinned to CPU 0, upstream and proxies to CPU 1 (\`taskset\`) when there are two cores;"
   echo "this machine is shared and noisy: compare the ratios of one run, not absolute numbers across runs."
   echo
-  echo "## Added latency at a fixed rate ($RATE req/s, open loop, oha --latency-correction)"
+  echo "## Added latency at a fixed rate ($RATE req/s, open loop, oha --latency-correction; median of $LAT_ROUNDS interleaved rounds)"
   echo
-  echo "| target | p50 ms | p99 ms | p99 added vs direct, ms | success |"
-  echo "|---|---|---|---|---|"
+  echo "| target | p50 ms | p99 ms | p99 of each round, ms | p99 added vs direct, ms | success (lowest) |"
+  echo "|---|---|---|---|---|---|"
   for t in "${order[@]}"; do
-    read -r p50 p99 ok _ <<<"${LAT[$t]}"
-    echo "| $t | $p50 | $p99 | $(python3 -c "print('%.3f' % ($p99-$d99))") | $ok |"
+    read -r p50 p99 ok <<<"$(lat_summary "${LAT[$t]}")"
+    echo "| $t | $p50 | $p99 |${P99S[$t]} | $(python3 -c "print('%.3f' % ($p99-$d99))") | $ok |"
   done
   echo
   echo "## Saturated throughput (wrk, one thread, $CONNS connections; median of $ROUNDS interleaved rounds)"
