@@ -24,6 +24,28 @@ fn config(
     .unwrap()
 }
 
+/// A stream of one table, `a.<table>` → `b.<table>`, whose conflicts `owner` wins.
+fn one_table(
+    name: &str,
+    (a, b): (&testkit::TestDatabase, &testkit::TestDatabase),
+    table: &str,
+    reader_id: u32,
+    owner: cdc_sync::config::Owner,
+) -> StreamConfig {
+    let mut cfg = config(
+        name,
+        testkit::monolith_server(),
+        testkit::services_server(),
+        &format!(
+            "[[tables]]\nsource = \"{}.{table}\"\ntarget = \"{}.{table}\"\n",
+            a.name, b.name
+        ),
+        reader_id,
+    );
+    cfg.owner = owner;
+    cfg
+}
+
 async fn exec(url: &str, sql: &str) {
     let mut c = mysql_async::Conn::from_url(url).await.unwrap();
     c.query_drop(sql)
@@ -291,21 +313,17 @@ async fn conflicts_are_won_by_the_owner_and_counted() {
             exec(url, "CREATE TABLE users (id INT PRIMARY KEY, email VARCHAR(100) NOT NULL, name VARCHAR(100) NOT NULL)").await;
             exec(url, "INSERT INTO users VALUES (1, 'a@x.co', 'original'), (2, 'b@x.co', 'original'), (3, 'c@x.co', 'original')").await;
         }
-        let mut cfg = config(
+        let cfg = one_table(
             &format!("conf{owner}{id}"),
-            m,
-            s,
-            &format!(
-                "[[tables]]\nsource = \"{}.users\"\ntarget = \"{}.users\"\n",
-                a.name, b.name
-            ),
+            (&a, &b),
+            "users",
             n,
+            if owner == "target" {
+                cdc_sync::config::Owner::Target
+            } else {
+                cdc_sync::config::Owner::Source
+            },
         );
-        cfg.owner = if owner == "target" {
-            cdc_sync::config::Owner::Target
-        } else {
-            cdc_sync::config::Owner::Source
-        };
         let run = start(cfg).await;
         // Row 1 changes on both sides in the same window; row 3 is deleted on the source after
         // the target changed it; row 2 changes only on the source.
@@ -432,17 +450,13 @@ async fn a_row_changed_twice_in_one_batch_is_no_conflict() {
         )
         .await;
     }
-    let mut cfg = config(
+    let cfg = one_table(
         &format!("twice{id}"),
-        m,
-        s,
-        &format!(
-            "[[tables]]\nsource = \"{}.users\"\ntarget = \"{}.users\"\n",
-            a.name, b.name
-        ),
+        (&a, &b),
+        "users",
         4303,
+        cdc_sync::config::Owner::Target,
     );
-    cfg.owner = cdc_sync::config::Owner::Target;
     let run = start(cfg).await;
     // One transaction: rows 1 and 2 interleaved, each changed three times, a new row 3 inserted
     // and updated, row 2 deleted at the end.
@@ -489,17 +503,13 @@ async fn inserts_of_rows_the_target_has_are_checked() {
         "INSERT INTO users VALUES (2, 'b@x.co', 'the target''s own'), (3, 'c@x.co', 'same')",
     )
     .await;
-    let mut cfg = config(
+    let cfg = one_table(
         &format!("ins{id}"),
-        m,
-        s,
-        &format!(
-            "[[tables]]\nsource = \"{}.users\"\ntarget = \"{}.users\"\n",
-            a.name, b.name
-        ),
+        (&a, &b),
+        "users",
         4304,
+        cdc_sync::config::Owner::Target,
     );
-    cfg.owner = cdc_sync::config::Owner::Target;
     let run = start(cfg).await;
     exec(
         &a.url,
@@ -581,17 +591,13 @@ async fn rows_are_compared_by_the_applier_or_else_by_the_server() {
         "UPDATE items SET label = 'the target''s' WHERE code = 'c1'",
     )
     .await;
-    let mut cfg = config(
+    let cfg = one_table(
         &format!("cmp{id}"),
-        m,
-        s,
-        &format!(
-            "[[tables]]\nsource = \"{}.items\"\ntarget = \"{}.items\"\n",
-            a.name, b.name
-        ),
+        (&a, &b),
+        "items",
         4305,
+        cdc_sync::config::Owner::Target,
     );
-    cfg.owner = cdc_sync::config::Owner::Target;
     let run = start(cfg).await;
     exec(
         &a.url,
