@@ -410,6 +410,18 @@ async fn main() {
         "| workload | rows | direct | direct, no conflict check | kafka | native replica | direct / native | no check / native | kafka / native |"
     );
     println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|");
+    // Stream `n`'s config: named `bench<n><suffix>`, reading as server id 5000 + n.
+    let config = |n: u32, suffix: &str, from: &Offset, kafka: Option<&str>| {
+        stream_config(
+            &format!("bench{n}{suffix}"),
+            &source,
+            &target,
+            db,
+            from,
+            5000 + n,
+            kafka,
+        )
+    };
     let mut next_id = 1u64;
     let mut streams = 0u32;
     let mut want_target = 0u64;
@@ -424,15 +436,7 @@ async fn main() {
         // Direct.
         streams += 1;
         let direct = time_stream(
-            stream_config(
-                &format!("bench{streams}"),
-                &source,
-                &target,
-                db,
-                &from,
-                5000 + streams,
-                None,
-            ),
+            config(streams, "", &from, None),
             &target.url(db),
             ALL_ROWS,
             want_target,
@@ -447,15 +451,7 @@ async fn main() {
         .await;
         streams += 1;
         let blind = time_stream(
-            stream_config(
-                &format!("bench{streams}-blind"),
-                &source,
-                &target,
-                db,
-                &from,
-                5000 + streams,
-                None,
-            ),
+            config(streams, "-blind", &from, None),
             &target.url(db),
             ALL_ROWS,
             want_target,
@@ -472,15 +468,7 @@ async fn main() {
             streams += 1;
             Some(
                 time_stream(
-                    stream_config(
-                        &format!("bench{streams}"),
-                        &source,
-                        &target,
-                        db,
-                        &from,
-                        5000 + streams,
-                        Some(&b.bootstrap_servers()),
-                    ),
+                    config(streams, "", &from, Some(&b.bootstrap_servers())),
                     &target.url(db),
                     ALL_ROWS,
                     want_target,
@@ -523,15 +511,7 @@ async fn main() {
             streams += 1;
             runs.push(
                 time_stream(
-                    stream_config(
-                        &format!("bench{streams}{suffix}"),
-                        &source,
-                        &target,
-                        db,
-                        &from,
-                        5000 + streams,
-                        kafka.as_deref(),
-                    ),
+                    config(streams, suffix, &from, kafka.as_deref()),
                     &target.url(db),
                     UPDATED_ROWS,
                     rows,
@@ -571,15 +551,7 @@ async fn main() {
         let first = next_id;
         next_id += a.rate * a.lag_seconds * 2;
         let (p50, p99, max, achieved) = lag_under_load(
-            stream_config(
-                &format!("bench{streams}"),
-                &source,
-                &target,
-                db,
-                &from,
-                5000 + streams,
-                kafka.as_deref(),
-            ),
+            config(streams, "", &from, kafka.as_deref()),
             &source.url(db),
             &target.url(db),
             first,

@@ -134,21 +134,52 @@ struct RowChange {
     key: Vec<Value>,
 }
 
-/// The conflict check of one row change: the images to compare with the target's row, and the
-/// same comparison as SQL (one branch of a `UNION ALL`) for rows Rust cannot settle.
+/// The conflict check of one row change: the event's images to compare with the target's row.
 struct Check {
-    /// `(row = before), (row = after)` expressions.
-    select: String,
     target: String,
-    /// The key condition.
-    cond: String,
-    params: Vec<Value>,
     /// Target key columns, quoted.
     key_cols: Vec<String>,
     /// Compared target columns, quoted (the same for both images).
     cols: Vec<String>,
     /// The compared values of the `before` and `after` images, when the event has them.
     images: [Option<Vec<Value>>; 2],
+}
+
+impl Check {
+    /// Placeholders the server's comparison of this row takes.
+    fn width(&self) -> usize {
+        self.images.iter().flatten().map(Vec::len).sum::<usize>() + self.key_cols.len()
+    }
+
+    /// The server's comparison of this row, as branch `n` of a `UNION ALL`:
+    /// `SELECT n, (cols <=> before…), (cols <=> after…) … FOR UPDATE`, `0` for a missing image.
+    fn server_branch(&self, n: usize, key: &[Value], params: &mut Vec<Value>) -> String {
+        let same = format!(
+            "({})",
+            self.cols
+                .iter()
+                .map(|c| format!("{c} <=> ?"))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        );
+        let select: Vec<&str> = self
+            .images
+            .iter()
+            .map(|image| if image.is_some() { same.as_str() } else { "0" })
+            .collect();
+        params.extend(self.images.iter().flatten().flatten().cloned());
+        params.extend(key.iter().cloned());
+        format!(
+            "(SELECT {n}, {} FROM {} WHERE {} FOR UPDATE)",
+            select.join(", "),
+            self.target,
+            self.key_cols
+                .iter()
+                .map(|k| format!("{k} = ?"))
+                .collect::<Vec<_>>()
+                .join(" AND ")
+        )
+    }
 }
 
 impl RowChange {
@@ -262,16 +293,11 @@ async fn check_rows(
     if unsettled.is_empty() {
         return Ok(found);
     }
-    let mut branches = Vec::with_capacity(unsettled.len());
     let mut params = Vec::new();
-    for &n in &unsettled {
-        let c = checks[n];
-        branches.push(format!(
-            "(SELECT {n}, {} FROM {} WHERE {} FOR UPDATE)",
-            c.select, c.target, c.cond
-        ));
-        params.extend(c.params.iter().cloned());
-    }
+    let branches: Vec<String> = unsettled
+        .iter()
+        .map(|&n| checks[n].server_branch(n, &group[n].0.key, &mut params))
+        .collect();
     let rows: Vec<(i64, Option<i64>, Option<i64>)> =
         tx.exec(branches.join(" UNION ALL "), params).await?;
     found.extend(
@@ -554,23 +580,6 @@ impl MysqlApplier {
                 key.into_iter().map(|(_, v, _)| v).collect(),
             ))
         };
-        // `(cols <=> ? AND …)`, the quoted columns and their values.
-        type Matches = (String, Vec<String>, Vec<Value>);
-        let matches = |row: &Row| -> Result<Matches, CdcError> {
-            let cols = mapped(row, false)?;
-            let cmp: Vec<_> = cols.into_iter().filter(|(_, _, c)| *c).collect();
-            Ok((
-                format!(
-                    "({})",
-                    cmp.iter()
-                        .map(|(c, _, _)| format!("`{c}` <=> ?"))
-                        .collect::<Vec<_>>()
-                        .join(" AND ")
-                ),
-                cmp.iter().map(|(c, _, _)| format!("`{c}`")).collect(),
-                cmp.into_iter().map(|(_, v, _)| v).collect(),
-            ))
-        };
         let check = |before: Option<&Row>,
                      after: Option<&Row>,
                      key_row: &Row|
@@ -578,31 +587,25 @@ impl MysqlApplier {
             if self.conflicts.is_none() {
                 return Ok(None);
             }
-            let mut params = Vec::new();
-            let mut select = Vec::new();
             let mut cols = Vec::new();
             let mut images = [None, None];
             for (image, slot) in [before, after].into_iter().zip(&mut images) {
-                match image {
-                    Some(row) => {
-                        let (sql, names, p) = matches(row)?;
-                        select.push(sql);
-                        params.extend(p.iter().cloned());
-                        cols = names;
-                        *slot = Some(p);
-                    }
-                    None => select.push("0".into()),
+                if let Some(row) = image {
+                    // Both images map the same columns; floats are not compared.
+                    let compared: Vec<_> = mapped(row, false)?
+                        .into_iter()
+                        .filter(|(_, _, c)| *c)
+                        .collect();
+                    cols = compared.iter().map(|(c, _, _)| format!("`{c}`")).collect();
+                    *slot = Some(compared.into_iter().map(|(_, v, _)| v).collect());
                 }
             }
-            let key = mapped(key_row, true)?;
-            let (cond, p) = key_where(key_row)?;
-            params.extend(p);
             Ok(Some(Check {
-                select: select.join(", "),
                 target: target.clone(),
-                cond,
-                params,
-                key_cols: key.into_iter().map(|(c, _, _)| format!("`{c}`")).collect(),
+                key_cols: mapped(key_row, true)?
+                    .into_iter()
+                    .map(|(c, _, _)| format!("`{c}`"))
+                    .collect(),
                 cols,
                 images,
             }))
@@ -719,18 +722,18 @@ impl MysqlApplier {
             // Consecutive checked changes of distinct rows: checked in one statement. A row met
             // again ends the group, so its second check sees the first change's write.
             let mut seen = std::collections::HashSet::from([first.0.identity()]);
-            let mut width = first.0.check.as_ref().map_or(0, |c| c.params.len());
+            let mut width = first.0.check.as_ref().map_or(0, Check::width);
             let mut group = vec![first];
             while let Some((next, _)) = changes.peek() {
                 let Some(c) = &next.check else { break };
                 if group.len() >= CHECKS_PER_STATEMENT
-                    || width + c.params.len() > PARAMS_PER_STATEMENT
+                    || width + c.width() > PARAMS_PER_STATEMENT
                     || seen.contains(&next.identity())
                 {
                     break;
                 }
                 seen.insert(next.identity());
-                width += c.params.len();
+                width += c.width();
                 group.push(changes.next().expect("peeked"));
             }
             // Earlier writes go out first: the checks must see them.
