@@ -5,9 +5,11 @@
 work=$(mktemp -d)
 pids=()
 # kill -9: Pingora outlives SIGTERM for a long while (graceful shutdown). The children go first:
-# an nginx worker whose master is killed stays behind, still listening on the port.
+# an nginx worker whose master is killed stays behind, still listening on the port; and the
+# master is stopped before, or it starts a new worker in place of the killed one.
 cleanup() {
   for p in "${pids[@]}"; do
+    kill -STOP "$p" 2>/dev/null || true
     pkill -9 -P "$p" 2>/dev/null || true
     kill -9 "$p" 2>/dev/null || true
   done

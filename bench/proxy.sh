@@ -5,8 +5,8 @@
 #  2. saturated throughput with one worker thread each (wrk);
 #  3. flag evaluation cost with 1,000 flags (criterion);
 #  4. 100 config reloads during sustained load: failed requests.
-# Writes bench/proxy-results.md. Knobs: RATE (5000), DURATION (10 s), CONNS (64), ROUNDS (3
-# saturated rounds), LAT_ROUNDS (3 fixed-rate rounds).
+# Writes bench/proxy-results.md. Knobs: RATE (5000), DURATION (10 s), CONNS (64), ROUNDS (5
+# saturated rounds), LAT_ROUNDS (5 fixed-rate rounds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strangler/target}"
@@ -83,6 +83,8 @@ print("%.3f %.3f %.4f %d" % (p["p50"]*1000, p["p99"]*1000, s["successRate"], sum
 wrk_rps() { $LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "$1" | awk '/Requests\/sec/ {print $2}'; }
 # CPU ticks (user + system) of a process and its children (nginx's worker).
 ticks() { local t=0 p; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
+# µs of CPU per request from two tick readings and a request count.
+cpu_per_request() { python3 -c "import sys; print('%.1f' % ((int(sys.argv[2]) - int(sys.argv[1])) / $(getconf CLK_TCK) * 1e6 / max(int(sys.argv[3]), 1)))" "$@"; }
 # "req/s cpu-µs-per-request" of one saturated wrk run against target $1.
 wrk_cpu() {
   local pid=${PID[$1]:-} before after out
@@ -108,16 +110,22 @@ declare -A URL=(
   [haproxy]="http://127.0.0.1:$HAP/bench"
 )
 order=(direct strangler bare_pingora bare_pingora_mimalloc nginx haproxy)
-declare -A LAT RPS P99S
+declare -A LAT RPS P99S LCPUS
 # Latency rounds interleave the targets too: one run's p99 is at the mercy of a neighbour's burst.
-LAT_ROUNDS="${LAT_ROUNDS:-3}"
+# The proxy's CPU time per request at this rate is taken too: at a fixed rate the tail follows it
+# (oha releases its requests in bursts, one per timer tick, and a burst waits for the CPU).
+LAT_ROUNDS="${LAT_ROUNDS:-5}"
 for r in $(seq 1 "$LAT_ROUNDS"); do
   for t in "${order[@]}"; do
     [ -n "${PROFILE:-}" ] && break 2
     echo "latency at $RATE req/s, round $r: $t" >&2
-    read -r p50 p99 ok _ <<<"$(oha_run -H "x-user-id: u1" "${URL[$t]}")"
+    pid=${PID[$t]:-}
+    before=""; [ -n "$pid" ] && before=$(ticks "$pid")
+    read -r p50 p99 ok n <<<"$(oha_run -H "x-user-id: u1" "${URL[$t]}")"
+    cpu="-"; [ -n "$pid" ] && cpu=$(cpu_per_request "$before" "$(ticks "$pid")" "$n")
     LAT[$t]="${LAT[$t]:-} $p50/$p99/$ok"
     P99S[$t]="${P99S[$t]:-} $p99"
+    LCPUS[$t]="${LCPUS[$t]:-} $cpu"
   done
 done
 # "median-p50 median-p99 lowest-success" of a target's rounds.
@@ -135,7 +143,7 @@ if [ -n "${PROFILE:-}" ]; then
   exit 0
 fi
 # Rounds interleave the targets so a noisy neighbour hurts all of them alike; the median counts.
-ROUNDS="${ROUNDS:-3}"
+ROUNDS="${ROUNDS:-5}"
 declare -A ALL CPUS CPU
 for r in $(seq 1 "$ROUNDS"); do
   for t in "${order[@]}"; do
@@ -163,7 +171,9 @@ for i in $(seq 1 100); do
 done
 wait "$load"
 RELOAD=$(python3 -c 'import json; d=json.load(open("'"$work/reload.json"'")); c=d.get("statusCodeDistribution",{}); e=d.get("errorDistribution",{})
-ok=c.get("200",0); print(ok, sum(c.values())-ok+sum(e.values()), json.dumps(e).replace(" ", "_"))')
+# Requests oha cut at its own deadline were in flight, not failed: counted apart.
+ok=c.get("200",0); cut=sum(v for k,v in e.items() if "deadline" in k)
+print(ok, sum(c.values())-ok+sum(e.values())-cut, cut, json.dumps(e).replace(" ", "_"))')
 VERSION=$(curl -s "http://127.0.0.1:$STRADM/metrics" | awk '/^strangler_config_version/ {print $2}')
 
 echo "flag evaluation (criterion)" >&2
@@ -182,12 +192,21 @@ read -r d50 d99 _ <<<"$(lat_summary "${LAT[direct]}")"
   echo
   echo "## Added latency at a fixed rate ($RATE req/s, open loop, oha --latency-correction; median of $LAT_ROUNDS interleaved rounds)"
   echo
-  echo "| target | p50 ms | p99 ms | p99 of each round, ms | p99 added vs direct, ms | success (lowest) |"
-  echo "|---|---|---|---|---|---|"
+  echo "| target | p50 ms | p99 ms | p99 of each round, ms | p99 added vs direct, ms | CPU µs/request at this rate (median) | success (lowest) |"
+  echo "|---|---|---|---|---|---|---|"
   for t in "${order[@]}"; do
     read -r p50 p99 ok <<<"$(lat_summary "${LAT[$t]}")"
-    echo "| $t | $p50 | $p99 |${P99S[$t]} | $(python3 -c "print('%.3f' % ($p99-$d99))") | $ok |"
+    echo "| $t | $p50 | $p99 |${P99S[$t]} | $(python3 -c "print('%.3f' % ($p99-$d99))") | $(median ${LCPUS[$t]}) | $ok |"
   done
+  echo
+  # Paired by round: both ran within seconds of each other, so a slow spell of the machine
+  # weighs on both.
+  python3 - ${P99S[strangler]} -- ${P99S[bare_pingora]} <<'PY'
+import statistics, sys
+a = sys.argv[1:]; i = a.index("--"); s, b = [float(x) for x in a[:i]], [float(x) for x in a[i+1:]]
+d = [x - y for x, y in zip(s, b)]
+print("strangler p99 minus bare Pingora p99, round by round: %s ms; median **%+.3f ms**." % (" ".join("%+.3f" % x for x in d), statistics.median(d)))
+PY
   echo
   echo "## Saturated throughput (wrk, one thread, $CONNS connections; median of $ROUNDS interleaved rounds)"
   echo
@@ -210,9 +229,9 @@ read -r d50 d99 _ <<<"$(lat_summary "${LAT[direct]}")"
   echo
   echo "## 100 config reloads during sustained load (2,000 req/s for 25 s)"
   echo
-  read -r rok rfail rerrors <<<"$RELOAD"
-  echo "Requests answered 200: $rok; failed or non-200: $rfail; config version after the run: $VERSION."
-  echo "Errors as oha reports them: \`$rerrors\` (oha counts requests still in flight when its"
-  echo "deadline hits as \"aborted due to deadline\": those are cut by the load tool, not failed by the proxy)."
+  read -r rok rfail rcut rerrors <<<"$RELOAD"
+  echo "Requests answered 200: $rok; failed or non-200: $rfail; cut by oha's deadline while in flight: $rcut;"
+  echo "config version after the run: $VERSION. Errors as oha reports them: \`$rerrors\` (oha counts requests"
+  echo "still in flight when its deadline hits as \"aborted due to deadline\": cut by the load tool, not failed by the proxy)."
 } >"$OUT"
 cat "$OUT"
