@@ -87,18 +87,12 @@ ticks() { local t=0 p; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(awk '
 cpu_per_request() { python3 -c "import sys; print('%.1f' % ((int(sys.argv[2]) - int(sys.argv[1])) / $(getconf CLK_TCK) * 1e6 / max(int(sys.argv[3]), 1)))" "$@"; }
 # "req/s cpu-µs-per-request" of one saturated wrk run against target $1.
 wrk_cpu() {
-  local pid=${PID[$1]:-} before after out
+  local pid=${PID[$1]:-} before out rps n
   [ -n "$pid" ] && before=$(ticks "$pid")
   out=$($LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "${URL[$1]}")
-  [ -n "$pid" ] && after=$(ticks "$pid")
-  python3 - "$out" "${before:-}" "${after:-}" "$(getconf CLK_TCK)" <<'PY'
-import re, sys
-out, before, after, hz = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
-rps = float(re.search(r"Requests/sec:\s+([0-9.]+)", out).group(1))
-n = int(re.search(r"(\d+) requests in", out).group(1))
-cpu = "%.1f" % ((int(after) - int(before)) / hz * 1e6 / n) if before else "-"
-print("%.0f %s" % (rps, cpu))
-PY
+  rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
+  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  echo "$rps $([ -n "$pid" ] && cpu_per_request "$before" "$(ticks "$pid")" "$n" || echo -)"
 }
 
 declare -A URL=(

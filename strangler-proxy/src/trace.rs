@@ -59,7 +59,8 @@ pub fn traceparent(incoming: Option<&str>) -> String {
             return tp.to_string();
         }
     }
-    let (trace, parent): (u128, u64) = (rand::rng().random(), rand::rng().random());
+    let mut rng = rand::rng();
+    let (trace, parent): (u128, u64) = (rng.random(), rng.random());
     // Ids must not be all zero.
     let mut out = Vec::with_capacity(55);
     out.extend_from_slice(b"00-");
