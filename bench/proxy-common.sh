@@ -57,7 +57,6 @@ write_config() {
 listen = "127.0.0.1:$STR"
 admin_listen = "127.0.0.1:$STRADM"
 threads = 1
-watch_ms = 20
 upgrade_sock = "$work/upgrade.sock"
 [flags]
 source = "file"

@@ -25,8 +25,6 @@ ports_free $UP $STR $STRADM $BARE $BAREMI
 start_upstream
 write_flags
 write_config 0
-# The config watcher's default interval: its polling runs on a timer, not per request.
-sed -i '/^watch_ms/d' "$work/proxy.toml"
 
 # count NAME PORT CMD…: instructions per request of the proxy CMD listening on PORT.
 declare -A IPR

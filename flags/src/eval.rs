@@ -1,6 +1,7 @@
 //! Evaluation in LaunchDarkly's order: off → individual targets → rules (first match) →
 //! fallthrough; percentage rollouts walk their buckets with the shared bucketing function.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 
 use serde_json::Value;
@@ -57,14 +58,13 @@ pub struct Evaluation<'f> {
 }
 
 /// The value a rollout buckets by: strings as they are, integers as decimal text, else none.
-fn bucketable(v: &Value) -> Option<String> {
+fn bucketable(v: &Value) -> Option<Cow<'_, str>> {
     match v {
-        Value::String(s) => Some(s.clone()),
-        Value::Number(n) => n.as_i64().map(|i| i.to_string()).or_else(|| {
-            n.as_f64()
-                .filter(|f| f.fract() == 0.0)
-                .map(|f| (f as i64).to_string())
-        }),
+        Value::String(s) => Some(Cow::Borrowed(s)),
+        Value::Number(n) => n
+            .as_i64()
+            .or_else(|| n.as_f64().filter(|f| f.fract() == 0.0).map(|f| f as i64))
+            .map(|i| Cow::Owned(i.to_string())),
         _ => None,
     }
 }
@@ -76,11 +76,12 @@ fn serve(flag: &Flag, vor: &VariationOrRollout, ctx: &Context) -> (Option<usize>
     let Some(rollout) = &vor.rollout else {
         return (None, false);
     };
-    let attr = rollout.bucket_by.as_deref().unwrap_or("key");
-    let b = ctx
-        .get(attr)
-        .as_ref()
-        .and_then(bucketable)
+    // The key, the usual case, is bucketed in place; other attributes as their text.
+    let by = match rollout.bucket_by.as_deref().unwrap_or("key") {
+        "key" => Some(Cow::Borrowed(ctx.key.as_str())),
+        other => ctx.attributes.get(other).and_then(bucketable),
+    };
+    let b = by
         .map(|v| bucket(&flag.key, &flag.salt, rollout.seed, &v))
         .unwrap_or(0.0);
     let mut sum: f32 = 0.0;

@@ -146,19 +146,14 @@ impl ProxyHttp for StranglerProxy {
         let single = |name: &HeaderName| {
             let mut all = req.headers.get_all(name).iter();
             match (all.next(), all.next()) {
-                (Some(v), None) => v.to_str().ok(),
+                (Some(v), None) => Some(v),
                 _ => None,
             }
         };
-        let (incoming_id, incoming_tp) = (single(&X_REQUEST_ID), single(&TRACEPARENT));
-        let id = crate::trace::request_id(incoming_id);
-        let tp = crate::trace::traceparent(incoming_tp);
-        ctx.ids_incoming = (
-            incoming_id == Some(id.as_str()),
-            incoming_tp == Some(tp.as_str()),
-        );
-        ctx.request_id = HeaderValue::from_maybe_shared(Bytes::from(id)).ok();
-        ctx.traceparent = HeaderValue::from_maybe_shared(Bytes::from(tp)).ok();
+        let ids = crate::trace::ids(single(&X_REQUEST_ID), single(&TRACEPARENT));
+        ctx.ids_incoming = ids.kept;
+        ctx.request_id = Some(ids.request_id);
+        ctx.traceparent = Some(ids.traceparent);
         let limits = &table.config.limits;
         let header_bytes: usize = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
             + req

@@ -1,6 +1,9 @@
 //! Request correlation: `x-request-id` kept when sane or created, and W3C `traceparent` kept
 //! when valid or started fresh, so a request can be followed through proxy, monolith and service.
+//! A request id made here is the trace id, so the two join in logs without a lookup.
 
+use bytes::Bytes;
+use http::HeaderValue;
 use rand::Rng as _;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
@@ -14,88 +17,148 @@ fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
     }
 }
 
-/// The incoming request id if it is 1–128 visible ASCII characters, else a new one of 32
-/// random hex digits.
-pub fn request_id(incoming: Option<&str>) -> String {
-    match incoming {
-        Some(id)
-            if !id.is_empty() && id.len() <= 128 && id.bytes().all(|b| b.is_ascii_graphic()) =>
-        {
-            id.to_string()
-        }
-        _ => {
-            let mut out = Vec::with_capacity(32);
-            push_hex(&mut out, &rand::rng().random::<u128>().to_be_bytes());
-            String::from_utf8(out).expect("hex digits")
-        }
-    }
+/// A request id worth keeping: 1–128 visible ASCII characters.
+fn valid_request_id(id: &[u8]) -> bool {
+    !id.is_empty() && id.len() <= 128 && id.iter().all(|b| b.is_ascii_graphic())
 }
 
-fn is_hex(s: &str, len: usize) -> bool {
+fn is_hex(s: &[u8], len: usize) -> bool {
     s.len() == len
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+        && s.iter()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(b))
 }
 
-/// The incoming `traceparent` if valid (`00-<32 hex>-<16 hex>-<2 hex>`, ids not all zero),
-/// else a new sampled one.
-pub fn traceparent(incoming: Option<&str>) -> String {
-    if let Some(tp) = incoming {
-        let mut parts = tp.split('-');
-        if let (Some(version), Some(trace), Some(parent), Some(flags), None) = (
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-            parts.next(),
-        ) && is_hex(version, 2)
-            && version != "ff"
-            && is_hex(trace, 32)
-            && trace.bytes().any(|b| b != b'0')
-            && is_hex(parent, 16)
-            && parent.bytes().any(|b| b != b'0')
-            && is_hex(flags, 2)
-        {
-            return tp.to_string();
-        }
-    }
+/// A valid `traceparent`: `00-<32 hex>-<16 hex>-<2 hex>`, version not `ff`, ids not all zero.
+fn valid_traceparent(tp: &[u8]) -> bool {
+    let mut parts = tp.split(|b| *b == b'-');
+    let (Some(version), Some(trace), Some(parent), Some(flags), None) = (
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+        parts.next(),
+    ) else {
+        return false;
+    };
+    is_hex(version, 2)
+        && version != b"ff"
+        && is_hex(trace, 32)
+        && trace.iter().any(|b| *b != b'0')
+        && is_hex(parent, 16)
+        && parent.iter().any(|b| *b != b'0')
+        && is_hex(flags, 2)
+}
+
+/// A new sampled `traceparent` (55 bytes; the trace id is bytes 3..35).
+fn new_traceparent() -> Bytes {
     let mut rng = rand::rng();
     let (trace, parent): (u128, u64) = (rng.random(), rng.random());
-    // Ids must not be all zero.
     let mut out = Vec::with_capacity(55);
     out.extend_from_slice(b"00-");
+    // Ids must not be all zero.
     push_hex(&mut out, &trace.max(1).to_be_bytes());
     out.push(b'-');
     push_hex(&mut out, &parent.max(1).to_be_bytes());
     out.extend_from_slice(b"-01");
-    String::from_utf8(out).expect("hex digits")
+    Bytes::from(out)
+}
+
+/// The ids a request travels with.
+#[derive(Debug, Clone)]
+pub struct Ids {
+    pub request_id: HeaderValue,
+    pub traceparent: HeaderValue,
+    /// Whether each came in as it is (so the upstream request already carries it).
+    pub kept: (bool, bool),
+}
+
+/// The request's ids from its incoming headers (each given only when it came exactly once):
+/// kept when valid; otherwise a fresh trace, and a request id equal to the trace id.
+pub fn ids(incoming_id: Option<&HeaderValue>, incoming_tp: Option<&HeaderValue>) -> Ids {
+    let keep_tp = incoming_tp.filter(|tp| valid_traceparent(tp.as_bytes()));
+    let keep_id = incoming_id.filter(|id| valid_request_id(id.as_bytes()));
+    let (traceparent, trace_id) = match keep_tp {
+        Some(tp) => (tp.clone(), None),
+        None => {
+            let tp = new_traceparent();
+            let trace_id = tp.slice(3..35);
+            (
+                HeaderValue::from_maybe_shared(tp).expect("hex digits and dashes"),
+                Some(trace_id),
+            )
+        }
+    };
+    let request_id = match (keep_id, trace_id) {
+        (Some(id), _) => id.clone(),
+        (None, Some(trace_id)) => HeaderValue::from_maybe_shared(trace_id).expect("hex digits"),
+        (None, None) => {
+            HeaderValue::from_bytes(&traceparent.as_bytes()[3..35]).expect("checked hex digits")
+        }
+    };
+    Ids {
+        request_id,
+        traceparent,
+        kept: (keep_id.is_some(), keep_tp.is_some()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn v(s: &str) -> HeaderValue {
+        HeaderValue::from_str(s).unwrap()
+    }
+
+    const TP: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+
     #[test]
-    fn keeps_valid_ids_and_replaces_bad_ones() {
-        assert_eq!(request_id(Some("abc-123")), "abc-123");
-        assert_eq!(request_id(None).len(), 32);
-        assert!(is_hex(&request_id(None), 32));
-        assert_ne!(request_id(None), request_id(None));
+    fn keeps_valid_ids() {
+        let ids = ids(Some(&v("abc-123")), Some(&v(TP)));
+        assert_eq!(ids.request_id, "abc-123");
+        assert_eq!(ids.traceparent, TP);
+        assert_eq!(ids.kept, (true, true));
+    }
+
+    #[test]
+    fn a_new_request_id_is_the_trace_id() {
+        let fresh = ids(None, None);
+        assert_eq!(fresh.kept, (false, false));
+        let tp = fresh.traceparent.to_str().unwrap();
+        assert!(valid_traceparent(tp.as_bytes()), "{tp}");
+        assert_eq!(fresh.request_id, &tp[3..35]);
+        assert_ne!(ids(None, None).request_id, fresh.request_id);
+        // A valid incoming trace without a request id: the id is that trace's id.
+        let joined = ids(None, Some(&v(TP)));
+        assert_eq!(joined.request_id, "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(joined.kept, (false, true));
+    }
+
+    #[test]
+    fn replaces_bad_ids() {
         let mut out = Vec::new();
         push_hex(&mut out, &0x00abu16.to_be_bytes());
         assert_eq!(out, b"00ab");
-        assert_ne!(request_id(Some("has space")), "has space");
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        assert_eq!(traceparent(Some(tp)), tp);
+        let long = "x".repeat(129);
+        for bad in ["has space", long.as_str()] {
+            let ids = ids(Some(&v(bad)), None);
+            assert_ne!(ids.request_id, bad);
+            assert!(is_hex(ids.request_id.as_bytes(), 32));
+            assert!(!ids.kept.0);
+        }
         for bad in [
             "garbage",
             "00-00000000000000000000000000000000-00f067aa0ba902b7-01",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-0000000000000000-01",
+            "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "00-4BF92F3577B34DA6A3CE929D0E0E4736-00f067aa0ba902b7-01",
             "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01-extra",
         ] {
-            let fresh = traceparent(Some(bad));
-            assert_ne!(fresh, bad);
-            assert_eq!(traceparent(Some(&fresh)), fresh, "a fresh one is valid");
+            let fresh = ids(Some(&v("keep-me")), Some(&v(bad)));
+            assert_ne!(fresh.traceparent, bad);
+            assert!(valid_traceparent(fresh.traceparent.as_bytes()));
+            assert_eq!(fresh.request_id, "keep-me");
+            assert_eq!(fresh.kept, (true, false));
         }
     }
 }

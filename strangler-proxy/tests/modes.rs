@@ -297,6 +297,8 @@ async fn request_ids_limits_and_anonymous_users() {
     assert_eq!(echoed["headers"]["x-request-id"], id.as_str());
     let tp = echoed["headers"]["traceparent"].as_str().unwrap();
     assert!(tp.starts_with("00-") && tp.len() == 55, "{tp}");
+    // A request id made by the proxy is the new trace's id.
+    assert_eq!(&tp[3..35], id, "{tp}");
     let r = proxy.client.get(proxy.url("/echo/2")).send().await.unwrap();
     let id = r.headers()["x-request-id"].to_str().unwrap().to_string();
     assert_eq!(id.len(), 32);
