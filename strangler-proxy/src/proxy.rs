@@ -142,25 +142,23 @@ impl ProxyHttp for StranglerProxy {
         ctx.mode = 0;
         let table = self.control.table.load_full();
         let req = session.req_header();
-        // Kept as they came (one valid value each), or made here.
-        let single = |name: &HeaderName| {
-            let mut all = req.headers.get_all(name).iter();
-            match (all.next(), all.next()) {
-                (Some(v), None) => Some(v),
-                _ => None,
+        // One pass over the headers: their size, and the ids, kept as they came when each came
+        // exactly once (and valid), or made here.
+        let (mut header_bytes, mut id, mut tp) = (0, (0u32, None), (0u32, None));
+        for (name, value) in &req.headers {
+            header_bytes += name.as_str().len() + value.len() + 4;
+            if *name == X_REQUEST_ID {
+                id = (id.0 + 1, Some(value));
+            } else if *name == TRACEPARENT {
+                tp = (tp.0 + 1, Some(value));
             }
-        };
-        let ids = crate::trace::ids(single(&X_REQUEST_ID), single(&TRACEPARENT));
+        }
+        header_bytes += req.uri.path_and_query().map_or(1, |p| p.as_str().len());
+        let ids = crate::trace::ids(id.1.filter(|_| id.0 == 1), tp.1.filter(|_| tp.0 == 1));
         ctx.ids_incoming = ids.kept;
         ctx.request_id = Some(ids.request_id);
         ctx.traceparent = Some(ids.traceparent);
         let limits = &table.config.limits;
-        let header_bytes: usize = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
-            + req
-                .headers
-                .iter()
-                .map(|(k, v)| k.as_str().len() + v.len() + 4)
-                .sum::<usize>();
         if header_bytes > limits.max_header_bytes {
             self.control
                 .metrics

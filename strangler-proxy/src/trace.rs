@@ -8,12 +8,12 @@ use rand::Rng as _;
 
 const HEX: &[u8; 16] = b"0123456789abcdef";
 
-/// Appends `bytes` as lowercase hex, two digits a byte (the request path: no formatting
-/// machinery).
-fn push_hex(out: &mut Vec<u8>, bytes: &[u8]) {
-    for b in bytes {
-        out.push(HEX[usize::from(b >> 4)]);
-        out.push(HEX[usize::from(b & 0xf)]);
+/// Writes `bytes` as lowercase hex into `out` (two digits a byte; the request path: no
+/// formatting machinery).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0xf)];
     }
 }
 
@@ -53,14 +53,11 @@ fn valid_traceparent(tp: &[u8]) -> bool {
 fn new_traceparent() -> Bytes {
     let mut rng = rand::rng();
     let (trace, parent): (u128, u64) = (rng.random(), rng.random());
-    let mut out = Vec::with_capacity(55);
-    out.extend_from_slice(b"00-");
+    let mut out = *b"00-________________________________-________________-01";
     // Ids must not be all zero.
-    push_hex(&mut out, &trace.max(1).to_be_bytes());
-    out.push(b'-');
-    push_hex(&mut out, &parent.max(1).to_be_bytes());
-    out.extend_from_slice(b"-01");
-    Bytes::from(out)
+    hex_into(&mut out[3..35], &trace.max(1).to_be_bytes());
+    hex_into(&mut out[36..52], &parent.max(1).to_be_bytes());
+    Bytes::copy_from_slice(&out)
 }
 
 /// The ids a request travels with.
@@ -136,9 +133,9 @@ mod tests {
 
     #[test]
     fn replaces_bad_ids() {
-        let mut out = Vec::new();
-        push_hex(&mut out, &0x00abu16.to_be_bytes());
-        assert_eq!(out, b"00ab");
+        let mut out = [0u8; 4];
+        hex_into(&mut out, &0x00abu16.to_be_bytes());
+        assert_eq!(&out, b"00ab");
         let long = "x".repeat(129);
         for bad in ["has space", long.as_str()] {
             let ids = ids(Some(&v(bad)), None);
