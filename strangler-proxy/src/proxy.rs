@@ -9,8 +9,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use flags::{Context, RouteMode, evaluate};
+use http::HeaderName;
 use http::header::{CONTENT_LENGTH, HOST};
-use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
@@ -52,12 +52,9 @@ pub struct Ctx {
     /// The route's mode, as an index into `metrics::MODES`.
     mode: usize,
     on_service: bool,
-    /// The request id, shared (cheap to clone) by the upstream request and the response.
-    request_id: Option<HeaderValue>,
-    /// The W3C trace context sent upstream.
-    traceparent: Option<HeaderValue>,
-    /// Whether the request came with exactly these ids, so the upstream request has them.
-    ids_incoming: (bool, bool),
+    /// The request id and trace context, shared (cheap to clone) by every upstream attempt and
+    /// the response.
+    ids: Option<crate::trace::Ids>,
     set_cookie: Option<String>,
     started: Option<Instant>,
     response_started: bool,
@@ -119,8 +116,8 @@ async fn reject(
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header("content-type", "application/json")?;
     resp.insert_header("content-length", body.len().to_string())?;
-    if let Some(id) = &ctx.request_id {
-        resp.insert_header("x-request-id", id.clone())?;
+    if let Some(ids) = &ctx.ids {
+        resp.insert_header("x-request-id", ids.request_id.clone())?;
     }
     ctx.status = status;
     session.set_keepalive(None);
@@ -154,10 +151,10 @@ impl ProxyHttp for StranglerProxy {
             }
         }
         header_bytes += req.uri.path_and_query().map_or(1, |p| p.as_str().len());
-        let ids = crate::trace::ids(id.1.filter(|_| id.0 == 1), tp.1.filter(|_| tp.0 == 1));
-        ctx.ids_incoming = ids.kept;
-        ctx.request_id = Some(ids.request_id);
-        ctx.traceparent = Some(ids.traceparent);
+        ctx.ids = Some(crate::trace::ids(
+            id.1.filter(|_| id.0 == 1),
+            tp.1.filter(|_| tp.0 == 1),
+        ));
         let limits = &table.config.limits;
         if header_bytes > limits.max_header_bytes {
             self.control
@@ -377,11 +374,14 @@ impl ProxyHttp for StranglerProxy {
         upstream: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let (false, Some(id)) = (ctx.ids_incoming.0, &ctx.request_id) {
-            upstream.insert_header("x-request-id", id.clone())?;
-        }
-        if let (false, Some(tp)) = (ctx.ids_incoming.1, ctx.traceparent.take()) {
-            upstream.insert_header("traceparent", tp)?;
+        // Runs again for a retry on the monolith: every attempt carries the same ids.
+        if let Some(ids) = &ctx.ids {
+            if !ids.kept.0 {
+                upstream.insert_header("x-request-id", ids.request_id.clone())?;
+            }
+            if !ids.kept.1 {
+                upstream.insert_header("traceparent", ids.traceparent.clone())?;
+            }
         }
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
             use std::fmt::Write as _;
@@ -436,8 +436,8 @@ impl ProxyHttp for StranglerProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
-        if let Some(id) = &ctx.request_id {
-            resp.insert_header("x-request-id", id.clone())?;
+        if let Some(ids) = &ctx.ids {
+            resp.insert_header("x-request-id", ids.request_id.clone())?;
         }
         if let Some(cookie) = ctx.set_cookie.take() {
             resp.append_header("set-cookie", cookie)?;
@@ -537,7 +537,7 @@ impl ProxyHttp for StranglerProxy {
                 .set(r.breaker.state() as i64);
         }
         if let Some(err) = e {
-            tracing::warn!(route = route_name, request_id = ctx.request_id.as_ref().and_then(|v| v.to_str().ok()).unwrap_or(""), error = %err, "request failed");
+            tracing::warn!(route = route_name, request_id = ctx.ids.as_ref().and_then(|i| i.request_id.to_str().ok()).unwrap_or(""), error = %err, "request failed");
         }
         // Shadow: only for a complete answer the user got from the monolith.
         if let (Some(capture), Some(r), None) = (ctx.shadow.take(), route, e) {

@@ -34,6 +34,11 @@ async fn killed_or_hanging_service_falls_back_for_reads_only() {
     assert_eq!(status, 200);
     assert_eq!(backend, "monolith; fallback=service_error");
     assert_eq!(body["served_by"], "monolith");
+    // The retry on the monolith carries the ids the first attempt had: the request id made by
+    // the proxy and the trace it names.
+    let tp = body["headers"]["traceparent"].as_str().unwrap_or_default();
+    assert_eq!(tp.len(), 55, "{body}");
+    assert_eq!(body["headers"]["x-request-id"], &tp[3..35], "{body}");
     // A POST that may have reached the service is never replayed on the monolith.
     let monolith_hits = m.hits.load(Ordering::SeqCst);
     let r = proxy
