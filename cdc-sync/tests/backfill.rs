@@ -418,8 +418,11 @@ async fn kafka_mode_backfill_publishes_snapshot_events_and_verifies_clean() {
         s.src_url.clone(),
         rx,
         3_000,
-        Duration::from_millis(5),
+        Duration::from_millis(2),
     ));
+    // The churn is under way before the backfill starts and lasts until it ends: a backfill of
+    // 3,000 rows can finish in a fraction of a second.
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let out = cli_in_background(
         &s,
         &[
