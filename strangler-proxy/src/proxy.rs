@@ -9,8 +9,8 @@ use std::time::Instant;
 use async_trait::async_trait;
 use bytes::{Bytes, BytesMut};
 use flags::{Context, RouteMode, evaluate};
-use http::HeaderName;
 use http::header::{CONTENT_LENGTH, HOST};
+use http::{HeaderName, HeaderValue};
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::prelude::*;
 use pingora::upstreams::peer::HttpPeer;
@@ -88,15 +88,47 @@ fn side(value: &str) -> &'static str {
     }
 }
 
-/// Appends `n` in decimal.
-fn push_decimal(out: &mut String, n: u8) {
+/// Writes `n` in decimal at the start of `out`; returns the digits written.
+fn push_decimal(out: &mut [u8], n: u8) -> usize {
+    let mut len = 0;
     if n >= 100 {
-        out.push(char::from(b'0' + n / 100));
+        out[len] = b'0' + n / 100;
+        len += 1;
     }
     if n >= 10 {
-        out.push(char::from(b'0' + (n / 10) % 10));
+        out[len] = b'0' + (n / 10) % 10;
+        len += 1;
     }
-    out.push(char::from(b'0' + n % 10));
+    out[len] = b'0' + n % 10;
+    len + 1
+}
+
+/// `X-Forwarded-For` with `ip` appended to the addresses already there. The usual case (no
+/// earlier proxy, IPv4) is written on the stack: one allocation, no formatting machinery.
+fn forwarded_for(prev: Option<&HeaderValue>, ip: std::net::IpAddr) -> HeaderValue {
+    match (prev, ip) {
+        (None, std::net::IpAddr::V4(v4)) => {
+            let mut buf = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    buf[n] = b'.';
+                    n += 1;
+                }
+                n += push_decimal(&mut buf[n..], octet);
+            }
+            HeaderValue::from_bytes(&buf[..n]).expect("digits and dots")
+        }
+        (None, ip) => HeaderValue::from_str(&ip.to_string()).expect("an address"),
+        (Some(prev), ip) => {
+            let mut joined = Vec::with_capacity(prev.len() + 41);
+            joined.extend_from_slice(prev.as_bytes());
+            joined.extend_from_slice(b", ");
+            joined.extend_from_slice(ip.to_string().as_bytes());
+            // The earlier value was a valid header value; so is it with an address after it.
+            HeaderValue::from_bytes(&joined).expect("a header value and an address")
+        }
+    }
 }
 
 fn is_idempotent(method: &str) -> bool {
@@ -384,31 +416,8 @@ impl ProxyHttp for StranglerProxy {
             }
         }
         if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            use std::fmt::Write as _;
-            let prev = upstream
-                .headers
-                .get(X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok());
-            let mut forwarded = String::with_capacity(prev.map_or(0, |p| p.len() + 2) + 39);
-            if let Some(prev) = prev {
-                forwarded.push_str(prev);
-                forwarded.push_str(", ");
-            }
-            match addr.ip() {
-                // The common case without the formatting machinery.
-                std::net::IpAddr::V4(v4) => {
-                    for (i, octet) in v4.octets().into_iter().enumerate() {
-                        if i > 0 {
-                            forwarded.push('.');
-                        }
-                        push_decimal(&mut forwarded, octet);
-                    }
-                }
-                ip => {
-                    let _ = write!(forwarded, "{ip}");
-                }
-            }
-            upstream.insert_header("x-forwarded-for", forwarded)?;
+            let prev = upstream.headers.get(X_FORWARDED_FOR);
+            upstream.insert_header("x-forwarded-for", forwarded_for(prev, addr.ip()))?;
         }
         Ok(())
     }
@@ -583,11 +592,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn octets_in_decimal() {
+    fn forwarded_for_appends_the_client_address() {
         for n in [0u8, 7, 10, 99, 100, 127, 255] {
-            let mut s = String::new();
-            push_decimal(&mut s, n);
-            assert_eq!(s, n.to_string());
+            let mut buf = [0u8; 3];
+            let len = push_decimal(&mut buf, n);
+            assert_eq!(&buf[..len], n.to_string().as_bytes());
         }
+        let v4: std::net::IpAddr = "203.0.113.255".parse().unwrap();
+        let v6: std::net::IpAddr = "2001:db8::1".parse().unwrap();
+        assert_eq!(forwarded_for(None, v4), "203.0.113.255");
+        assert_eq!(forwarded_for(None, "0.0.0.0".parse().unwrap()), "0.0.0.0");
+        assert_eq!(forwarded_for(None, v6), "2001:db8::1");
+        let prev = HeaderValue::from_static("198.51.100.7");
+        assert_eq!(
+            forwarded_for(Some(&prev), v4),
+            "198.51.100.7, 203.0.113.255"
+        );
+        assert_eq!(forwarded_for(Some(&prev), v6), "198.51.100.7, 2001:db8::1");
     }
 }

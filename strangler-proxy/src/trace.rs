@@ -57,7 +57,9 @@ fn new_traceparent() -> Bytes {
     // Ids must not be all zero.
     hex_into(&mut out[3..35], &trace.max(1).to_be_bytes());
     hex_into(&mut out[36..52], &parent.max(1).to_be_bytes());
-    Bytes::copy_from_slice(&out)
+    // One allocation that owns the array: the request id sliced from it shares it (a slice of a
+    // `copy_from_slice` buffer would allocate again to share).
+    Bytes::from_owner(out)
 }
 
 /// The ids a request travels with.

@@ -3,6 +3,8 @@
 //! not verify counts as anonymous), a session cookie, a configured header, and last the
 //! anonymous-id cookie the proxy sets itself.
 
+use std::borrow::Cow;
+
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use pingora::http::RequestHeader;
 use rand::Rng as _;
@@ -10,20 +12,20 @@ use rand::Rng as _;
 use crate::config::UserKeyConfig;
 use crate::jwks::JwksKeys;
 
-/// Where the key came from.
+/// Where the key came from. Keys read from the request borrow it (no copy on the request path).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum UserKey {
-    Jwt(String),
-    Session(String),
-    Header(String),
+pub enum UserKey<'a> {
+    Jwt(Cow<'a, str>),
+    Session(Cow<'a, str>),
+    Header(Cow<'a, str>),
     /// `fresh` when the proxy just made it up and must set the cookie.
     Anonymous {
-        id: String,
+        id: Cow<'a, str>,
         fresh: bool,
     },
 }
 
-impl UserKey {
+impl UserKey<'_> {
     /// The key itself.
     pub fn key(&self) -> &str {
         match self {
@@ -160,9 +162,9 @@ impl UserKeys {
     }
 
     /// The user's key for this request.
-    pub fn extract(&self, req: &RequestHeader, jwks: &JwksKeys) -> UserKey {
+    pub fn extract<'a>(&self, req: &'a RequestHeader, jwks: &JwksKeys) -> UserKey<'a> {
         if let Some(sub) = self.jwt_sub(req, jwks) {
-            return UserKey::Jwt(sub);
+            return UserKey::Jwt(sub.into());
         }
         if let Some(v) = self
             .config
@@ -171,7 +173,7 @@ impl UserKeys {
             .and_then(|name| cookie(req, name))
             .filter(|v| plausible(v))
         {
-            return UserKey::Session(v.to_string());
+            return UserKey::Session(v.into());
         }
         if let Some(v) = self
             .header
@@ -180,17 +182,17 @@ impl UserKeys {
             .and_then(|v| v.to_str().ok())
             .filter(|v| plausible(v))
         {
-            return UserKey::Header(v.to_string());
+            return UserKey::Header(v.into());
         }
         if let Some(v) = cookie(req, &self.config.anonymous_cookie).filter(|v| plausible(v)) {
             return UserKey::Anonymous {
-                id: v.to_string(),
+                id: v.into(),
                 fresh: false,
             };
         }
         let id: u128 = rand::rng().random();
         UserKey::Anonymous {
-            id: format!("anon-{id:032x}"),
+            id: format!("anon-{id:032x}").into(),
             fresh: true,
         }
     }
@@ -278,8 +280,8 @@ mod tests {
                 fresh: false
             }
         );
-        let UserKey::Anonymous { fresh: true, id } = k.extract(&req(&[]), &JwksKeys::default())
-        else {
+        let empty = req(&[]);
+        let UserKey::Anonymous { fresh: true, id } = k.extract(&empty, &JwksKeys::default()) else {
             panic!("expected a fresh anonymous id");
         };
         assert!(id.starts_with("anon-"));
