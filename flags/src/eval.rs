@@ -31,12 +31,26 @@ impl Context {
         self
     }
 
-    fn get(&self, attribute: &str) -> Option<Value> {
-        match attribute {
-            "key" => Some(Value::String(self.key.clone())),
-            other => self.attributes.get(other).cloned(),
+    /// An attribute as it is stored: the key in its own field, the rest as JSON values.
+    fn attribute(&self, name: &str) -> Option<Attribute<'_>> {
+        match name {
+            "key" => Some(Attribute::Key(&self.key)),
+            other => self.attributes.get(other).map(Attribute::Value),
         }
     }
+
+    fn get(&self, attribute: &str) -> Option<Value> {
+        self.attribute(attribute).map(|a| match a {
+            Attribute::Key(k) => Value::String(k.to_string()),
+            Attribute::Value(v) => v.clone(),
+        })
+    }
+}
+
+/// A borrowed context attribute.
+enum Attribute<'a> {
+    Key(&'a str),
+    Value(&'a Value),
 }
 
 /// Why a variation was served.
@@ -76,11 +90,13 @@ fn serve(flag: &Flag, vor: &VariationOrRollout, ctx: &Context) -> (Option<usize>
     let Some(rollout) = &vor.rollout else {
         return (None, false);
     };
-    // The key, the usual case, is bucketed in place; other attributes as their text.
-    let by = match rollout.bucket_by.as_deref().unwrap_or("key") {
-        "key" => Some(Cow::Borrowed(ctx.key.as_str())),
-        other => ctx.attributes.get(other).and_then(bucketable),
-    };
+    // Bucketed in place (the key, the usual case, and string attributes); numbers as their text.
+    let by = ctx
+        .attribute(rollout.bucket_by.as_deref().unwrap_or("key"))
+        .and_then(|a| match a {
+            Attribute::Key(k) => Some(Cow::Borrowed(k)),
+            Attribute::Value(v) => bucketable(v),
+        });
     let b = by
         .map(|v| bucket(&flag.key, &flag.salt, rollout.seed, &v))
         .unwrap_or(0.0);
