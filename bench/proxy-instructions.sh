@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # CPU instructions per proxied request, counted by valgrind's callgrind: strangler-proxy (the
-# same canary route as bench/proxy.sh) vs bare Pingora, with and without mimalloc. Instruction
-# counts do not depend on what else the machine is doing, so the ratio is repeatable where
-# req/s is not. Each proxy is warmed up, its counters zeroed, then N requests (oha, 8
-# connections, keep-alive) are counted across all its threads.
+# same canary route as bench/proxy.sh, also with header case preserved) vs bare Pingora, with
+# and without mimalloc. Instruction counts do not depend on what else the machine is doing, so
+# the ratio is repeatable where req/s is not. Each proxy is warmed up, its counters zeroed,
+# then N requests (oha, 8 connections, keep-alive) are counted across all its threads.
 # Writes bench/proxy-instructions.md. Knobs: N (4000 requests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -41,6 +41,7 @@ count() {
   grep -q "\[200\] $N responses" "$work/$name.oha" || { echo "$name: not all $N requests answered 200" >&2; cat "$work/$name.oha" >&2; exit 1; }
   callgrind_control --dump=requests "$pid" >/dev/null
   kill -9 "$pid" 2>/dev/null || true
+  wait "$pid" 2>/dev/null || true # its ports are free before the next proxy starts
   local dump
   dump=$(ls "$work/$name.cg".* | head -1)
   callgrind_annotate --inclusive=no --threshold=100 "$dump" 2>/dev/null |
@@ -49,6 +50,9 @@ count() {
   echo "$name: ${IPR[$name]} instructions/request" >&2
 }
 count strangler "$STR" "$REL/strangler-proxy" --config "$work/proxy.toml"
+# The same with header names kept in their original case (Pingora's one-at-a-time path).
+{ echo "preserve_header_case = true"; cat "$work/proxy.toml"; } >"$work/proxy-case.toml"
+count strangler_preserve_case "$STR" "$REL/strangler-proxy" --config "$work/proxy-case.toml"
 count bare_pingora "$BARE" "$REL/examples/bare_pingora" "127.0.0.1:$BARE" "127.0.0.1:$UP" 1
 count bare_pingora_mimalloc "$BAREMI" "$REL/examples/bare_pingora_mimalloc" "127.0.0.1:$BAREMI" "127.0.0.1:$UP" 1
 
@@ -59,10 +63,10 @@ count bare_pingora_mimalloc "$BAREMI" "$REL/examples/bare_pingora_mimalloc" "127
   echo "callgrind counts every thread of the proxy process). Machine: $(nproc) cores, $(date -u +%F)."
   echo "Same canary route, flags and upstream (nginx, 33-byte JSON) as \`bench/proxy.sh\`."
   echo
-  echo "| proxy | instructions/request | bare ÷ proxy |"
-  echo "|---|---:|---:|"
-  for t in strangler bare_pingora bare_pingora_mimalloc; do
-    echo "| $t | ${IPR[$t]} | $(python3 -c "print('%.2f' % (${IPR[bare_pingora_mimalloc]}/${IPR[$t]}))") |"
+  echo "| proxy | instructions/request | bare Pingora ÷ proxy | bare Pingora with mimalloc ÷ proxy |"
+  echo "|---|---:|---:|---:|"
+  for t in strangler strangler_preserve_case bare_pingora bare_pingora_mimalloc; do
+    echo "| $t | ${IPR[$t]} | $(python3 -c "print('%.2f' % (${IPR[bare_pingora]}/${IPR[$t]}))") | $(python3 -c "print('%.2f' % (${IPR[bare_pingora_mimalloc]}/${IPR[$t]}))") |"
   done
   echo
   echo "Where strangler-proxy spends more than bare Pingora with mimalloc (self instructions per request,"

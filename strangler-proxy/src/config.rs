@@ -54,6 +54,11 @@ pub struct ProxyConfig {
     /// Add `x-strangler-backend` to responses (debugging).
     #[serde(default)]
     pub debug_header: bool,
+    /// Keep the letter case of every header name as it came, for an upstream or client that
+    /// (wrongly) matches names case-sensitively. Off: names are sent normalised, standard ones
+    /// titled (`Content-Type`) and others lower case, as Envoy does; it costs less per request.
+    #[serde(default)]
+    pub preserve_header_case: bool,
     /// Circuit breaker for services.
     #[serde(default)]
     pub breaker: BreakerConfig,
@@ -75,6 +80,7 @@ pub struct RoutingConfig {
     pub user_key: UserKeyConfig,
     pub limits: LimitsConfig,
     pub debug_header: bool,
+    pub preserve_header_case: bool,
     pub breaker: BreakerConfig,
     pub shadow: ShadowConfig,
     pub auto_rollback: SloConfig,
@@ -557,6 +563,7 @@ impl ProxyConfig {
             user_key: self.user_key.clone(),
             limits: self.limits.clone(),
             debug_header: self.debug_header,
+            preserve_header_case: self.preserve_header_case,
             breaker: self.breaker.clone(),
             shadow: self.shadow.clone(),
             auto_rollback: self.auto_rollback.clone(),

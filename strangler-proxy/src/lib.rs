@@ -6,6 +6,7 @@ pub mod admin;
 pub mod breaker;
 pub mod config;
 pub mod control;
+pub mod header_edit;
 pub mod jwks;
 pub mod live;
 pub mod metrics;

@@ -17,14 +17,18 @@ use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
 
 use crate::control::Control;
+use crate::header_edit::{self, Edit};
 use crate::routing::RoutingTable;
 use crate::shadow::ShadowJob;
 use crate::user_key::UserKey;
 
-// Lookups by a ready `HeaderName` skip parsing the name on every request.
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
-const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+// Ready `HeaderName`s skip parsing the name on every request; statics, so that the
+// case-keeping path can pass Pingora their names as `&'static str`.
+static X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+static TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+static X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+static X_STRANGLER_BACKEND: HeaderName = HeaderName::from_static("x-strangler-backend");
+static SET_COOKIE: HeaderName = http::header::SET_COOKIE;
 
 /// The proxy service.
 pub struct StranglerProxy {
@@ -42,9 +46,13 @@ pub struct ShadowCapture {
     truncated: bool,
 }
 
-/// Per-request state.
+/// Per-request state, boxed: Pingora keeps the context inside each request's futures, which
+/// are moved into heap boxes as they start, so a pointer here is copied instead of the fields.
+pub type Ctx = Box<RequestState>;
+
+/// What a request carries from hook to hook.
 #[derive(Default)]
-pub struct Ctx {
+pub struct RequestState {
     table: Option<Arc<RoutingTable>>,
     route: Option<usize>,
     to_service: bool,
@@ -63,7 +71,7 @@ pub struct Ctx {
     shadow: Option<Box<ShadowCapture>>,
 }
 
-impl Ctx {
+impl RequestState {
     fn route<'a>(&self, table: &'a RoutingTable) -> Option<&'a crate::routing::Route> {
         self.route.map(|i| &table.routes[i])
     }
@@ -407,19 +415,22 @@ impl ProxyHttp for StranglerProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         // Runs again for a retry on the monolith: every attempt carries the same ids.
-        if let Some(ids) = &ctx.ids {
-            if !ids.kept.0 {
-                upstream.insert_header("x-request-id", ids.request_id.clone())?;
-            }
-            if !ids.kept.1 {
-                upstream.insert_header("traceparent", ids.traceparent.clone())?;
-            }
-        }
-        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            let prev = upstream.headers.get(X_FORWARDED_FOR);
-            upstream.insert_header("x-forwarded-for", forwarded_for(prev, addr.ip()))?;
-        }
-        Ok(())
+        let (id, tp) = match &ctx.ids {
+            Some(ids) => (
+                (!ids.kept.0).then(|| Edit::Insert(&X_REQUEST_ID, ids.request_id.clone())),
+                (!ids.kept.1).then(|| Edit::Insert(&TRACEPARENT, ids.traceparent.clone())),
+            ),
+            None => (None, None),
+        };
+        let forwarded = session.client_addr().and_then(|a| a.as_inet()).map(|addr| {
+            let prev = upstream.headers.get(&X_FORWARDED_FOR);
+            Edit::Insert(&X_FORWARDED_FOR, forwarded_for(prev, addr.ip()))
+        });
+        let preserve = ctx
+            .table
+            .as_ref()
+            .is_some_and(|t| t.config.preserve_header_case);
+        header_edit::request(upstream, [id, tp, forwarded], preserve)
     }
 
     async fn upstream_response_filter(
@@ -445,21 +456,36 @@ impl ProxyHttp for StranglerProxy {
         ctx: &mut Ctx,
     ) -> Result<()> {
         ctx.status = resp.status.as_u16();
-        if let Some(ids) = &ctx.ids {
-            resp.insert_header("x-request-id", ids.request_id.clone())?;
-        }
-        if let Some(cookie) = ctx.set_cookie.take() {
-            resp.append_header("set-cookie", cookie)?;
-        }
+        let id = ctx
+            .ids
+            .as_ref()
+            .map(|ids| Edit::Insert(&X_REQUEST_ID, ids.request_id.clone()));
+        let cookie = match ctx.set_cookie.take() {
+            Some(c) => Some(Edit::Append(
+                &SET_COOKIE,
+                HeaderValue::try_from(c).map_err(|e| {
+                    Error::because(ErrorType::InvalidHTTPHeader, "anonymous id cookie", e)
+                })?,
+            )),
+            None => None,
+        };
         let table = ctx.table.as_ref().expect("set in request_filter");
-        if table.config.debug_header {
-            let backend = match (ctx.on_service, ctx.fallback) {
-                (true, _) => "service".to_string(),
-                (false, Some(reason)) => format!("monolith; fallback={reason}"),
-                (false, None) => "monolith".to_string(),
+        let backend = table.config.debug_header.then(|| {
+            let value = match (ctx.on_service, ctx.fallback) {
+                (true, _) => HeaderValue::from_static("service"),
+                (false, Some(reason)) => {
+                    HeaderValue::from_str(&format!("monolith; fallback={reason}"))
+                        .expect("a static reason")
+                }
+                (false, None) => HeaderValue::from_static("monolith"),
             };
-            resp.insert_header("x-strangler-backend", backend)?;
-        }
+            Edit::Insert(&X_STRANGLER_BACKEND, value)
+        });
+        header_edit::response(
+            resp,
+            [id, cookie, backend],
+            table.config.preserve_header_case,
+        )?;
         if let Some(s) = ctx.shadow.as_mut() {
             s.status = resp.status.as_u16();
             s.headers = resp
