@@ -16,57 +16,71 @@ pub enum Edit {
     Append(&'static HeaderName, HeaderValue),
 }
 
-fn apply_to_map(map: &mut HeaderMap, edits: impl Iterator<Item = Edit>) {
-    for edit in edits {
-        match edit {
-            Edit::Insert(name, value) => {
-                map.insert(name.clone(), value);
-            }
-            Edit::Append(name, value) => {
-                map.append(name.clone(), value);
-            }
-        }
-    }
-}
-
-/// Pingora's own one-header-at-a-time methods, which keep each name's case.
-trait KeepsCase {
+/// Pingora's header types: each edited with its own one-at-a-time methods (which keep each
+/// name's case), or as `http` parts moved out and back.
+pub trait PingoraHeader {
     fn insert(&mut self, name: &'static str, value: HeaderValue) -> pingora::Result<()>;
     fn append(&mut self, name: &'static str, value: HeaderValue) -> pingora::Result<()>;
+    /// Moves the parts out, lets `edit` change the header map, and moves them back; everything
+    /// but the case of the names stays as it was.
+    fn edit_parts(&mut self, edit: impl FnOnce(&mut HeaderMap)) -> pingora::Result<()>;
+}
 
-    fn apply_keeping_case(&mut self, edits: impl Iterator<Item = Edit>) -> pingora::Result<()> {
-        for edit in edits {
-            match edit {
-                Edit::Insert(name, value) => self.insert(name.as_str(), value)?,
-                Edit::Append(name, value) => self.append(name.as_str(), value)?,
-            }
+impl PingoraHeader for RequestHeader {
+    fn insert(&mut self, name: &'static str, value: HeaderValue) -> pingora::Result<()> {
+        self.insert_header(name, value)
+    }
+    fn append(&mut self, name: &'static str, value: HeaderValue) -> pingora::Result<()> {
+        self.append_header(name, value).map(|_| ())
+    }
+    fn edit_parts(&mut self, edit: impl FnOnce(&mut HeaderMap)) -> pingora::Result<()> {
+        let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
+        let taken = std::mem::replace(self, placeholder);
+        // An origin-form target is rebuilt from the URI as it was; any other is kept verbatim.
+        let from_uri = taken.uri.path_and_query().map(|p| p.as_str().as_bytes());
+        let raw = (Some(taken.raw_path()) != from_uri).then(|| taken.raw_path().to_vec());
+        let end_stream = taken.send_end_stream();
+        let mut parts = http::request::Parts::from(taken);
+        edit(&mut parts.headers);
+        let mut rebuilt = RequestHeader::from(parts);
+        if let Some(raw) = raw {
+            rebuilt.set_raw_path(&raw)?;
         }
+        if let Some(end) = end_stream {
+            rebuilt.set_send_end_stream(end);
+        }
+        *self = rebuilt;
         Ok(())
     }
 }
 
-impl KeepsCase for RequestHeader {
+impl PingoraHeader for ResponseHeader {
     fn insert(&mut self, name: &'static str, value: HeaderValue) -> pingora::Result<()> {
         self.insert_header(name, value)
     }
     fn append(&mut self, name: &'static str, value: HeaderValue) -> pingora::Result<()> {
         self.append_header(name, value).map(|_| ())
     }
+    fn edit_parts(&mut self, edit: impl FnOnce(&mut HeaderMap)) -> pingora::Result<()> {
+        let reason = self.get_reason_phrase();
+        let reason = (reason != self.status.canonical_reason()).then(|| reason.map(str::to_string));
+        let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
+        let mut parts = http::response::Parts::from(std::mem::replace(self, placeholder));
+        edit(&mut parts.headers);
+        let mut rebuilt = ResponseHeader::from(parts);
+        if let Some(reason) = reason {
+            rebuilt.set_reason_phrase(reason.as_deref())?;
+        }
+        *self = rebuilt;
+        Ok(())
+    }
 }
 
-impl KeepsCase for ResponseHeader {
-    fn insert(&mut self, name: &'static str, value: HeaderValue) -> pingora::Result<()> {
-        self.insert_header(name, value)
-    }
-    fn append(&mut self, name: &'static str, value: HeaderValue) -> pingora::Result<()> {
-        self.append_header(name, value).map(|_| ())
-    }
-}
-
-/// Applies the `edits` given (`None`: nothing to do) to a request about to go upstream. Method, target (kept byte for byte, also
-/// in absolute form), version, extensions and every other header stay as they were.
-pub fn request<const N: usize>(
-    req: &mut RequestHeader,
+/// Applies the `edits` given (`None`: nothing to do) to a request about to go upstream or a
+/// response about to go to the client. Method, target (byte for byte, also in absolute form),
+/// status, reason phrase, version, extensions and every other header stay as they were.
+pub fn apply<H: PingoraHeader, const N: usize>(
+    header: &mut H,
     edits: [Option<Edit>; N],
     preserve_case: bool,
 ) -> pingora::Result<()> {
@@ -76,55 +90,27 @@ pub fn request<const N: usize>(
     }
     let edits = edits.into_iter().flatten();
     if preserve_case {
-        return req.apply_keeping_case(edits);
-    }
-    let placeholder = RequestHeader::from(http::Request::new(()).into_parts().0);
-    let taken = std::mem::replace(req, placeholder);
-    // An origin-form target is rebuilt from the URI as it was; any other is kept verbatim.
-    let from_uri = taken.uri.path_and_query().map(|p| p.as_str().as_bytes());
-    let raw = (Some(taken.raw_path()) != from_uri).then(|| taken.raw_path().to_vec());
-    let end_stream = taken.send_end_stream();
-    let mut parts = http::request::Parts::from(taken);
-    parts.headers.reserve(count);
-    apply_to_map(&mut parts.headers, edits);
-    let mut rebuilt = RequestHeader::from(parts);
-    if let Some(raw) = raw {
-        rebuilt.set_raw_path(&raw)?;
-    }
-    if let Some(end) = end_stream {
-        rebuilt.set_send_end_stream(end);
-    }
-    *req = rebuilt;
-    Ok(())
-}
-
-/// Applies the `edits` given (`None`: nothing to do) to a response about to go to the client. Status, reason phrase, version,
-/// extensions and every other header stay as they were.
-pub fn response<const N: usize>(
-    resp: &mut ResponseHeader,
-    edits: [Option<Edit>; N],
-    preserve_case: bool,
-) -> pingora::Result<()> {
-    let count = edits.iter().flatten().count();
-    if count == 0 {
+        for edit in edits {
+            match edit {
+                Edit::Insert(name, value) => header.insert(name.as_str(), value)?,
+                Edit::Append(name, value) => header.append(name.as_str(), value)?,
+            }
+        }
         return Ok(());
     }
-    let edits = edits.into_iter().flatten();
-    if preserve_case {
-        return resp.apply_keeping_case(edits);
-    }
-    let reason = resp.get_reason_phrase();
-    let reason = (reason != resp.status.canonical_reason()).then(|| reason.map(str::to_string));
-    let placeholder = ResponseHeader::from(http::Response::new(()).into_parts().0);
-    let mut parts = http::response::Parts::from(std::mem::replace(resp, placeholder));
-    parts.headers.reserve(count);
-    apply_to_map(&mut parts.headers, edits);
-    let mut rebuilt = ResponseHeader::from(parts);
-    if let Some(reason) = reason {
-        rebuilt.set_reason_phrase(reason.as_deref())?;
-    }
-    *resp = rebuilt;
-    Ok(())
+    header.edit_parts(|map| {
+        map.reserve(count);
+        for edit in edits {
+            match edit {
+                Edit::Insert(name, value) => {
+                    map.insert(name.clone(), value);
+                }
+                Edit::Append(name, value) => {
+                    map.append(name.clone(), value);
+                }
+            }
+        }
+    })
 }
 
 #[cfg(test)]
@@ -170,7 +156,7 @@ mod tests {
     #[test]
     fn a_request_keeps_everything_but_the_case_of_its_names() {
         let mut req = incoming(b"/api/orders?id=1");
-        request(&mut req, edits(), false).unwrap();
+        apply(&mut req, edits(), false).unwrap();
         assert_eq!(req.method, "POST");
         assert_eq!(req.uri, "/api/orders?id=1");
         assert_eq!(req.raw_path(), b"/api/orders?id=1");
@@ -187,7 +173,7 @@ mod tests {
     #[test]
     fn preserving_case_keeps_the_names_as_they_came() {
         let mut req = incoming(b"/api/orders");
-        request(&mut req, edits(), true).unwrap();
+        apply(&mut req, edits(), true).unwrap();
         assert_eq!(
             wire_request(&req),
             "Host: shop.example\r\nX-Legacy-Token: t1\r\nX-Legacy-Token: t2\r\nx-legacy-token: t3\r\nx-request-id: r-1\r\n"
@@ -199,7 +185,7 @@ mod tests {
     fn an_absolute_form_target_is_kept_verbatim() {
         let target = b"http://shop.example/api/orders?id=1";
         let mut req = incoming(target);
-        request(&mut req, edits(), false).unwrap();
+        apply(&mut req, edits(), false).unwrap();
         assert_eq!(req.raw_path(), target);
         assert_eq!(req.uri.path(), "/api/orders");
         assert_eq!(req.headers["x-request-id"], "r-1");
@@ -208,7 +194,7 @@ mod tests {
     #[test]
     fn no_edits_change_nothing() {
         let mut req = incoming(b"/x");
-        request(&mut req, [None, None], false).unwrap();
+        apply(&mut req, [None, None], false).unwrap();
         assert!(req.has_case());
         assert!(wire_request(&req).contains("X-Legacy-Token: t1"));
     }
@@ -224,7 +210,7 @@ mod tests {
             Some(Edit::Insert(&X_REQUEST_ID, HeaderValue::from_static("r-2"))),
             Some(Edit::Append(&SET_COOKIE, HeaderValue::from_static("sid=1"))),
         ];
-        response(&mut resp, edits, false).unwrap();
+        apply(&mut resp, edits, false).unwrap();
         assert_eq!(resp.status, 418);
         assert_eq!(resp.get_reason_phrase(), Some("Short And Stout"));
         assert_eq!(
@@ -238,7 +224,7 @@ mod tests {
             &X_REQUEST_ID,
             HeaderValue::from_static("r-3"),
         ))];
-        response(&mut canonical, edits, true).unwrap();
+        apply(&mut canonical, edits, true).unwrap();
         assert_eq!(canonical.get_reason_phrase(), Some("OK"));
         assert_eq!(
             wire_response(&canonical),

@@ -430,7 +430,7 @@ impl ProxyHttp for StranglerProxy {
             .table
             .as_ref()
             .is_some_and(|t| t.config.preserve_header_case);
-        header_edit::request(upstream, [id, tp, forwarded], preserve)
+        header_edit::apply(upstream, [id, tp, forwarded], preserve)
     }
 
     async fn upstream_response_filter(
@@ -481,7 +481,7 @@ impl ProxyHttp for StranglerProxy {
             };
             Edit::Insert(&X_STRANGLER_BACKEND, value)
         });
-        header_edit::response(
+        header_edit::apply(
             resp,
             [id, cookie, backend],
             table.config.preserve_header_case,
