@@ -490,8 +490,27 @@ async fn stream(config: StreamConfig, role: cdc_sync::pipeline::Role) -> anyhow:
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let app = {
         let m = metrics.clone();
+        let r = metrics.clone();
         axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
+            // Ready once both databases answered and the stream runs; not while it connects,
+            // and not after it stopped.
+            .route(
+                "/readyz",
+                axum::routing::get(move || {
+                    let running = r.running.get() == 1;
+                    async move {
+                        if running {
+                            (axum::http::StatusCode::OK, "ready")
+                        } else {
+                            (
+                                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                                "stream not running",
+                            )
+                        }
+                    }
+                }),
+            )
             .route(
                 "/metrics",
                 axum::routing::get(move || {

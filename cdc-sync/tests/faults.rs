@@ -101,6 +101,81 @@ async fn kill_9_mid_burst_then_restart_loses_and_doubles_nothing() {
     drop(process);
 }
 
+/// `/readyz` says 503 while the stream cannot reach its target yet, then 200 once it runs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_waits_for_the_stream() {
+    let (m, s) = (testkit::monolith_server(), testkit::services_server());
+    let src = m.create_database("ready_src").await.unwrap();
+    let dst = s.create_database("ready_dst").await.unwrap();
+    exec(&src.url, TABLE).await;
+    exec(&dst.url, TABLE).await;
+    // A target that accepts connections and never greets: the stream waits on it.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let dir = testkit::TempDir::new("cdc-ready").unwrap();
+    let port = testkit::free_port();
+    let write = |target: &str| {
+        let config = dir.path().join("stream.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "name = \"ready{}\"\nsource_url = \"{}\"\ntarget_url = \"{target}\"\nreader_server_id = 4701\nlisten = \"127.0.0.1:{port}\"\n\n[[tables]]\nsource = \"{}.orders\"\ntarget = \"{}.orders\"\n",
+                std::process::id(),
+                m.root_url(),
+                src.name,
+                dst.name
+            ),
+        )
+        .unwrap();
+        config
+    };
+    let get = |path: &str| {
+        let url = format!("http://127.0.0.1:{port}{path}");
+        async move {
+            reqwest::get(&url)
+                .await
+                .map(|r| r.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    let spawn = |config: &Path, n: u32| {
+        testkit::ProcessGuard::spawn(
+            Path::new(env!("CARGO_BIN_EXE_cdc-sync")),
+            &[
+                "stream".into(),
+                "--config".into(),
+                config.display().to_string(),
+            ],
+            &dir.path().join(format!("cdc{n}.pid")),
+            &dir.path().join("cdc.log"),
+        )
+        .unwrap()
+    };
+    let process = spawn(&write(&format!("mysql://root@127.0.0.1:{silent_port}/")), 1);
+    let mut health = 0;
+    for _ in 0..100 {
+        health = get("/healthz").await;
+        if health == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(health, 200);
+    assert_eq!(get("/readyz").await, 503);
+    drop(process);
+    drop(silent);
+    let _process = spawn(&write(&s.root_url()), 2);
+    let mut ready = 0;
+    for _ in 0..200 {
+        ready = get("/readyz").await;
+        if ready == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(ready, 200);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn source_restart_is_survived() {
     let mut source =

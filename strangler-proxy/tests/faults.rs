@@ -367,4 +367,32 @@ fn check_config_names_the_line_and_field() {
     let out = run(&no_route_match);
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("must start with /"));
+    // Secrets come from the environment (as Kubernetes hands them over): an unset one is named.
+    let from_env = dir.path().join("env.toml");
+    std::fs::write(
+        &from_env,
+        std::fs::read_to_string(&good)
+            .unwrap()
+            .replace("prefix = \"/echo\"", "prefix = \"${ECHO_PREFIX}\""),
+    )
+    .unwrap();
+    let out = run(&from_env);
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("env.toml") && err.contains("ECHO_PREFIX is not set"),
+        "{err}"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler-proxy"))
+        .arg("--config")
+        .arg(&from_env)
+        .arg("--check-config")
+        .env("ECHO_PREFIX", "/echo")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -3,6 +3,7 @@
 //! Every process is tied to its owner: it dies, and its files go, when the owner drops it or exits.
 
 pub mod contract;
+pub mod docker;
 mod error;
 pub mod launchdarkly;
 mod mariadb;

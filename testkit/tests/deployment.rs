@@ -1,0 +1,854 @@
+//! The container images (`docker/`) and Kubernetes manifests (`kubernetes/`) against the code:
+//! both kustomizations rendered by `kubectl kustomize` and checked field by field, then the
+//! images run on a Docker network with the rendered settings, as the cluster would run them.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use serde_json::Value;
+use testkit::docker::{Container, ContainerSpec, DockerNetwork};
+use testkit::{MariaDb, MariaDbOptions, TempDir};
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace")
+        .to_path_buf()
+}
+
+/// `kubectl kustomize DIR`, every document as JSON.
+fn render(dir: &str) -> Vec<Value> {
+    let out = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo().join(dir))
+        .output()
+        .expect("kubectl is needed to render the manifests (./dev test installs it)");
+    assert!(
+        out.status.success(),
+        "kubectl kustomize {dir}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8(out.stdout).unwrap();
+    serde_yaml::Deserializer::from_str(&text)
+        .map(|doc| {
+            let v = serde_yaml::Value::deserialize(doc).expect("yaml");
+            serde_json::to_value(v).expect("json")
+        })
+        .filter(|v| !v.is_null())
+        .collect()
+}
+
+fn of_kind<'a>(docs: &'a [Value], kind: &'a str) -> impl Iterator<Item = &'a Value> + 'a {
+    docs.iter().filter(move |d| d["kind"] == kind)
+}
+
+fn named<'a>(docs: &'a [Value], kind: &str, name: &str) -> &'a Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind} {name}"))
+}
+
+/// A generated ConfigMap, whose rendered name carries a hash of its content.
+fn generated<'a>(docs: &'a [Value], prefix: &str) -> &'a Value {
+    of_kind(docs, "ConfigMap")
+        .find(|c| {
+            c["metadata"]["name"]
+                .as_str()
+                .is_some_and(|n| n.starts_with(&format!("{prefix}-")))
+        })
+        .unwrap_or_else(|| panic!("no generated ConfigMap {prefix}"))
+}
+
+fn s(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a string: {v}"))
+}
+
+/// The images `docker/build-images.sh` builds: its `[name]="binaries"` table.
+fn built_images() -> BTreeMap<String, Vec<String>> {
+    let script = std::fs::read_to_string(repo().join("docker/build-images.sh")).unwrap();
+    script
+        .lines()
+        .filter_map(|l| {
+            let l = l.trim();
+            let (name, bins) = l.strip_prefix('[')?.split_once("]=\"")?;
+            let bins = bins.strip_suffix('"')?;
+            Some((
+                name.to_string(),
+                bins.split_whitespace().map(String::from).collect(),
+            ))
+        })
+        .collect()
+}
+
+/// Secret name → keys, from the `kubectl create secret generic` commands of kubernetes/README.md.
+fn documented_secrets() -> BTreeMap<String, BTreeSet<String>> {
+    let readme = std::fs::read_to_string(repo().join("kubernetes/README.md")).unwrap();
+    let mut secrets: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut current = None;
+    for line in readme.lines() {
+        if let Some(rest) = line.split("create secret generic ").nth(1) {
+            let name = rest.split_whitespace().next().unwrap().to_string();
+            secrets.entry(name.clone()).or_default();
+            current = Some(name);
+        }
+        if let Some(name) = &current {
+            for flag in ["--from-literal=", "--from-file="] {
+                for part in line.split(flag).skip(1) {
+                    let key = part.split('=').next().unwrap().to_string();
+                    secrets.get_mut(name).unwrap().insert(key);
+                }
+            }
+        }
+        if !line.trim_end().ends_with('\\') {
+            current = None;
+        }
+    }
+    secrets
+}
+
+/// The TOML block of kubernetes/README.md that starts with `name = `: cdc-sync's config.
+fn documented_cdc_config() -> String {
+    let readme = std::fs::read_to_string(repo().join("kubernetes/README.md")).unwrap();
+    let start = readme
+        .find("```toml\nname = ")
+        .expect("cdc-sync config block")
+        + 8;
+    let len = readme[start..].find("```").unwrap();
+    readme[start..start + len].to_string()
+}
+
+/// The environment prefix and source folders of the binary an image runs.
+fn binary_sources(image: &str) -> (&'static str, Vec<PathBuf>) {
+    let kit = repo().join("services/service-kit/src");
+    match image {
+        "user-service" => (
+            "USER_SVC",
+            vec![repo().join("services/user-service/src"), kit],
+        ),
+        "product-service" => (
+            "PRODUCT_SVC",
+            vec![repo().join("services/product-service/src"), kit],
+        ),
+        "order-service" => (
+            "ORDER_SVC",
+            vec![repo().join("services/order-service/src"), kit],
+        ),
+        "notification-service" => (
+            "NOTIFICATION_SVC",
+            vec![repo().join("services/notification-service/src"), kit],
+        ),
+        "strangler-proxy" => ("STRANGLER", vec![]),
+        "cdc-sync" => ("CDC", vec![repo().join("cdc-sync/src")]),
+        other => panic!("no sources known for {other}"),
+    }
+}
+
+/// Whether the binary's sources read `name` (whole, or its suffix after the prefix, quoted).
+fn reads_variable(sources: &[PathBuf], prefix: &str, name: &str) -> bool {
+    let suffix = name.strip_prefix(prefix).unwrap_or(name);
+    let wanted = [
+        format!("\"{name}\""),
+        format!("\"{}\"", suffix.trim_start_matches('_')),
+        format!("{suffix}\""),
+    ];
+    sources.iter().any(|dir| {
+        walk(dir).iter().any(|f| {
+            let text = std::fs::read_to_string(f).unwrap_or_default();
+            wanted.iter().any(|w| text.contains(w.as_str()))
+        })
+    })
+}
+
+fn walk(dir: &Path) -> Vec<PathBuf> {
+    let mut files = Vec::new();
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            files.extend(walk(&p));
+        } else if p.extension().is_some_and(|x| x == "rs") {
+            files.push(p);
+        }
+    }
+    files
+}
+
+/// The image name (`strangler/<name>`) of a container, without registry and tag.
+fn image_name(container: &Value) -> String {
+    let image = s(&container["image"]);
+    let path = image.rsplit_once(':').map_or(image, |(p, _)| p);
+    path.rsplit('/').next().unwrap().to_string()
+}
+
+fn pod_containers(deploy: &Value) -> Vec<&Value> {
+    let spec = &deploy["spec"]["template"]["spec"];
+    let mut all: Vec<&Value> = spec["initContainers"]
+        .as_array()
+        .map(|a| a.iter().collect())
+        .unwrap_or_default();
+    all.extend(spec["containers"].as_array().expect("containers"));
+    all
+}
+
+#[test]
+fn manifests_agree_with_the_images_and_the_binaries() {
+    let base = render("kubernetes/base");
+    let prod = render("kubernetes/overlays/production");
+    let images = built_images();
+    let secrets = documented_secrets();
+    let dockerfile = std::fs::read_to_string(repo().join("docker/Dockerfile")).unwrap();
+    assert!(dockerfile.contains("USER 10001:10001"), "the images' user");
+    let deployments: Vec<&Value> = of_kind(&base, "Deployment").collect();
+    let names: BTreeSet<&str> = deployments
+        .iter()
+        .map(|d| s(&d["metadata"]["name"]))
+        .collect();
+    assert_eq!(
+        names,
+        BTreeSet::from([
+            "cdc-sync",
+            "notification-service",
+            "order-service",
+            "product-service",
+            "strangler-proxy",
+            "user-service"
+        ])
+    );
+    for d in &deployments {
+        let name = s(&d["metadata"]["name"]);
+        assert_eq!(d["metadata"]["namespace"], "strangler", "{name}");
+        let pod = &d["spec"]["template"]["spec"];
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true, "{name}");
+        assert_eq!(pod["securityContext"]["runAsUser"], 10001, "{name}");
+        let labels = &d["spec"]["template"]["metadata"]["labels"];
+        for (k, v) in d["spec"]["selector"]["matchLabels"].as_object().unwrap() {
+            assert_eq!(&labels[k], v, "{name}: selector matches its pods");
+        }
+        for c in pod_containers(d) {
+            let cname = s(&c["name"]);
+            let image = image_name(c);
+            assert!(
+                images.contains_key(&image),
+                "{name}/{cname}: image {image} is not built by docker/build-images.sh"
+            );
+            assert_eq!(
+                c["securityContext"]["readOnlyRootFilesystem"], true,
+                "{name}/{cname}"
+            );
+            assert_eq!(
+                c["securityContext"]["allowPrivilegeEscalation"], false,
+                "{name}/{cname}"
+            );
+            let (prefix, sources) = binary_sources(&image);
+            let ports: BTreeMap<&str, u64> = c["ports"]
+                .as_array()
+                .map(|ps| {
+                    ps.iter()
+                        .map(|p| (s(&p["name"]), p["containerPort"].as_u64().unwrap()))
+                        .collect()
+                })
+                .unwrap_or_default();
+            for probe in ["readinessProbe", "livenessProbe"] {
+                if cname == "migrate" {
+                    continue;
+                }
+                let get = &c[probe]["httpGet"];
+                let port = s(&get["port"]);
+                assert!(ports.contains_key(port), "{name}: {probe} port {port}");
+                let path = if probe == "readinessProbe" {
+                    "/readyz"
+                } else {
+                    "/healthz"
+                };
+                assert_eq!(s(&get["path"]), path, "{name}: {probe}");
+            }
+            for e in c["env"].as_array().into_iter().flatten() {
+                let var = s(&e["name"]);
+                assert!(
+                    var.starts_with(prefix),
+                    "{name}/{cname}: {var} is not {prefix}_*"
+                );
+                if image == "strangler-proxy" {
+                    let toml = s(&generated(&base, "strangler-proxy-config")["data"]["proxy.toml"]);
+                    assert!(
+                        toml.contains(&format!("${{{var}}}")),
+                        "{name}: {var} is not used by proxy.toml"
+                    );
+                } else {
+                    assert!(
+                        reads_variable(&sources, prefix, var),
+                        "{name}/{cname}: the binary does not read {var}"
+                    );
+                }
+                if var.ends_with("_LISTEN") {
+                    let port: u64 = s(&e["value"]).rsplit(':').next().unwrap().parse().unwrap();
+                    assert_eq!(
+                        Some(&port),
+                        ports.get("http"),
+                        "{name}: {var} vs its http port"
+                    );
+                }
+                if let Some(r) = e["valueFrom"]["secretKeyRef"].as_object() {
+                    let (sn, key) = (s(&r["name"]), s(&r["key"]));
+                    assert!(
+                        secrets.get(sn).is_some_and(|keys| keys.contains(key)),
+                        "{name}: secret {sn} key {key} is not created by kubernetes/README.md ({secrets:?})"
+                    );
+                }
+                if let Some(r) = e["valueFrom"]["configMapKeyRef"].as_object() {
+                    let cm = named(&base, "ConfigMap", s(&r["name"]));
+                    assert!(
+                        cm["data"][s(&r["key"])].is_string(),
+                        "{name}: configmap key {}",
+                        r["key"]
+                    );
+                }
+            }
+        }
+        for v in pod["volumes"].as_array().into_iter().flatten() {
+            if let Some(sn) = v["secret"]["secretName"].as_str() {
+                assert!(
+                    secrets.contains_key(sn),
+                    "{name}: secret {sn} is not documented"
+                );
+            }
+            if let Some(cm) = v["configMap"]["name"].as_str() {
+                named(&base, "ConfigMap", cm);
+            }
+        }
+    }
+    // Services select pods and name their ports; the monolith's has its Endpoints instead.
+    for svc in of_kind(&base, "Service") {
+        let name = s(&svc["metadata"]["name"]);
+        let Some(selector) = svc["spec"]["selector"].as_object() else {
+            assert_eq!(name, "legacy-monolith");
+            let ep = named(&base, "Endpoints", name);
+            assert_eq!(
+                ep["subsets"][0]["ports"][0]["port"],
+                svc["spec"]["ports"][0]["port"]
+            );
+            continue;
+        };
+        let d = deployments
+            .iter()
+            .find(|d| {
+                selector
+                    .iter()
+                    .all(|(k, v)| &d["spec"]["template"]["metadata"]["labels"][k] == v)
+            })
+            .unwrap_or_else(|| panic!("service {name} selects no pods"));
+        let container_ports: Vec<&str> = d["spec"]["template"]["spec"]["containers"][0]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| s(&p["name"]))
+            .collect();
+        for p in svc["spec"]["ports"].as_array().unwrap() {
+            assert!(
+                container_ports.contains(&s(&p["targetPort"])),
+                "{name}: targetPort {}",
+                p["targetPort"]
+            );
+        }
+    }
+    // The proxy's ConfigMap: the shop routes and flag seed of strangler-proxy/config, upstreams
+    // that are Services of the manifests.
+    let cm = &generated(&base, "strangler-proxy-config")["data"];
+    let proxy: toml::Value = toml::from_str(s(&cm["proxy.toml"])).unwrap();
+    let shop: toml::Value = toml::from_str(
+        &std::fs::read_to_string(repo().join("strangler-proxy/config/shop-routes.toml")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        proxy["routes"], shop["routes"],
+        "kubernetes/base/strangler-proxy/proxy.toml routes differ from strangler-proxy/config/shop-routes.toml"
+    );
+    let seed: Value = serde_json::from_str(s(&cm["flags-seed.json"])).unwrap();
+    let dev_flags: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("strangler-proxy/config/flags.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        seed, dev_flags,
+        "flag seed differs from strangler-proxy/config/flags.json"
+    );
+    for r in proxy["routes"].as_array().unwrap() {
+        let flag = r["flag"].as_str().unwrap();
+        assert!(
+            seed["flags"][flag].is_object(),
+            "route flag {flag} is not seeded"
+        );
+        assert!(
+            proxy["upstreams"]
+                .get(r["service"].as_str().unwrap())
+                .is_some()
+        );
+    }
+    for (group, u) in proxy["upstreams"].as_table().unwrap() {
+        for b in u["backends"].as_array().unwrap() {
+            let (host, port) = b.as_str().unwrap().rsplit_once(':').unwrap();
+            let svc = named(&base, "Service", host);
+            assert!(
+                svc["spec"]["ports"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|p| p["port"].to_string() == port),
+                "upstream {group}: {host} has no port {port}"
+            );
+        }
+    }
+    // Production: autoscalers own the replica counts; cdc-sync stays one reader.
+    for hpa in of_kind(&prod, "HorizontalPodAutoscaler") {
+        let target = s(&hpa["spec"]["scaleTargetRef"]["name"]);
+        let d = named(&prod, "Deployment", target);
+        assert!(
+            d["spec"]["replicas"].is_null(),
+            "{target} has an autoscaler and fixed replicas"
+        );
+        assert!(
+            hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2,
+            "{target}"
+        );
+    }
+    let cdc = named(&prod, "Deployment", "cdc-sync");
+    assert_eq!(cdc["spec"]["replicas"], 1);
+    assert_eq!(cdc["spec"]["strategy"]["type"], "Recreate");
+    assert_eq!(of_kind(&prod, "HorizontalPodAutoscaler").count(), 5);
+    for d in of_kind(&prod, "Deployment") {
+        for c in pod_containers(d) {
+            assert!(
+                s(&c["image"]).starts_with("registry.shop.internal/strangler/"),
+                "{}",
+                c["image"]
+            );
+        }
+    }
+    let ep = named(&prod, "Endpoints", "legacy-monolith");
+    assert_ne!(
+        ep["subsets"][0]["addresses"][0]["ip"], "10.0.0.10",
+        "production sets the monolith's address"
+    );
+    // cdc-sync's documented config parses with its own checker.
+    let dir = TempDir::new("cdc-config").unwrap();
+    let path = dir.path().join("cdc-sync.toml");
+    std::fs::write(&path, documented_cdc_config()).unwrap();
+    let out = Command::new(debug_binary("cdc-sync"))
+        .arg("--config")
+        .arg(&path)
+        .arg("--check-config")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A binary of the workspace's test build (`cargo test --workspace` builds them all).
+fn debug_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let dir = exe.parent().unwrap().parent().unwrap();
+    let path = dir.join(name);
+    assert!(
+        path.is_file(),
+        "{} is missing: `cargo test --workspace` (./dev test) builds it",
+        path.display()
+    );
+    path
+}
+
+fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
+    let mut s = std::net::TcpStream::connect((ip, port))?;
+    s.set_read_timeout(Some(Duration::from_secs(10)))?;
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut text = String::new();
+    s.read_to_string(&mut text)?;
+    let status = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
+    Ok((status, body.to_string()))
+}
+
+fn wait_ready(c: &Container, port: u16, path: &str) {
+    let started = Instant::now();
+    loop {
+        if let Ok((200, _)) = http_get(c.ip(), port, path) {
+            return;
+        }
+        assert!(
+            c.is_running() && started.elapsed() < Duration::from_secs(90),
+            "{} never answered {path} 200:\n{}",
+            c.name(),
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A container's environment from the manifest, Secrets and ConfigMaps resolved.
+fn resolved_env(
+    container: &Value,
+    secrets: &BTreeMap<(&str, &str), String>,
+    docs: &[Value],
+) -> Vec<(String, String)> {
+    container["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|e| {
+            let value = if let Some(v) = e["value"].as_str() {
+                v.to_string()
+            } else if let Some(r) = e["valueFrom"]["secretKeyRef"].as_object() {
+                secrets[&(s(&r["name"]), s(&r["key"]))].clone()
+            } else {
+                let r = &e["valueFrom"]["configMapKeyRef"];
+                s(&named(docs, "ConfigMap", s(&r["name"]))["data"][s(&r["key"])]).to_string()
+            };
+            (s(&e["name"]).to_string(), value)
+        })
+        .collect()
+}
+
+/// The pod's containers as Docker runs them: its user, read-only root, `emptyDir` as tmpfs,
+/// ConfigMap and Secret volumes as read-only folders from `volumes`.
+fn spec_for(
+    deploy: &Value,
+    container: &Value,
+    tag: &str,
+    env: Vec<(String, String)>,
+    volumes: &BTreeMap<String, PathBuf>,
+) -> ContainerSpec {
+    let pod = &deploy["spec"]["template"]["spec"];
+    let mut spec = ContainerSpec {
+        image: format!("strangler/{}:{tag}", image_name(container)),
+        name: s(&deploy["metadata"]["name"]).to_string(),
+        args: container["args"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|a| s(a).to_string())
+            .collect(),
+        env,
+        user: Some(format!(
+            "{}:{}",
+            pod["securityContext"]["runAsUser"], pod["securityContext"]["runAsGroup"]
+        )),
+        read_only: container["securityContext"]["readOnlyRootFilesystem"] == true,
+        ..Default::default()
+    };
+    for m in container["volumeMounts"].as_array().into_iter().flatten() {
+        let vol = pod["volumes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|v| v["name"] == m["name"])
+            .unwrap();
+        let at = s(&m["mountPath"]).to_string();
+        if vol["emptyDir"].is_object() {
+            spec.tmpfs.push(at);
+        } else {
+            let key = vol["configMap"]["name"]
+                .as_str()
+                .or(vol["secret"]["secretName"].as_str())
+                .unwrap();
+            spec.mounts.push((volumes[key].clone(), at));
+        }
+    }
+    spec
+}
+
+#[test]
+fn images_run_the_manifests_on_a_container_network() {
+    let base = render("kubernetes/base");
+    let tag = format!("test-{}", std::process::id());
+    let image_base =
+        std::env::var("STRANGLER_IMAGE_BASE").unwrap_or_else(|_| "debian:bookworm-slim".into());
+    let net = DockerNetwork::create("deploy").expect("docker network");
+    let built = Command::new(repo().join("docker/build-images.sh"))
+        .args(["--tag", &tag, "--base", &image_base, "--bin-dir"])
+        .arg(debug_binary("strangler-proxy").parent().unwrap())
+        .output()
+        .unwrap();
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let _images = ImagesGuard(
+        String::from_utf8_lossy(&built.stdout)
+            .lines()
+            .map(String::from)
+            .collect(),
+    );
+
+    // One private MariaDB for both sides, reachable from the containers through the gateway.
+    let mut options = MariaDbOptions::new("deploy", 7101);
+    options.extra_args.push("--bind-address=0.0.0.0".into());
+    let db = MariaDb::start(options).unwrap();
+    let sql = |q: &str| {
+        let out = Command::new("mariadb")
+            .args([
+                "-h127.0.0.1",
+                "-uroot",
+                &format!("-P{}", db.port()),
+                "-e",
+                q,
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{q}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    sql(
+        "CREATE USER 'strangler'@'%' IDENTIFIED BY 'deploy-test-pw'; \
+         GRANT ALL PRIVILEGES ON *.* TO 'strangler'@'%' WITH GRANT OPTION; \
+         CREATE DATABASE shop; CREATE DATABASE strangler;",
+    );
+    let url = |db_name: &str| {
+        format!(
+            "mysql://strangler:deploy-test-pw@{}:{}/{db_name}",
+            net.gateway(),
+            db.port()
+        )
+    };
+    let jwt = "deploy-test-legacy-jwt-secret-0123456789";
+    let operator = "deploy-test-operator-token";
+    let secret_values: BTreeMap<(&str, &str), String> = BTreeMap::from([
+        (("strangler-databases", "user-service"), url("user_svc")),
+        (
+            ("strangler-databases", "product-service"),
+            url("product_svc"),
+        ),
+        (("strangler-databases", "order-service"), url("order_svc")),
+        (
+            ("strangler-databases", "notification-service"),
+            url("notification_svc"),
+        ),
+        (("strangler-databases", "flags"), url("strangler")),
+        (("strangler-tokens", "jwt-legacy-secret"), jwt.to_string()),
+        (
+            ("strangler-tokens", "internal-token"),
+            "deploy-test-internal-token-0123456789".into(),
+        ),
+        (
+            ("strangler-tokens", "proxy-operator-token"),
+            operator.into(),
+        ),
+        (
+            ("strangler-tokens", "proxy-viewer-token"),
+            "deploy-test-viewer-token".into(),
+        ),
+    ]);
+    for ((name, key), _) in &secret_values {
+        assert!(documented_secrets()[*name].contains(*key), "{name}/{key}");
+    }
+
+    // The monolith (on EC2 in production): seeded, answering as `legacy-monolith`.
+    let monolith_env = vec![
+        ("SHOP_DATABASE_URL".to_string(), url("shop")),
+        ("SHOP_LISTEN".into(), "0.0.0.0:8080".into()),
+        ("SHOP_JWT_SECRET".into(), jwt.into()),
+        ("SHOP_ID_STEP".into(), "2".into()),
+        ("SHOP_ID_OFFSET".into(), "1".into()),
+    ];
+    let monolith_spec = |args: &[&str]| ContainerSpec {
+        image: format!("strangler/legacy-monolith:{tag}"),
+        name: "legacy-monolith".into(),
+        args: args.iter().map(|a| a.to_string()).collect(),
+        env: monolith_env.clone(),
+        user: Some("10001:10001".into()),
+        read_only: true,
+        ..Default::default()
+    };
+    net.run_to_end(&monolith_spec(&[
+        "seed",
+        "--users",
+        "20",
+        "--products",
+        "30",
+        "--orders",
+        "10",
+    ]))
+    .expect("seeding the monolith");
+    let monolith = net.start(&monolith_spec(&["serve"])).unwrap();
+    wait_ready(&monolith, 8080, "/readyz");
+
+    // Volumes: the proxy's ConfigMap as rendered, cdc-sync's Secret from the README's template.
+    let files = TempDir::new("deploy-volumes").unwrap();
+    let mut volumes = BTreeMap::new();
+    let proxy_cm = generated(&base, "strangler-proxy-config");
+    let dir = files.path().join("proxy");
+    std::fs::create_dir_all(&dir).unwrap();
+    for (k, v) in proxy_cm["data"].as_object().unwrap() {
+        std::fs::write(dir.join(k), s(v)).unwrap();
+    }
+    volumes.insert(s(&proxy_cm["metadata"]["name"]).to_string(), dir);
+    let dir = files.path().join("cdc");
+    std::fs::create_dir_all(&dir).unwrap();
+    let cdc_config: String = documented_cdc_config()
+        .lines()
+        .map(|l| {
+            if l.starts_with("source_url") {
+                format!("source_url = \"{}\"", url("shop"))
+            } else if l.starts_with("target_url") {
+                format!("target_url = \"{}\"", url(""))
+            } else {
+                l.to_string()
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(dir.join("cdc-sync.toml"), cdc_config).unwrap();
+    volumes.insert("cdc-sync-config".into(), dir);
+    for p in std::fs::read_dir(files.path()).unwrap().flatten() {
+        let _ = Command::new("chmod")
+            .args(["-R", "a+rX"])
+            .arg(p.path())
+            .status();
+    }
+
+    // The services, then cdc-sync, then the proxy: each pod's init containers to their end,
+    // then its main container, until /readyz answers.
+    let mut running: Vec<Container> = Vec::new();
+    for name in [
+        "user-service",
+        "product-service",
+        "order-service",
+        "notification-service",
+        "cdc-sync",
+        "strangler-proxy",
+    ] {
+        let d = named(&base, "Deployment", name);
+        let pod = &d["spec"]["template"]["spec"];
+        for init in pod["initContainers"].as_array().into_iter().flatten() {
+            let mut spec = spec_for(
+                d,
+                init,
+                &tag,
+                resolved_env(init, &secret_values, &base),
+                &volumes,
+            );
+            spec.name = format!("{name}-{}", s(&init["name"]));
+            net.run_to_end(&spec)
+                .unwrap_or_else(|e| panic!("{name}: init container {}: {e}", init["name"]));
+        }
+        let main = &pod["containers"][0];
+        let spec = spec_for(
+            d,
+            main,
+            &tag,
+            resolved_env(main, &secret_values, &base),
+            &volumes,
+        );
+        let c = net.start(&spec).unwrap();
+        let probe = &main["readinessProbe"]["httpGet"];
+        let port = main["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == probe["port"])
+            .unwrap()["containerPort"]
+            .as_u64()
+            .unwrap() as u16;
+        wait_ready(&c, port, s(&probe["path"]));
+        running.push(c);
+    }
+    let proxy = running.last().unwrap();
+    let cdc = &running[4];
+
+    // Through the proxy: the monolith answers; the catalog reaches product-service by a backfill
+    // through the running stream; after the flip with stranglerctl, product-service answers alike.
+    let (status, from_monolith) = http_get(proxy.ip(), 8000, "/api/products/1").unwrap();
+    assert_eq!(status, 200, "{from_monolith}");
+    for table in ["shop.products", "shop.inventory"] {
+        cdc.exec(
+            &[
+                "/usr/local/bin/cdc-sync",
+                "backfill",
+                "--table",
+                table,
+                "--config",
+                "/etc/cdc-sync/cdc-sync.toml",
+            ],
+            &[],
+        )
+        .unwrap_or_else(|e| panic!("backfill {table}: {e}"));
+    }
+    let out = proxy
+        .exec(
+            &[
+                "stranglerctl",
+                "flag",
+                "set",
+                "products.one",
+                "--mode",
+                "service",
+                "--reason",
+                "deployment test",
+            ],
+            &[("STRANGLER_ADMIN_TOKEN", operator)],
+        )
+        .unwrap();
+    assert!(out.contains("-> service"), "{out}");
+    let started = Instant::now();
+    loop {
+        let (status, body) = http_get(proxy.ip(), 8000, "/api/products/1").unwrap();
+        let routes = proxy
+            .exec(
+                &["stranglerctl", "--json", "routes"],
+                &[("STRANGLER_ADMIN_TOKEN", operator)],
+            )
+            .unwrap();
+        let moved: Value = serde_json::from_str(&routes).unwrap();
+        let mode = moved["routes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|r| r["name"] == "products.one")
+            .map(|r| r["mode"].clone());
+        if mode == Some(Value::from("service")) {
+            assert_eq!(
+                (status, body),
+                (200, from_monolith),
+                "product-service answers as the monolith did"
+            );
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(30),
+            "route never moved: {routes}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let served = sql("SELECT COUNT(*) FROM product_svc.products");
+    assert!(
+        served.lines().nth(1).is_some_and(|n| n.trim() == "30"),
+        "{served}"
+    );
+}
+
+/// Removes the test's images at the end.
+struct ImagesGuard(Vec<String>);
+
+impl Drop for ImagesGuard {
+    fn drop(&mut self) {
+        for image in &self.0 {
+            let _ = Command::new("docker").args(["rmi", "-f", image]).output();
+        }
+    }
+}
