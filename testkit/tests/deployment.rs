@@ -396,7 +396,7 @@ fn manifests_agree_with_the_images_and_the_binaries() {
                     .as_array()
                     .unwrap()
                     .iter()
-                    .any(|p| p["port"].to_string() == port),
+                    .any(|p| p["port"].as_u64() == port.parse().ok()),
                 "upstream {group}: {host} has no port {port}"
             );
         }
@@ -654,7 +654,7 @@ fn images_run_the_manifests_on_a_container_network() {
             "deploy-test-viewer-token".into(),
         ),
     ]);
-    for ((name, key), _) in &secret_values {
+    for (name, key) in secret_values.keys() {
         assert!(documented_secrets()[*name].contains(*key), "{name}/{key}");
     }
 
