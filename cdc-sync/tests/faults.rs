@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 mod common;
-use common::{TABLE, burst, converge, exec, fingerprint};
+use common::{TABLE, burst, converge, exec, fingerprint, spawn_stream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_burst_then_restart_loses_and_doubles_nothing() {
@@ -30,19 +30,7 @@ async fn kill_9_mid_burst_then_restart_loses_and_doubles_nothing() {
         ),
     )
     .unwrap();
-    let spawn = |n: u32| {
-        testkit::ProcessGuard::spawn(
-            Path::new(env!("CARGO_BIN_EXE_cdc-sync")),
-            &[
-                "stream".into(),
-                "--config".into(),
-                config.display().to_string(),
-            ],
-            &dir.path().join(format!("cdc{n}.pid")),
-            &dir.path().join("cdc.log"),
-        )
-        .unwrap()
-    };
+    let spawn = |n: u32| spawn_stream(&config, dir.path(), n, "cdc.log");
     let mut process = spawn(1);
     for _ in 0..100 {
         if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
@@ -138,19 +126,7 @@ async fn readyz_waits_for_the_stream() {
                 .unwrap_or(0)
         }
     };
-    let spawn = |config: &Path, n: u32| {
-        testkit::ProcessGuard::spawn(
-            Path::new(env!("CARGO_BIN_EXE_cdc-sync")),
-            &[
-                "stream".into(),
-                "--config".into(),
-                config.display().to_string(),
-            ],
-            &dir.path().join(format!("cdc{n}.pid")),
-            &dir.path().join("cdc.log"),
-        )
-        .unwrap()
-    };
+    let spawn = |config: &Path, n: u32| spawn_stream(config, dir.path(), n, "cdc.log");
     let process = spawn(&write(&format!("mysql://root@127.0.0.1:{silent_port}/")), 1);
     let mut health = 0;
     for _ in 0..100 {

@@ -9,7 +9,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 mod common;
-use common::{TABLE, burst, converge, exec, fingerprint, read_topic};
+use common::{TABLE, burst, converge, exec, fingerprint, read_topic, spawn_stream};
 
 /// A Kafka stream config: `(server URL, database)` of each side.
 fn stream_toml(
@@ -62,19 +62,7 @@ async fn kafka_mode_survives_kill_9_mid_burst_and_writes_debezium_records() {
         ),
     )
     .unwrap();
-    let spawn = |n: u32| {
-        testkit::ProcessGuard::spawn(
-            Path::new(env!("CARGO_BIN_EXE_cdc-sync")),
-            &[
-                "stream".into(),
-                "--config".into(),
-                config.display().to_string(),
-            ],
-            &dir.path().join(format!("cdc{n}.pid")),
-            &dir.path().join(format!("cdc{n}.log")),
-        )
-        .unwrap()
-    };
+    let spawn = |n: u32| spawn_stream(&config, dir.path(), n, &format!("cdc{n}.log"));
     let mut process = spawn(1);
     wait_port(port).await;
     // Let it create the topics and settle its group before writing.

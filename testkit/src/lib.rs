@@ -5,6 +5,7 @@
 pub mod contract;
 pub mod docker;
 mod error;
+mod http;
 pub mod launchdarkly;
 mod mariadb;
 pub mod payment_sim;
@@ -14,6 +15,7 @@ pub mod smtp_sink;
 mod tansu;
 
 pub use error::TestkitError;
+pub use http::http_get;
 pub use mariadb::{MariaDb, MariaDbOptions, TestDatabase};
 pub use process::{ProcessGuard, TempDir, free_port};
 pub use shared::{MONOLITH_SERVER_ID, SERVICES_SERVER_ID, monolith_server, services_server};

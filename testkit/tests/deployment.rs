@@ -3,7 +3,6 @@
 //! images run on a Docker network with the rendered settings, as the cluster would run them.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -11,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::Deserialize;
 use serde_json::Value;
 use testkit::docker::{Container, ContainerSpec, DockerNetwork};
-use testkit::{MariaDb, MariaDbOptions, TempDir};
+use testkit::{MariaDb, MariaDbOptions, TempDir, http_get};
 
 fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -460,24 +459,6 @@ fn debug_binary(name: &str) -> PathBuf {
         path.display()
     );
     path
-}
-
-fn http_get(ip: &str, port: u16, path: &str) -> std::io::Result<(u16, String)> {
-    let mut s = std::net::TcpStream::connect((ip, port))?;
-    s.set_read_timeout(Some(Duration::from_secs(10)))?;
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: {ip}\r\nConnection: close\r\n\r\n"
-    )?;
-    let mut text = String::new();
-    s.read_to_string(&mut text)?;
-    let status = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .unwrap_or(0);
-    let body = text.split_once("\r\n\r\n").map(|x| x.1).unwrap_or("");
-    Ok((status, body.to_string()))
 }
 
 fn wait_ready(c: &Container, port: u16, path: &str) {

@@ -99,3 +99,24 @@ pub fn read_topic(brokers: &str, topic: &str) -> Vec<(serde_json::Value, serde_j
     }
     out
 }
+
+/// `cdc-sync stream --config CONFIG` as the `n`th process of a test, its pid file and `log` in
+/// `dir`; killed when the guard drops.
+pub fn spawn_stream(
+    config: &std::path::Path,
+    dir: &std::path::Path,
+    n: u32,
+    log: &str,
+) -> testkit::ProcessGuard {
+    testkit::ProcessGuard::spawn(
+        std::path::Path::new(env!("CARGO_BIN_EXE_cdc-sync")),
+        &[
+            "stream".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+        &dir.join(format!("cdc{n}.pid")),
+        &dir.join(log),
+    )
+    .unwrap()
+}
