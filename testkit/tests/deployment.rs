@@ -431,6 +431,46 @@ fn manifests_agree_with_the_images_and_the_binaries() {
         ep["subsets"][0]["addresses"][0]["ip"], "10.0.0.10",
         "production sets the monolith's address"
     );
+    // The dashboard asks only for metrics and labels that the proxy and cdc-sync export.
+    let exported = exported_metrics();
+    assert!(
+        exported["strangler_requests_total"].contains("class"),
+        "{exported:?}"
+    );
+    let dashboard: Value =
+        serde_json::from_str(s(
+            &named(&base, "ConfigMap", "strangler-dashboards")["data"]["strangler-migration.json"],
+        ))
+        .unwrap();
+    assert_eq!(
+        named(&base, "ConfigMap", "strangler-dashboards")["metadata"]["labels"]["grafana_dashboard"],
+        "1"
+    );
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().unwrap() {
+            let expr = s(&target["expr"]);
+            let (metrics, labels) = promql_parts(expr);
+            assert!(!metrics.is_empty(), "{expr}");
+            let mut known = BTreeSet::from(["le".to_string()]);
+            for m in &metrics {
+                let base_name = ["_bucket", "_sum", "_count"]
+                    .iter()
+                    .find_map(|x| m.strip_suffix(x))
+                    .filter(|b| exported.contains_key(*b))
+                    .unwrap_or(m);
+                let l = exported
+                    .get(base_name)
+                    .unwrap_or_else(|| panic!("dashboard: {m} is not exported ({expr})"));
+                known.extend(l.iter().cloned());
+            }
+            for l in &labels {
+                assert!(
+                    known.contains(l),
+                    "dashboard: no label {l} on {metrics:?} ({expr})"
+                );
+            }
+        }
+    }
     // cdc-sync's documented config parses with its own checker.
     let dir = TempDir::new("cdc-config").unwrap();
     let path = dir.path().join("cdc-sync.toml");
@@ -446,6 +486,71 @@ fn manifests_agree_with_the_images_and_the_binaries() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Metric name → label names, as `strangler-proxy/src/metrics.rs` and `cdc-sync/src/metrics.rs`
+/// register them: each quoted `strangler_…`/`cdc_…` name, with the first `&[…]` list that
+/// follows it before the next name.
+fn exported_metrics() -> BTreeMap<String, BTreeSet<String>> {
+    let mut metrics = BTreeMap::new();
+    for file in ["strangler-proxy/src/metrics.rs", "cdc-sync/src/metrics.rs"] {
+        let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        let mut names: Vec<(usize, String)> = Vec::new();
+        for (at, _) in text.match_indices('"') {
+            let rest = &text[at + 1..];
+            let name: String = rest
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            if (name.starts_with("strangler_") || name.starts_with("cdc_"))
+                && rest[name.len()..].starts_with('"')
+            {
+                names.push((at, name));
+            }
+        }
+        for (i, (at, name)) in names.iter().enumerate() {
+            let end = names.get(i + 1).map_or(text.len(), |n| n.0);
+            let labels = text[*at..end]
+                .find("&[")
+                .map(|l| {
+                    let list = &text[at + l + 2..];
+                    list[..list.find(']').unwrap()]
+                        .split(',')
+                        .map(|x| x.trim().trim_matches('"').to_string())
+                        .filter(|x| !x.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default();
+            metrics.insert(name.clone(), labels);
+        }
+    }
+    metrics
+}
+
+/// The metric names and label names a PromQL expression uses (labels: in `by (…)` and
+/// `{…}` matchers).
+fn promql_parts(expr: &str) -> (BTreeSet<String>, BTreeSet<String>) {
+    let word = |t: &str| -> Vec<String> {
+        t.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| !w.is_empty())
+            .map(String::from)
+            .collect()
+    };
+    let metrics = word(expr)
+        .into_iter()
+        .filter(|w| w.starts_with("strangler_") || w.starts_with("cdc_"))
+        .collect();
+    let mut labels = BTreeSet::new();
+    for part in expr.split("by (").skip(1) {
+        labels.extend(word(&part[..part.find(')').unwrap()]));
+    }
+    for part in expr.split('{').skip(1) {
+        let matchers = &part[..part.find('}').unwrap()];
+        for m in matchers.split(',') {
+            labels.extend(word(m.split(['=', '!']).next().unwrap()));
+        }
+    }
+    (metrics, labels)
 }
 
 /// A binary of the workspace's test build (`cargo test --workspace` builds them all).
