@@ -196,6 +196,8 @@ fn pod_containers(deploy: &Value) -> Vec<&Value> {
 fn manifests_agree_with_the_images_and_the_binaries() {
     let base = render("kubernetes/base");
     let prod = render("kubernetes/overlays/production");
+    in_the_namespace(&base, "base");
+    in_the_namespace(&prod, "production");
     let images = built_images();
     let secrets = documented_secrets();
     let dockerfile = std::fs::read_to_string(repo().join("docker/Dockerfile")).unwrap();
@@ -486,6 +488,303 @@ fn manifests_agree_with_the_images_and_the_binaries() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+/// Every namespaced object of a render goes to `strangler` (an object without one would land in
+/// whatever namespace `kubectl apply` is pointed at).
+fn in_the_namespace(docs: &[Value], render: &str) {
+    for d in docs {
+        if d["kind"] != "Namespace" {
+            assert_eq!(
+                d["metadata"]["namespace"], "strangler",
+                "{render}: {} {} has no namespace",
+                d["kind"], d["metadata"]["name"]
+            );
+        }
+    }
+}
+
+/// The pods a label selector (`matchLabels` or a Service's map) picks among the Deployments.
+fn selected<'a>(docs: &'a [Value], selector: &Value) -> Vec<&'a Value> {
+    let selector = selector.as_object().expect("a selector");
+    of_kind(docs, "Deployment")
+        .filter(|d| {
+            selector
+                .iter()
+                .all(|(k, v)| &d["spec"]["template"]["metadata"]["labels"][k] == v)
+        })
+        .collect()
+}
+
+/// Every `http://host:port` in a text whose host is a Service of the render: (service, port).
+fn service_urls(docs: &[Value], text: &str) -> Vec<(String, u64)> {
+    text.split("http://")
+        .skip(1)
+        .filter_map(|rest| {
+            let (host, rest) = rest.split_once(':')?;
+            let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+            let port: u64 = digits.parse().ok()?;
+            of_kind(docs, "Service")
+                .any(|s| s["metadata"]["name"] == host)
+                .then(|| (host.to_string(), port))
+        })
+        .collect()
+}
+
+/// Who calls whom inside the namespace, from the rendered manifests: every service URL in a
+/// Deployment's environment, and the proxy's upstream backends and JWKS URL in its ConfigMap.
+/// (caller Deployment, callee Deployment, callee container port.)
+fn calls(docs: &[Value]) -> BTreeSet<(String, String, u64)> {
+    let mut targets: Vec<(String, (String, u64))> = Vec::new();
+    for d in of_kind(docs, "Deployment") {
+        let name = s(&d["metadata"]["name"]).to_string();
+        for c in pod_containers(d) {
+            for e in c["env"].as_array().into_iter().flatten() {
+                if let Some(v) = e["value"].as_str() {
+                    for t in service_urls(docs, v) {
+                        targets.push((name.clone(), t));
+                    }
+                }
+            }
+        }
+    }
+    let toml = s(&generated(docs, "strangler-proxy-config")["data"]["proxy.toml"]);
+    let proxy: toml::Value = toml::from_str(toml).unwrap();
+    for u in proxy["upstreams"].as_table().unwrap().values() {
+        for b in u["backends"].as_array().unwrap() {
+            let (host, port) = b.as_str().unwrap().rsplit_once(':').unwrap();
+            targets.push((
+                "strangler-proxy".into(),
+                (host.to_string(), port.parse().unwrap()),
+            ));
+        }
+    }
+    for t in service_urls(docs, toml) {
+        targets.push(("strangler-proxy".into(), t));
+    }
+    let mut edges = BTreeSet::new();
+    for (caller, (svc, port)) in targets {
+        let svc = named(docs, "Service", &svc);
+        let Some(selector) = svc["spec"].get("selector") else {
+            continue; // outside the cluster: the monolith
+        };
+        let sp = svc["spec"]["ports"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["port"] == port)
+            .unwrap_or_else(|| panic!("{} has no port {port}", svc["metadata"]["name"]));
+        for callee in selected(docs, selector) {
+            let target = s(&sp["targetPort"]);
+            let cport = callee["spec"]["template"]["spec"]["containers"][0]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == target)
+                .unwrap()["containerPort"]
+                .as_u64()
+                .unwrap();
+            edges.insert((
+                caller.clone(),
+                s(&callee["metadata"]["name"]).to_string(),
+                cport,
+            ));
+        }
+    }
+    edges
+}
+
+#[test]
+fn istio_overlay_admits_exactly_the_calls_the_code_makes() {
+    let mesh = render("kubernetes/overlays/production-istio");
+    in_the_namespace(&mesh, "production-istio");
+    assert_eq!(
+        named(&mesh, "Namespace", "strangler")["metadata"]["labels"]["istio-injection"],
+        "enabled"
+    );
+    let peer: Vec<&Value> = of_kind(&mesh, "PeerAuthentication").collect();
+    assert_eq!(peer.len(), 1);
+    assert_eq!(peer[0]["spec"]["mtls"]["mode"], "STRICT");
+    assert!(
+        peer[0]["spec"]["selector"].is_null(),
+        "mTLS for the whole namespace"
+    );
+    // Strict mTLS refuses a cloud load balancer's plaintext: the gateway is the only way in.
+    for svc in of_kind(&mesh, "Service") {
+        let name = s(&svc["metadata"]["name"]);
+        assert!(
+            svc["spec"]["type"].is_null() || svc["spec"]["type"] == "ClusterIP",
+            "{name} is exposed past the mesh's gateway"
+        );
+        for p in svc["spec"]["ports"].as_array().unwrap() {
+            assert_eq!(p["appProtocol"], "http", "{name}: the mesh must see HTTP");
+        }
+    }
+    // Each workload has its own identity, and MariaDB bypasses the sidecar (init containers run
+    // before it; the binlog stream outlives its idle timeout).
+    let mut accounts = BTreeSet::new();
+    for d in of_kind(&mesh, "Deployment") {
+        let name = s(&d["metadata"]["name"]);
+        let pod = &d["spec"]["template"];
+        let sa = s(&pod["spec"]["serviceAccountName"]);
+        named(&mesh, "ServiceAccount", sa);
+        assert!(accounts.insert(sa), "{name} shares the identity {sa}");
+        assert_eq!(pod["spec"]["automountServiceAccountToken"], false, "{name}");
+        let excluded =
+            s(&pod["metadata"]["annotations"]["traffic.sidecar.istio.io/excludeOutboundPorts"]);
+        assert!(excluded.split(',').any(|p| p.trim() == "3306"), "{name}");
+    }
+    // The authorization policies: each workload selected by exactly one, every call the code
+    // makes admitted, and no grant for a call it does not make.
+    let edges = calls(&mesh);
+    for (caller, callee) in [
+        ("strangler-proxy", "user-service"),
+        ("strangler-proxy", "order-service"),
+        ("order-service", "product-service"),
+        ("notification-service", "user-service"),
+    ] {
+        assert!(
+            edges.iter().any(|e| e.0 == caller && e.1 == callee),
+            "the call graph misses {caller} → {callee}: {edges:?}"
+        );
+    }
+    let sa_of = |deploy: &str| {
+        format!(
+            "cluster.local/ns/strangler/sa/{}",
+            s(
+                &named(&mesh, "Deployment", deploy)["spec"]["template"]["spec"]["serviceAccountName"]
+            )
+        )
+    };
+    let policies: Vec<&Value> = of_kind(&mesh, "AuthorizationPolicy").collect();
+    let policy_of = |deploy: &str| -> &Value {
+        let d = named(&mesh, "Deployment", deploy);
+        let mine: Vec<&&Value> = policies
+            .iter()
+            .filter(|p| {
+                selected(&mesh, &p["spec"]["selector"]["matchLabels"])
+                    .iter()
+                    .any(|x| x["metadata"]["name"] == d["metadata"]["name"])
+            })
+            .collect();
+        assert_eq!(mine.len(), 1, "{deploy}: one policy, deny by default");
+        assert_eq!(mine[0]["spec"]["action"], "ALLOW", "{deploy}");
+        mine[0]
+    };
+    let admits = |policy: &Value, principal: &str, port: u64| {
+        policy["spec"]["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .any(|r| {
+                let from = r["from"].as_array().into_iter().flatten().any(|f| {
+                    let src = &f["source"];
+                    src["principals"]
+                        .as_array()
+                        .is_some_and(|ps| ps.iter().any(|p| p == principal))
+                        || src["namespaces"].as_array().is_some_and(|ns| {
+                            ns.iter().any(|n| {
+                                principal.starts_with(&format!("cluster.local/ns/{}/", s(n)))
+                            })
+                        })
+                });
+                let to = r["to"].as_array().is_none_or(|ts| {
+                    ts.iter().any(|t| {
+                        t["operation"]["ports"]
+                            .as_array()
+                            .is_none_or(|ps| ps.iter().any(|p| s(p) == port.to_string()))
+                    })
+                });
+                from && to
+            })
+    };
+    for (caller, callee, port) in &edges {
+        assert!(
+            admits(policy_of(callee), &sa_of(caller), *port),
+            "{callee}'s policy refuses {caller} on port {port}"
+        );
+    }
+    for d in of_kind(&mesh, "Deployment") {
+        let callee = s(&d["metadata"]["name"]);
+        for r in policy_of(callee)["spec"]["rules"]
+            .as_array()
+            .into_iter()
+            .flatten()
+        {
+            for f in r["from"].as_array().into_iter().flatten() {
+                for p in f["source"]["principals"].as_array().into_iter().flatten() {
+                    let Some(sa) = s(p).strip_prefix("cluster.local/ns/strangler/sa/") else {
+                        continue;
+                    };
+                    assert!(
+                        edges.iter().any(|(caller, to, _)| to == callee
+                            && sa_of(caller).ends_with(&format!("/{sa}"))),
+                        "{callee} admits {sa}, which never calls it"
+                    );
+                }
+            }
+        }
+    }
+    // End users: gateway → the proxy's Service → its http port, admitted from the gateway.
+    let entry = named(&mesh, "VirtualService", "shop");
+    let dest = &entry["spec"]["http"][0]["route"][0]["destination"];
+    assert_eq!(
+        s(&dest["host"]),
+        "strangler-proxy.strangler.svc.cluster.local"
+    );
+    let proxy_svc = named(&mesh, "Service", "strangler-proxy");
+    assert_eq!(
+        proxy_svc["spec"]["ports"][0]["port"],
+        dest["port"]["number"]
+    );
+    named(&mesh, "Gateway", s(&entry["spec"]["gateways"][0]));
+    assert!(admits(
+        policy_of("strangler-proxy"),
+        "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+        8000
+    ));
+    assert!(
+        !admits(
+            policy_of("strangler-proxy"),
+            "cluster.local/ns/istio-system/sa/istio-ingressgateway-service-account",
+            8001
+        ),
+        "the admin port is not public"
+    );
+    // No mesh retries on anything the proxy sends to: the proxy alone decides what is replayed.
+    let toml = s(&generated(&mesh, "strangler-proxy-config")["data"]["proxy.toml"]);
+    let proxy: toml::Value = toml::from_str(toml).unwrap();
+    for u in proxy["upstreams"].as_table().unwrap().values() {
+        for b in u["backends"].as_array().unwrap() {
+            let (host, port) = b.as_str().unwrap().rsplit_once(':').unwrap();
+            let fqdn = format!("{host}.strangler.svc.cluster.local");
+            let vs = of_kind(&mesh, "VirtualService")
+                .find(|v| {
+                    v["spec"]["hosts"]
+                        .as_array()
+                        .unwrap()
+                        .iter()
+                        .any(|h| h == fqdn.as_str())
+                })
+                .unwrap_or_else(|| {
+                    panic!("no VirtualService for {fqdn}: the mesh's default retries would apply")
+                });
+            for route in vs["spec"]["http"].as_array().unwrap() {
+                assert_eq!(route["retries"]["attempts"], 0, "{fqdn}");
+                assert_eq!(s(&route["route"][0]["destination"]["host"]), fqdn);
+                assert_eq!(
+                    route["route"][0]["destination"]["port"]["number"].to_string(),
+                    port
+                );
+            }
+        }
+    }
+    assert_eq!(entry["spec"]["http"][0]["retries"]["attempts"], 0);
+    // The monolith has no sidecar: plaintext to it.
+    let dr = of_kind(&mesh, "DestinationRule")
+        .find(|d| d["spec"]["host"] == "legacy-monolith.strangler.svc.cluster.local")
+        .expect("a DestinationRule for the monolith");
+    assert_eq!(dr["spec"]["trafficPolicy"]["tls"]["mode"], "DISABLE");
 }
 
 /// Metric name → label names, as `strangler-proxy/src/metrics.rs` and `cdc-sync/src/metrics.rs`
