@@ -93,7 +93,7 @@ pub async fn run(
                                 metrics.events.with_label_values(&[&ev.schema.qualified(), "read"]).inc();
                             }
                             if txn.suppressed > 0 {
-                                metrics.suppressed.with_label_values(&[&config.name]).inc_by(txn.suppressed);
+                                metrics.suppressed.inc_by(txn.suppressed);
                             }
                             // Nothing to apply: another stream's own writes are skipped outright
                             // (else two streams would bounce offset updates forever), and other

@@ -2,9 +2,9 @@
 //! error counts and a log-scale latency histogram, cheap enough to record on every request. The
 //! admin API reads rates, error rates, percentiles and sparklines from them; auto-rollback its SLOs.
 
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::sync::{LazyLock, Mutex, OnceLock};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -17,16 +17,28 @@ const GROWTH: f64 = 1.25;
 
 /// The current second since the epoch.
 pub fn now_sec() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
+    sec_at(Instant::now())
 }
 
+/// The second since the epoch at `at`: the wall clock is read once, then the monotonic clock
+/// carries it, so that recording a request needs no clock read beyond its latency's, and a step
+/// of the wall clock does not jump the windows.
+pub fn sec_at(at: Instant) -> u64 {
+    static ANCHOR: OnceLock<(Instant, Duration)> = OnceLock::new();
+    let (start, wall) = ANCHOR.get_or_init(|| {
+        let wall = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default();
+        (Instant::now(), wall)
+    });
+    (*wall + at.saturating_duration_since(*start)).as_secs()
+}
+
+/// The smallest bucket whose upper bound holds `ms` (a search over the bounds: no logarithm on
+/// the request path).
 fn bucket_of(ms: f64) -> usize {
-    if ms <= FIRST_MS {
-        return 0;
-    }
-    (((ms / FIRST_MS).ln() / GROWTH.ln()).ceil() as usize).min(BUCKETS - 1)
+    static UPPER: LazyLock<[f64; BUCKETS]> = LazyLock::new(|| std::array::from_fn(upper_ms));
+    UPPER.partition_point(|u| *u < ms).min(BUCKETS - 1)
 }
 
 fn upper_ms(bucket: usize) -> f64 {

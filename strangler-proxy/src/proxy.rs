@@ -143,8 +143,20 @@ fn is_idempotent(method: &str) -> bool {
     matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE")
 }
 
-/// Writes a JSON error in the monolith's format and ends the request.
-async fn reject(
+/// Writes a JSON error in the monolith's format and ends the request. Boxed: its state (the
+/// response writes) would otherwise be part of `request_filter`'s future, allocated and copied on
+/// every request, rejected or not.
+fn reject<'a>(
+    session: &'a mut Session,
+    ctx: &'a mut Ctx,
+    status: u16,
+    code: &'a str,
+    message: &'a str,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<bool>> + Send + 'a>> {
+    Box::pin(reject_now(session, ctx, status, code, message))
+}
+
+async fn reject_now(
     session: &mut Session,
     ctx: &mut Ctx,
     status: u16,
@@ -335,10 +347,9 @@ impl ProxyHttp for StranglerProxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
-        let table = ctx.table.clone().expect("set in request_filter");
-        let route = ctx.route(&table);
         ctx.on_service = ctx.to_service && ctx.fallback.is_none();
-        let group = match route {
+        let table = ctx.table.as_ref().expect("set in request_filter");
+        let group = match ctx.route(table) {
             Some(r) if ctx.on_service => &r.service,
             Some(r) => &r.monolith,
             None => &table.monolith,
@@ -441,8 +452,8 @@ impl ProxyHttp for StranglerProxy {
     ) -> Result<()> {
         ctx.response_started = true;
         if ctx.on_service {
-            let table = ctx.table.clone().expect("set in request_filter");
-            if let Some(r) = ctx.route(&table) {
+            let table = ctx.table.as_ref().expect("set in request_filter");
+            if let Some(r) = ctx.route(table) {
                 r.breaker.record(upstream.status.as_u16() < 500);
             }
         }
@@ -519,10 +530,11 @@ impl ProxyHttp for StranglerProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        let Some(table) = ctx.table.clone() else {
+        let shadow = ctx.shadow.take();
+        let Some(table) = ctx.table.as_ref() else {
             return;
         };
-        let route = ctx.route(&table);
+        let route = ctx.route(table);
         let route_name = route.map_or("unmatched", |r| r.name.as_str());
         let status = session
             .response_written()
@@ -538,7 +550,10 @@ impl ProxyHttp for StranglerProxy {
         };
         let backend = usize::from(ctx.on_service);
         let m = &self.control.metrics;
-        let elapsed = ctx.started.map(|s| s.elapsed().as_secs_f64());
+        let end = Instant::now();
+        let elapsed = ctx
+            .started
+            .map(|s| end.saturating_duration_since(s).as_secs_f64());
         let series = route.map_or(&table.unmatched, |r| &r.series);
         series
             .requests(m, route_name, backend, ctx.mode, class)
@@ -558,7 +573,7 @@ impl ProxyHttp for StranglerProxy {
                 &r.stats.monolith
             };
             window.record(
-                crate::live::now_sec(),
+                crate::live::sec_at(end),
                 secs * 1000.0,
                 failed || (meant_for_service && ctx.fallback.is_some()),
             );
@@ -575,7 +590,7 @@ impl ProxyHttp for StranglerProxy {
             tracing::warn!(route = route_name, request_id = ctx.ids.as_ref().and_then(|i| i.request_id.to_str().ok()).unwrap_or(""), error = %err, "request failed");
         }
         // Shadow: only for a complete answer the user got from the monolith.
-        if let (Some(capture), Some(r), None) = (ctx.shadow.take(), route, e) {
+        if let (Some(capture), Some(r), None) = (shadow, route, e) {
             if capture.truncated || capture.status == 0 {
                 m.shadow.with_label_values(&[route_name, "skipped"]).inc();
                 return;

@@ -794,6 +794,17 @@ fn exported_metrics() -> BTreeMap<String, BTreeSet<String>> {
     let mut metrics = BTreeMap::new();
     for file in ["strangler-proxy/src/metrics.rs", "cdc-sync/src/metrics.rs"] {
         let text = std::fs::read_to_string(repo().join(file)).unwrap();
+        // Labels the registry puts on every series: `Registry::new_custom(_, Some([("name", …)]))`.
+        let registry_labels: BTreeSet<String> = text
+            .split_once("Registry::new_custom(")
+            .map(|(_, call)| {
+                call[..call.find("].into()").expect("const labels as `[…].into()`")]
+                    .split("(\"")
+                    .skip(1)
+                    .map(|l| l[..l.find('"').unwrap()].to_string())
+                    .collect()
+            })
+            .unwrap_or_default();
         let mut names: Vec<(usize, String)> = Vec::new();
         for (at, _) in text.match_indices('"') {
             let rest = &text[at + 1..];
@@ -820,6 +831,8 @@ fn exported_metrics() -> BTreeMap<String, BTreeSet<String>> {
                         .collect()
                 })
                 .unwrap_or_default();
+            let mut labels: BTreeSet<String> = labels;
+            labels.extend(registry_labels.iter().cloned());
             metrics.insert(name.clone(), labels);
         }
     }
@@ -1225,6 +1238,68 @@ fn images_run_the_manifests_on_a_container_network() {
         served.lines().nth(1).is_some_and(|n| n.trim() == "30"),
         "{served}"
     );
+    // What the running proxy and cdc-sync export is what the dashboard check read from their
+    // sources: every series they serve by now has a known name and exactly its known labels.
+    let exported = exported_metrics();
+    let mut seen = BTreeSet::new();
+    for (c, port) in [(proxy, 8001), (cdc, 9500)] {
+        let (status, text) = http_get(c.ip(), port, "/metrics").unwrap();
+        assert_eq!(status, 200, "{text}");
+        for (name, labels) in scraped_series(&text) {
+            if !(name.starts_with("strangler_") || name.starts_with("cdc_")) {
+                continue;
+            }
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|x| name.strip_suffix(x))
+                .filter(|b| exported.contains_key(*b))
+                .unwrap_or(&name);
+            let known = exported
+                .get(base)
+                .unwrap_or_else(|| panic!("{base} is served but not found in metrics.rs"));
+            let unique: BTreeSet<&String> = labels.iter().collect();
+            assert_eq!(
+                unique.len(),
+                labels.len(),
+                "{name}: a label twice in one series"
+            );
+            let labels: BTreeSet<String> = labels.into_iter().filter(|l| l != "le").collect();
+            assert_eq!(
+                &labels, known,
+                "{base}: labels served vs read from metrics.rs"
+            );
+            seen.insert(base.to_string());
+        }
+    }
+    for m in [
+        "strangler_requests_total",
+        "strangler_config_version",
+        "cdc_running",
+    ] {
+        assert!(seen.contains(m), "{m} not served: {seen:?}");
+    }
+}
+
+/// Each sample of a Prometheus text exposition: its name and label names, in order.
+fn scraped_series(text: &str) -> Vec<(String, Vec<String>)> {
+    text.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .map(|l| {
+            let name_end = l.find(['{', ' ']).unwrap_or(l.len());
+            let labels = l[name_end..]
+                .strip_prefix('{')
+                .and_then(|rest| rest.split_once('}'))
+                .map(|(inner, _)| {
+                    inner
+                        .split("\",")
+                        .filter_map(|kv| kv.split_once('='))
+                        .map(|(k, _)| k.trim_start_matches(',').trim().to_string())
+                        .collect()
+                })
+                .unwrap_or_default();
+            (l[..name_end].to_string(), labels)
+        })
+        .collect()
 }
 
 /// Removes the test's images at the end.

@@ -319,10 +319,7 @@ pub async fn publish(
                             txn.events.extend(events);
                         }
                         if txn.suppressed > 0 {
-                            metrics
-                                .suppressed
-                                .with_label_values(&[&config.name])
-                                .inc_by(txn.suppressed);
+                            metrics.suppressed.inc_by(txn.suppressed);
                         }
                         for ev in &txn.events {
                             metrics
