@@ -203,10 +203,21 @@ impl StreamConfig {
         )
     }
 
-    /// Reads and validates a config file.
+    /// Reads a config file, expands `${NAME}` from the environment (`$${` for a literal `${`),
+    /// and validates it.
     pub fn load(path: &Path) -> Result<Self, String> {
+        Self::load_with_env(path, |name| std::env::var(name).ok())
+    }
+
+    /// [`Self::load`] with the environment given as a lookup.
+    pub fn load_with_env(
+        path: &Path,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, String> {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        let text =
+            config_env::expand(&text, env).map_err(|e| format!("{}: {e}", path.display()))?;
         Self::parse(&text).map_err(|e| format!("{}: {e}", path.display()))
     }
 
@@ -265,6 +276,27 @@ mod tests {
     use super::*;
 
     const GOOD: &str = "name = \"m2s\"\nsource_url = \"mysql://root@127.0.0.1:1\"\ntarget_url = \"mysql://root@127.0.0.1:2\"\n\n[[tables]]\nsource = \"shop.users\"\ntarget = \"user_svc.users\"\n";
+
+    #[test]
+    fn secrets_come_from_the_environment() {
+        let dir = std::env::temp_dir().join(format!("cdc-config-env-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("cdc-sync.toml");
+        let text = GOOD.replace(
+            "mysql://root@127.0.0.1:1",
+            "mysql://cdc:${CDC_SOURCE_PASSWORD}@127.0.0.1:1",
+        );
+        std::fs::write(&path, &text).unwrap();
+        let env = |n: &str| (n == "CDC_SOURCE_PASSWORD").then(|| "s3cret".to_string());
+        let c = StreamConfig::load_with_env(&path, env).unwrap();
+        assert_eq!(c.source_url, "mysql://cdc:s3cret@127.0.0.1:1");
+        let err = StreamConfig::load_with_env(&path, |_| None).unwrap_err();
+        assert!(
+            err.ends_with("line 2: environment variable CDC_SOURCE_PASSWORD is not set"),
+            "{err}"
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
 
     #[test]
     fn parses_and_names_bad_fields() {
