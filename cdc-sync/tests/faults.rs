@@ -174,7 +174,8 @@ async fn source_restart_is_survived() {
     let (stop, rx) = tokio::sync::watch::channel(false);
     let m = metrics.clone();
     let task = tokio::spawn(async move { cdc_sync::pipeline::run(&config, m, rx).await });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Running means the start position is fixed: the burst below is all in the stream's range.
+    common::wait_running(&metrics, &task).await;
     burst(src.url.clone(), 1, 100).await;
     converge(&src.url, &dst.url, 30).await;
     source.restart().unwrap();

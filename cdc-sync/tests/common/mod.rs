@@ -120,3 +120,18 @@ pub fn spawn_stream(
     )
     .unwrap()
 }
+
+/// Waits until a stream started in-process has fixed its start position (`cdc_running` is 1).
+pub async fn wait_running<T: std::fmt::Debug>(
+    metrics: &cdc_sync::metrics::Metrics,
+    task: &tokio::task::JoinHandle<T>,
+) {
+    for _ in 0..600 {
+        if metrics.running.get() == 1 {
+            return;
+        }
+        assert!(!task.is_finished(), "the stream stopped while starting");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the stream never started");
+}
