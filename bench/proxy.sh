@@ -216,6 +216,14 @@ PY
     echo "| $t | ${RPS[$t]} | ${ALL[$t]} | $(ratio "${RPS[strangler]}" "${RPS[$t]}") | ${CPU[$t]} | $cpu_ratio |"
   done
   echo
+  # The goal's ratio, exactly and paired by round as for the p99 above.
+  python3 - ${ALL[strangler]} -- ${ALL[bare_pingora]} <<'PY'
+import statistics, sys
+a = sys.argv[1:]; i = a.index("--"); s, b = [float(x) for x in a[:i]], [float(x) for x in a[i+1:]]
+r = [x / y for x, y in zip(s, b)]
+print("strangler ÷ bare Pingora in req/s: %.3f (ratio of the medians); round by round: %s; median **%.3f**." % (statistics.median(s) / statistics.median(b), " ".join("%.3f" % x for x in r), statistics.median(r)))
+PY
+  echo
   echo "## Flag evaluation with 1,000 flags loaded (criterion, median of the confidence interval)"
   echo
   echo '```'
