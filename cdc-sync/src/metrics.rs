@@ -134,15 +134,14 @@ mod tests {
         m.errors.with_label_values(&["apply"]).inc();
         let text = m.render();
         let mut series = 0;
-        for line in text.lines().filter(|l| !l.starts_with('#')) {
-            let inner = &line[line.find('{').expect(line) + 1..line.rfind('}').expect(line)];
-            let names: Vec<&str> = inner
-                .split("\",")
-                .map(|kv| kv.split('=').next().unwrap())
-                .collect();
-            let unique: std::collections::BTreeSet<&str> = names.iter().copied().collect();
-            assert_eq!(unique.len(), names.len(), "duplicate label in {line}");
-            assert!(unique.contains("stream"), "{line}");
+        for (name, labels) in testkit::prometheus::series(&text) {
+            let unique: std::collections::BTreeSet<&String> = labels.iter().collect();
+            assert_eq!(
+                unique.len(),
+                labels.len(),
+                "{name}: a label twice in {labels:?}"
+            );
+            assert!(unique.contains(&"stream".to_string()), "{name}");
             series += 1;
         }
         assert_eq!(series, 11, "{text}");

@@ -10,6 +10,7 @@ pub mod launchdarkly;
 mod mariadb;
 pub mod payment_sim;
 mod process;
+pub mod prometheus;
 mod shared;
 pub mod smtp_sink;
 mod tansu;

@@ -333,13 +333,8 @@ fn manifests_agree_with_the_images_and_the_binaries() {
             );
             continue;
         };
-        let d = deployments
-            .iter()
-            .find(|d| {
-                selector
-                    .iter()
-                    .all(|(k, v)| &d["spec"]["template"]["metadata"]["labels"][k] == v)
-            })
+        let d = *selected(&base, &Value::Object(selector.clone()))
+            .first()
             .unwrap_or_else(|| panic!("service {name} selects no pods"));
         let container_ports: Vec<&str> = d["spec"]["template"]["spec"]["containers"][0]["ports"]
             .as_array()
@@ -388,19 +383,16 @@ fn manifests_agree_with_the_images_and_the_binaries() {
                 .is_some()
         );
     }
-    for (group, u) in proxy["upstreams"].as_table().unwrap() {
-        for b in u["backends"].as_array().unwrap() {
-            let (host, port) = b.as_str().unwrap().rsplit_once(':').unwrap();
-            let svc = named(&base, "Service", host);
-            assert!(
-                svc["spec"]["ports"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .any(|p| p["port"].as_u64() == port.parse().ok()),
-                "upstream {group}: {host} has no port {port}"
-            );
-        }
+    for (group, host, port) in proxy_backends(&base) {
+        let svc = named(&base, "Service", &host);
+        assert!(
+            svc["spec"]["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|p| p["port"] == port),
+            "upstream {group}: {host} has no port {port}"
+        );
     }
     // Production: autoscalers own the replica counts; cdc-sync stays one reader.
     for hpa in of_kind(&prod, "HorizontalPodAutoscaler") {
@@ -455,11 +447,7 @@ fn manifests_agree_with_the_images_and_the_binaries() {
             assert!(!metrics.is_empty(), "{expr}");
             let mut known = BTreeSet::from(["le".to_string()]);
             for m in &metrics {
-                let base_name = ["_bucket", "_sum", "_count"]
-                    .iter()
-                    .find_map(|x| m.strip_suffix(x))
-                    .filter(|b| exported.contains_key(*b))
-                    .unwrap_or(m);
+                let base_name = family(m, &exported);
                 let l = exported
                     .get(base_name)
                     .unwrap_or_else(|| panic!("dashboard: {m} is not exported ({expr})"));
@@ -502,6 +490,20 @@ fn in_the_namespace(docs: &[Value], render: &str) {
             );
         }
     }
+}
+
+/// The proxy's upstream backends in its rendered ConfigMap: (group, host, port).
+fn proxy_backends(docs: &[Value]) -> Vec<(String, String, u16)> {
+    let toml = s(&generated(docs, "strangler-proxy-config")["data"]["proxy.toml"]);
+    let proxy: toml::Value = toml::from_str(toml).unwrap();
+    let mut out = Vec::new();
+    for (group, u) in proxy["upstreams"].as_table().unwrap() {
+        for b in u["backends"].as_array().unwrap() {
+            let (host, port) = b.as_str().unwrap().rsplit_once(':').unwrap();
+            out.push((group.clone(), host.to_string(), port.parse().unwrap()));
+        }
+    }
+    out
 }
 
 /// The pods a label selector (`matchLabels` or a Service's map) picks among the Deployments.
@@ -548,17 +550,10 @@ fn calls(docs: &[Value]) -> BTreeSet<(String, String, u64)> {
             }
         }
     }
-    let toml = s(&generated(docs, "strangler-proxy-config")["data"]["proxy.toml"]);
-    let proxy: toml::Value = toml::from_str(toml).unwrap();
-    for u in proxy["upstreams"].as_table().unwrap().values() {
-        for b in u["backends"].as_array().unwrap() {
-            let (host, port) = b.as_str().unwrap().rsplit_once(':').unwrap();
-            targets.push((
-                "strangler-proxy".into(),
-                (host.to_string(), port.parse().unwrap()),
-            ));
-        }
+    for (_, host, port) in proxy_backends(docs) {
+        targets.push(("strangler-proxy".into(), (host, port.into())));
     }
+    let toml = s(&generated(docs, "strangler-proxy-config")["data"]["proxy.toml"]);
     for t in service_urls(docs, toml) {
         targets.push(("strangler-proxy".into(), t));
     }
@@ -752,31 +747,23 @@ fn istio_overlay_admits_exactly_the_calls_the_code_makes() {
         "the admin port is not public"
     );
     // No mesh retries on anything the proxy sends to: the proxy alone decides what is replayed.
-    let toml = s(&generated(&mesh, "strangler-proxy-config")["data"]["proxy.toml"]);
-    let proxy: toml::Value = toml::from_str(toml).unwrap();
-    for u in proxy["upstreams"].as_table().unwrap().values() {
-        for b in u["backends"].as_array().unwrap() {
-            let (host, port) = b.as_str().unwrap().rsplit_once(':').unwrap();
-            let fqdn = format!("{host}.strangler.svc.cluster.local");
-            let vs = of_kind(&mesh, "VirtualService")
-                .find(|v| {
-                    v["spec"]["hosts"]
-                        .as_array()
-                        .unwrap()
-                        .iter()
-                        .any(|h| h == fqdn.as_str())
-                })
-                .unwrap_or_else(|| {
-                    panic!("no VirtualService for {fqdn}: the mesh's default retries would apply")
-                });
-            for route in vs["spec"]["http"].as_array().unwrap() {
-                assert_eq!(route["retries"]["attempts"], 0, "{fqdn}");
-                assert_eq!(s(&route["route"][0]["destination"]["host"]), fqdn);
-                assert_eq!(
-                    route["route"][0]["destination"]["port"]["number"].to_string(),
-                    port
-                );
-            }
+    for (_, host, port) in proxy_backends(&mesh) {
+        let fqdn = format!("{host}.strangler.svc.cluster.local");
+        let vs = of_kind(&mesh, "VirtualService")
+            .find(|v| {
+                v["spec"]["hosts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|h| h == fqdn.as_str())
+            })
+            .unwrap_or_else(|| {
+                panic!("no VirtualService for {fqdn}: the mesh's default retries would apply")
+            });
+        for route in vs["spec"]["http"].as_array().unwrap() {
+            assert_eq!(route["retries"]["attempts"], 0, "{fqdn}");
+            assert_eq!(s(&route["route"][0]["destination"]["host"]), fqdn);
+            assert_eq!(route["route"][0]["destination"]["port"]["number"], port);
         }
     }
     assert_eq!(entry["spec"]["http"][0]["retries"]["attempts"], 0);
@@ -785,6 +772,15 @@ fn istio_overlay_admits_exactly_the_calls_the_code_makes() {
         .find(|d| d["spec"]["host"] == "legacy-monolith.strangler.svc.cluster.local")
         .expect("a DestinationRule for the monolith");
     assert_eq!(dr["spec"]["trafficPolicy"]["tls"]["mode"], "DISABLE");
+}
+
+/// The metric a sample belongs to: a histogram's `_bucket`, `_sum` and `_count` are its own.
+fn family<'a>(sample: &'a str, exported: &BTreeMap<String, BTreeSet<String>>) -> &'a str {
+    ["_bucket", "_sum", "_count"]
+        .iter()
+        .find_map(|x| sample.strip_suffix(x))
+        .filter(|b| exported.contains_key(*b))
+        .unwrap_or(sample)
 }
 
 /// Metric name → label names, as `strangler-proxy/src/metrics.rs` and `cdc-sync/src/metrics.rs`
@@ -820,7 +816,7 @@ fn exported_metrics() -> BTreeMap<String, BTreeSet<String>> {
         }
         for (i, (at, name)) in names.iter().enumerate() {
             let end = names.get(i + 1).map_or(text.len(), |n| n.0);
-            let labels = text[*at..end]
+            let mut labels: BTreeSet<String> = text[*at..end]
                 .find("&[")
                 .map(|l| {
                     let list = &text[at + l + 2..];
@@ -831,7 +827,6 @@ fn exported_metrics() -> BTreeMap<String, BTreeSet<String>> {
                         .collect()
                 })
                 .unwrap_or_default();
-            let mut labels: BTreeSet<String> = labels;
             labels.extend(registry_labels.iter().cloned());
             metrics.insert(name.clone(), labels);
         }
@@ -1245,15 +1240,11 @@ fn images_run_the_manifests_on_a_container_network() {
     for (c, port) in [(proxy, 8001), (cdc, 9500)] {
         let (status, text) = http_get(c.ip(), port, "/metrics").unwrap();
         assert_eq!(status, 200, "{text}");
-        for (name, labels) in scraped_series(&text) {
+        for (name, labels) in testkit::prometheus::series(&text) {
             if !(name.starts_with("strangler_") || name.starts_with("cdc_")) {
                 continue;
             }
-            let base = ["_bucket", "_sum", "_count"]
-                .iter()
-                .find_map(|x| name.strip_suffix(x))
-                .filter(|b| exported.contains_key(*b))
-                .unwrap_or(&name);
+            let base = family(&name, &exported);
             let known = exported
                 .get(base)
                 .unwrap_or_else(|| panic!("{base} is served but not found in metrics.rs"));
@@ -1278,28 +1269,6 @@ fn images_run_the_manifests_on_a_container_network() {
     ] {
         assert!(seen.contains(m), "{m} not served: {seen:?}");
     }
-}
-
-/// Each sample of a Prometheus text exposition: its name and label names, in order.
-fn scraped_series(text: &str) -> Vec<(String, Vec<String>)> {
-    text.lines()
-        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
-        .map(|l| {
-            let name_end = l.find(['{', ' ']).unwrap_or(l.len());
-            let labels = l[name_end..]
-                .strip_prefix('{')
-                .and_then(|rest| rest.split_once('}'))
-                .map(|(inner, _)| {
-                    inner
-                        .split("\",")
-                        .filter_map(|kv| kv.split_once('='))
-                        .map(|(k, _)| k.trim_start_matches(',').trim().to_string())
-                        .collect()
-                })
-                .unwrap_or_default();
-            (l[..name_end].to_string(), labels)
-        })
-        .collect()
 }
 
 /// Removes the test's images at the end.
