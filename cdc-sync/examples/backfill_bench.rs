@@ -29,13 +29,7 @@ async fn exec(url: &str, sql: &str) {
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    testkit::assert_success(&out, &format!("{cmd:?}"))
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]

@@ -175,13 +175,7 @@ async fn backfill_under_concurrent_writes_verifies_clean() {
     let out = cli_in_background(&s, &["backfill", "--table", "items", "--chunk-size", "700"]).await;
     let _ = stop.send(true);
     let changes = writer.await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("done"));
+    assert!(testkit::assert_success(&out, "cdc-sync backfill").contains("done"));
     assert!(
         changes > 100,
         "the writer made {changes} changes during the backfill"
@@ -232,11 +226,7 @@ async fn kill_9_mid_backfill_resumes_from_the_last_chunk() {
     let out = tokio::task::spawn_blocking(move || backfill.wait_with_output().unwrap())
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::assert_success(&out, "the backfill the stream resumed");
     let log = std::fs::read_to_string(s.dir.path().join("stream.log")).unwrap();
     assert!(
         log.contains("resuming the backfill that was running"),
@@ -329,13 +319,10 @@ async fn ctrl_c_pauses_and_resume_continues() {
     assert!(String::from_utf8_lossy(&again.stderr).contains("--resume"));
     // --resume continues after the last chunk: every row copied once in all.
     let out = cli(&s, &["backfill", "--table", "items", "--resume"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::assert_success(&out, "cdc-sync backfill --resume");
     let done = cli(&s, &["snapshot-status", "--json"]);
-    let done: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    let done: serde_json::Value =
+        serde_json::from_str(&testkit::assert_success(&done, "snapshot-status")).unwrap();
     assert_eq!(done[0]["status"], "done", "{done}");
     assert_eq!(done[0]["rows_copied"], 12_000, "{done}");
     let ranges = &done[0]["ranges"];
@@ -386,13 +373,10 @@ async fn composite_and_text_primary_keys_are_backfilled() {
             "3",
         ],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::assert_success(&out, "cdc-sync backfill --parallel 3");
     let done = cli(&s, &["snapshot-status", "--json"]);
-    let done: serde_json::Value = serde_json::from_slice(&done.stdout).unwrap();
+    let done: serde_json::Value =
+        serde_json::from_str(&testkit::assert_success(&done, "snapshot-status")).unwrap();
     assert_eq!(done[0]["rows_copied"], 2_100, "{done}");
     assert!(done[0]["chunks"].as_u64().unwrap() >= 3, "{done}");
     for _ in 0..60 {
@@ -438,12 +422,7 @@ async fn kafka_mode_backfill_publishes_snapshot_events_and_verifies_clean() {
     .await;
     let _ = stop.send(true);
     let changes = writer.await.unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::assert_success(&out, "cdc-sync backfill over Kafka");
     assert!(changes > 50, "the writer made {changes} changes");
     verify_clean(&s);
     // The copy went through Kafka as Debezium incremental-snapshot reads.

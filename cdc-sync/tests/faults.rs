@@ -208,12 +208,8 @@ fn check_config_accepts_good_files_and_names_the_bad_line() {
             .unwrap()
     };
     let out = run(&good);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("stream m2s with 1 tables"));
+    let out = testkit::assert_success(&out, "cdc-sync --check-config");
+    assert!(out.contains("stream m2s with 1 tables"), "{out}");
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,

@@ -223,9 +223,17 @@ pub struct UpstreamConfig {
     pub connect_timeout_ms: u64,
     #[serde(default = "default_read_ms")]
     pub read_timeout_ms: u64,
-    /// Idle keep-alive of pooled connections.
-    #[serde(default = "default_idle_ms")]
-    pub idle_timeout_ms: u64,
+    /// How long a pooled connection may wait idle before the proxy closes it. Unset (the
+    /// default, Pingora's own): no timer per request; an idle connection leaves the pool when
+    /// the upstream closes it, when keep-alive probes find it dead, or when the pool is full.
+    /// Set it below the upstream's own keep-alive timeout when that is long and the upstream
+    /// drops idle connections without closing them.
+    #[serde(default)]
+    pub idle_timeout_ms: Option<u64>,
+    /// TCP keep-alive on connections to the upstream: the first probe after this much silence,
+    /// then one every 10 s; three unanswered probes close the connection. `0`: no probes.
+    #[serde(default = "default_tcp_keepalive_ms")]
+    pub tcp_keepalive_ms: u64,
     /// Path of the active health check (HTTP GET, 2xx is healthy).
     #[serde(default = "default_health_path")]
     pub health_path: String,
@@ -456,7 +464,7 @@ fn default_connect_ms() -> u64 {
 fn default_read_ms() -> u64 {
     10_000
 }
-fn default_idle_ms() -> u64 {
+fn default_tcp_keepalive_ms() -> u64 {
     60_000
 }
 fn default_health_path() -> String {

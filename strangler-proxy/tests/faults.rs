@@ -335,12 +335,8 @@ fn check_config_names_the_line_and_field() {
             .unwrap()
     };
     let out = run(&good);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(String::from_utf8_lossy(&out.stdout).contains("1 routes, 2 upstreams"));
+    let out = testkit::assert_success(&out, "strangler-proxy --check-config");
+    assert!(out.contains("1 routes, 2 upstreams"), "{out}");
     let bad = dir.path().join("bad.toml");
     std::fs::write(
         &bad,
@@ -390,9 +386,5 @@ fn check_config_names_the_line_and_field() {
         .env("ECHO_PREFIX", "/echo")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::assert_success(&out, "--check-config with ${ECHO_PREFIX} set");
 }

@@ -31,6 +31,20 @@ pub fn free_port() -> u16 {
         .expect("binding 127.0.0.1:0")
 }
 
+/// The standard output of a finished command; a panic showing its exit status, output and
+/// errors (headed by `what`, which names the command) when it did not exit with 0.
+#[track_caller]
+pub fn assert_success(out: &std::process::Output, what: &str) -> String {
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{what}: {}\n{stdout}{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
 /// A running program that is killed when this guard is dropped or its owner process exits.
 #[derive(Debug)]
 pub struct ProcessGuard {
@@ -244,4 +258,28 @@ pub(crate) fn find_binary(name: &str, extra_dirs: &[&str]) -> Option<PathBuf> {
         dirs.push(PathBuf::from(home).join(".cargo/bin"));
     }
     dirs.into_iter().map(|d| d.join(name)).find(|p| p.is_file())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+
+    #[test]
+    fn assert_success_returns_stdout() {
+        let out = Command::new("sh")
+            .args(["-c", "echo hello"])
+            .output()
+            .unwrap();
+        assert_eq!(super::assert_success(&out, "echo"), "hello\n");
+    }
+
+    #[test]
+    #[should_panic(expected = "failing step: exit status: 3\nsaid\nwhy")]
+    fn assert_success_shows_what_a_failed_command_printed() {
+        let out = Command::new("sh")
+            .args(["-c", "echo said; echo why >&2; exit 3"])
+            .output()
+            .unwrap();
+        super::assert_success(&out, "failing step");
+    }
 }

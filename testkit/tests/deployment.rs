@@ -26,11 +26,7 @@ fn render(dir: &str) -> Vec<Value> {
         .arg(repo().join(dir))
         .output()
         .expect("kubectl is needed to render the manifests (./dev test installs it)");
-    assert!(
-        out.status.success(),
-        "kubectl kustomize {dir}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::assert_success(&out, &format!("kubectl kustomize {dir}"));
     let text = String::from_utf8(out.stdout).unwrap();
     serde_yaml::Deserializer::from_str(&text)
         .map(|doc| {
@@ -471,11 +467,7 @@ fn manifests_agree_with_the_images_and_the_binaries() {
         .arg("--check-config")
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    testkit::assert_success(&out, "cdc-sync --check-config with the documented config");
 }
 
 /// Every namespaced object of a render goes to `strangler` (an object without one would land in
@@ -973,17 +965,8 @@ fn images_run_the_manifests_on_a_container_network() {
         .arg(debug_binary("strangler-proxy").parent().unwrap())
         .output()
         .unwrap();
-    assert!(
-        built.status.success(),
-        "{}",
-        String::from_utf8_lossy(&built.stderr)
-    );
-    let _images = ImagesGuard(
-        String::from_utf8_lossy(&built.stdout)
-            .lines()
-            .map(String::from)
-            .collect(),
-    );
+    let built = testkit::assert_success(&built, "docker/build-images.sh");
+    let _images = ImagesGuard(built.lines().map(String::from).collect());
 
     // One private MariaDB for both sides, reachable from the containers through the gateway.
     let mut options = MariaDbOptions::new("deploy", 7101);
@@ -1000,12 +983,7 @@ fn images_run_the_manifests_on_a_container_network() {
             ])
             .output()
             .unwrap();
-        assert!(
-            out.status.success(),
-            "{q}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout).to_string()
+        testkit::assert_success(&out, q)
     };
     sql(
         "CREATE USER 'strangler'@'%' IDENTIFIED BY 'deploy-test-pw'; \

@@ -5,6 +5,7 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use pingora::protocols::TcpKeepalive;
 use pingora::upstreams::peer::HttpPeer;
 
 use crate::config::UpstreamConfig;
@@ -25,6 +26,8 @@ pub struct UpstreamGroup {
     next: AtomicUsize,
     /// Set once a health checker runs for this group.
     pub checking: AtomicBool,
+    /// Keep-alive probes for new connections (`None`: off).
+    tcp_keepalive: Option<TcpKeepalive>,
 }
 
 impl UpstreamGroup {
@@ -46,8 +49,13 @@ impl UpstreamGroup {
                 healthy: AtomicBool::new(true),
             });
         }
-        if config.connect_timeout_ms == 0 || config.read_timeout_ms == 0 {
-            return Err(format!("upstreams.{name}: timeouts must be > 0"));
+        if config.connect_timeout_ms == 0
+            || config.read_timeout_ms == 0
+            || config.idle_timeout_ms == Some(0)
+        {
+            return Err(format!(
+                "upstreams.{name}: timeouts must be > 0 (leave idle_timeout_ms out for none)"
+            ));
         }
         if !config.health_path.starts_with('/') {
             return Err(format!("upstreams.{name}.health_path must start with /"));
@@ -58,6 +66,14 @@ impl UpstreamGroup {
             backends,
             next: AtomicUsize::new(0),
             checking: AtomicBool::new(false),
+            tcp_keepalive: (config.tcp_keepalive_ms > 0).then(|| TcpKeepalive {
+                idle: Duration::from_millis(config.tcp_keepalive_ms),
+                interval: Duration::from_secs(10),
+                count: 3,
+                // The system's default for unacknowledged data: a request in flight is bounded
+                // by the read timeout.
+                user_timeout: Duration::ZERO,
+            }),
         })
     }
 
@@ -85,7 +101,8 @@ impl UpstreamGroup {
             Some(Duration::from_millis(self.config.connect_timeout_ms));
         peer.options.read_timeout = Some(Duration::from_millis(self.config.read_timeout_ms));
         peer.options.write_timeout = Some(Duration::from_millis(self.config.read_timeout_ms));
-        peer.options.idle_timeout = Some(Duration::from_millis(self.config.idle_timeout_ms));
+        peer.options.idle_timeout = self.config.idle_timeout_ms.map(Duration::from_millis);
+        peer.options.tcp_keepalive = self.tcp_keepalive.clone();
         Box::new(peer)
     }
 }
@@ -99,7 +116,8 @@ mod tests {
             backends: backends.iter().map(|s| s.to_string()).collect(),
             connect_timeout_ms: 100,
             read_timeout_ms: 100,
-            idle_timeout_ms: 100,
+            idle_timeout_ms: None,
+            tcp_keepalive_ms: 60_000,
             health_path: "/healthz".into(),
             health_interval_ms: 100,
         }
@@ -119,6 +137,35 @@ mod tests {
         }
         assert!(!g.any_healthy());
         let _ = g.select(); // still answers something
+    }
+
+    #[test]
+    fn peers_carry_the_groups_pool_options() {
+        let g = UpstreamGroup::new("g", &cfg(&["127.0.0.1:1"])).unwrap();
+        let peer = g.peer(g.select());
+        assert_eq!(peer.options.idle_timeout, None);
+        assert_eq!(peer.options.read_timeout, Some(Duration::from_millis(100)));
+        let ka = peer
+            .options
+            .tcp_keepalive
+            .as_ref()
+            .expect("probes by default");
+        assert_eq!(
+            (ka.idle, ka.interval, ka.count),
+            (Duration::from_secs(60), Duration::from_secs(10), 3)
+        );
+
+        let mut c = cfg(&["127.0.0.1:1"]);
+        c.idle_timeout_ms = Some(5_000);
+        c.tcp_keepalive_ms = 0;
+        let g = UpstreamGroup::new("g", &c).unwrap();
+        let peer = g.peer(g.select());
+        assert_eq!(peer.options.idle_timeout, Some(Duration::from_secs(5)));
+        assert!(peer.options.tcp_keepalive.is_none());
+
+        c.idle_timeout_ms = Some(0);
+        let e = UpstreamGroup::new("g", &c).unwrap_err();
+        assert!(e.contains("leave idle_timeout_ms out"), "{e}");
     }
 
     #[test]
