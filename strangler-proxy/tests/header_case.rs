@@ -7,24 +7,11 @@ mod common;
 use std::sync::{Arc, Mutex};
 
 use common::{Proxy, upstreams};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream};
 
 const ROUTE: &str =
     "[[routes]]\nname = \"echo\"\nprefix = \"/echo\"\nflag = \"route.echo\"\nservice = \"svc\"\n";
-
-/// Reads one request or response head (up to the blank line); `None` when the peer closed.
-async fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await.ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    Some(String::from_utf8(head).expect("an ASCII head"))
-}
 
 /// An HTTP/1.1 upstream that keeps the head of every request but health checks, and answers
 /// each with a body of two bytes and a header whose name has capitals.
@@ -38,7 +25,7 @@ async fn raw_upstream() -> (std::net::SocketAddr, Arc<Mutex<Vec<String>>>) {
             let (mut stream, _) = listener.accept().await.unwrap();
             let kept = kept.clone();
             tokio::spawn(async move {
-                while let Some(head) = read_head(&mut stream).await {
+                while let Some(head) = common::read_head(&mut stream).await {
                     if !head.starts_with("GET /healthz") {
                         kept.lock().unwrap().push(head);
                     }
@@ -67,7 +54,7 @@ async fn round_trip(top: &str) -> (String, String) {
         .write_all(b"GET /echo/1 HTTP/1.1\r\nHost: shop.example\r\nX-Legacy-Token: t1\r\n\r\n")
         .await
         .unwrap();
-    let response = read_head(&mut client).await.expect("a response");
+    let response = common::read_head(&mut client).await.expect("a response");
     let request = seen
         .lock()
         .unwrap()

@@ -30,15 +30,7 @@ type Log = Arc<Mutex<Vec<Seen>>>;
 
 /// Reads one request head and its body (by Content-Length); `None` when the peer closed.
 async fn read_request(stream: &mut TcpStream) -> Option<String> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).await.ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8(head).expect("an ASCII head");
+    let head = common::read_head(stream).await?;
     let length = head
         .lines()
         .find_map(|l| {

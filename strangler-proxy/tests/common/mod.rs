@@ -109,6 +109,24 @@ impl Switchboard {
     }
 }
 
+/// Reads one request or response head from a raw TCP stream, byte by byte (up to the blank line);
+/// `None` when the peer closed.
+pub async fn read_head(stream: &mut tokio::net::TcpStream) -> Option<String> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if tokio::io::AsyncReadExt::read(stream, &mut byte)
+            .await
+            .ok()?
+            == 0
+        {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    Some(String::from_utf8(head).expect("an ASCII head"))
+}
+
 /// The proxy binary with its config and flag files.
 pub struct Proxy {
     pub port: u16,
