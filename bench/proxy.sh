@@ -2,11 +2,12 @@
 # Proxy benchmark, everything side by side in one run on loopback against the same upstream:
 #  1. added latency at a fixed request rate (open loop, oha -q with latency correction):
 #     direct vs strangler-proxy vs bare Pingora vs nginx vs haproxy;
-#  2. saturated throughput with one worker thread each (wrk);
+#  2. saturated throughput with one worker thread each (wrk), one target at a time, then
+#     strangler-proxy head to head with bare Pingora (both loaded at the same time);
 #  3. flag evaluation cost with 1,000 flags (criterion);
 #  4. 100 config reloads during sustained load: failed requests.
 # Writes bench/proxy-results.md. Knobs: RATE (5000), DURATION (10 s), CONNS (64), ROUNDS (5
-# saturated rounds), LAT_ROUNDS (5 fixed-rate rounds).
+# saturated rounds), LAT_ROUNDS (5 fixed-rate rounds), H2H_ROUNDS (5 head-to-head rounds).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strangler/target}"
@@ -153,6 +154,32 @@ for t in "${order[@]}"; do
   CPU[$t]=$(median ${CPUS[$t]})
 done
 
+# Head to head: strangler-proxy and one baseline saturated at the same time, each by its own
+# wrk, both on the servers' CPU. The scheduler gives the two processes the same CPU time, so
+# the ratio of the requests they answer is the inverse ratio of their costs per request, and a
+# slow spell of a shared machine (which makes one-at-a-time rounds swing by ±20 %) weighs on
+# both at once. "strangler-requests other-requests strangler-cpu-µs other-cpu-µs" of a round.
+h2h_round() {
+  local o=$1 s0 o0 w1 w2 ns no
+  s0=$(ticks "${PID[strangler]}"); o0=$(ticks "${PID[$o]}")
+  $LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "${URL[strangler]}" >"$work/h2h-s.out" &
+  w1=$!
+  $LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "${URL[$o]}" >"$work/h2h-o.out" &
+  w2=$!
+  wait "$w1" "$w2"
+  ns=$(awk '/requests in/ {print $1}' "$work/h2h-s.out"); no=$(awk '/requests in/ {print $1}' "$work/h2h-o.out")
+  echo "$ns $no $(cpu_per_request "$s0" "$(ticks "${PID[strangler]}")" "$ns") $(cpu_per_request "$o0" "$(ticks "${PID[$o]}")" "$no")"
+}
+H2H_ROUNDS="${H2H_ROUNDS:-5}"
+h2h_pairs=(bare_pingora bare_pingora_mimalloc)
+declare -A H2H
+for r in $(seq 1 "$H2H_ROUNDS"); do
+  for o in "${h2h_pairs[@]}"; do
+    echo "head to head, round $r: strangler and $o" >&2
+    H2H[$o]="${H2H[$o]:-} $(h2h_round "$o" | tr ' ' /)"
+  done
+done
+
 # 100 config rewrites under load, each applied at once through the admin API; the file watcher
 # (its default 500 ms interval, as deployed) reloads many of them on its own as well.
 echo "100 reloads under load" >&2
@@ -223,6 +250,28 @@ a = sys.argv[1:]; i = a.index("--"); s, b = [float(x) for x in a[:i]], [float(x)
 r = [x / y for x, y in zip(s, b)]
 print("strangler ÷ bare Pingora in req/s: %.3f (ratio of the medians); round by round: %s; median **%.3f**." % (statistics.median(s) / statistics.median(b), " ".join("%.3f" % x for x in r), statistics.median(r)))
 PY
+  echo
+  echo "## Head to head: saturated at the same time (wrk, one thread, $CONNS connections each; $H2H_ROUNDS rounds)"
+  echo
+  echo "strangler-proxy and one baseline loaded together for ${DURATION} s, both pinned to the servers' CPU: each"
+  echo "gets the same CPU time from the scheduler, so the ratio of the requests they answered is the ratio"
+  echo "of their costs, and a slow spell of the machine hits both at once (the rounds above take turns"
+  echo "instead). Each proxy's CPU time is printed to show that the shares were equal."
+  echo
+  echo "| baseline | strangler ÷ baseline, requests answered (median) | each round | CPU µs/request, strangler / baseline (median) | CPU seconds per round, strangler / baseline (median) |"
+  echo "|---|---|---|---|---|"
+  for o in "${h2h_pairs[@]}"; do
+    python3 - "$o" ${H2H[$o]} <<'PY'
+import statistics, sys
+name, rounds = sys.argv[1], [[float(v) for v in r.split("/")] for r in sys.argv[2:]]
+ratios = [s / o for s, o, _, _ in rounds]
+med = statistics.median
+print("| %s | **%.3f** | %s | %.1f / %.1f | %.2f / %.2f |" % (
+    name, med(ratios), " ".join("%.3f" % r for r in ratios),
+    med(r[2] for r in rounds), med(r[3] for r in rounds),
+    med(r[0] * r[2] / 1e6 for r in rounds), med(r[1] * r[3] / 1e6 for r in rounds)))
+PY
+  done
   echo
   echo "## Flag evaluation with 1,000 flags loaded (criterion, median of the confidence interval)"
   echo
