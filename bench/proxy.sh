@@ -81,7 +81,9 @@ oha_run() {
     python3 -c 'import json,sys; d=json.load(sys.stdin); p=d["latencyPercentiles"]; s=d["summary"]
 print("%.3f %.3f %.4f %d" % (p["p50"]*1000, p["p99"]*1000, s["successRate"], sum(d.get("statusCodeDistribution",{}).values())))'
 }
-wrk_rps() { $LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "$1" | awk '/Requests\/sec/ {print $2}'; }
+# One saturated wrk run against a URL (its report on stdout), and the requests a report counts.
+wrk_load() { $LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "$1"; }
+answered() { awk '/requests in/ {print $1}' <<<"$1"; }
 # CPU ticks (user + system) of a process and its children (nginx's worker).
 ticks() { local t=0 p; for p in $1 $(pgrep -P "$1" || true); do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo $t; }
 # µs of CPU per request from two tick readings and a request count.
@@ -90,9 +92,9 @@ cpu_per_request() { python3 -c "import sys; print('%.1f' % ((int(sys.argv[2]) - 
 wrk_cpu() {
   local pid=${PID[$1]:-} before out rps n
   [ -n "$pid" ] && before=$(ticks "$pid")
-  out=$($LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "${URL[$1]}")
+  out=$(wrk_load "${URL[$1]}")
   rps=$(awk '/Requests\/sec/ {printf "%.0f", $2}' <<<"$out")
-  n=$(awk '/requests in/ {print $1}' <<<"$out")
+  n=$(answered "$out")
   echo "$rps $([ -n "$pid" ] && cpu_per_request "$before" "$(ticks "$pid")" "$n" || echo -)"
 }
 
@@ -133,7 +135,7 @@ if [ -n "${PROFILE:-}" ]; then
   # PROFILE=file: a CPU profile of strangler-proxy at saturation instead of the full run.
   perf record -F 999 -g -o "$PROFILE" -p "$STRANGLER_PID" -- sleep "$DURATION" >/dev/null 2>&1 &
   perf_pid=$!
-  wrk_rps "${URL[strangler]}" >/dev/null
+  wrk_load "${URL[strangler]}" >/dev/null
   wait "$perf_pid"
   exit 0
 fi
@@ -162,12 +164,12 @@ done
 h2h_round() {
   local o=$1 s0 o0 w1 w2 ns no
   s0=$(ticks "${PID[strangler]}"); o0=$(ticks "${PID[$o]}")
-  $LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "${URL[strangler]}" >"$work/h2h-s.out" &
+  wrk_load "${URL[strangler]}" >"$work/h2h-s.out" &
   w1=$!
-  $LOADGEN wrk -t1 -c"$CONNS" -d"${DURATION}s" -H "x-user-id: u1" "${URL[$o]}" >"$work/h2h-o.out" &
+  wrk_load "${URL[$o]}" >"$work/h2h-o.out" &
   w2=$!
   wait "$w1" "$w2"
-  ns=$(awk '/requests in/ {print $1}' "$work/h2h-s.out"); no=$(awk '/requests in/ {print $1}' "$work/h2h-o.out")
+  ns=$(answered "$(cat "$work/h2h-s.out")"); no=$(answered "$(cat "$work/h2h-o.out")")
   echo "$ns $no $(cpu_per_request "$s0" "$(ticks "${PID[strangler]}")" "$ns") $(cpu_per_request "$o0" "$(ticks "${PID[$o]}")" "$no")"
 }
 H2H_ROUNDS="${H2H_ROUNDS:-5}"
@@ -254,8 +256,8 @@ PY
   echo "## Head to head: saturated at the same time (wrk, one thread, $CONNS connections each; $H2H_ROUNDS rounds)"
   echo
   echo "strangler-proxy and one baseline loaded together for ${DURATION} s, both pinned to the servers' CPU: each"
-  echo "gets the same CPU time from the scheduler, so the ratio of the requests they answered is the ratio"
-  echo "of their costs, and a slow spell of the machine hits both at once (the rounds above take turns"
+  echo "gets the same CPU time from the scheduler, so the ratio of the requests they answered is the inverse"
+  echo "of the ratio of their costs per request, and a slow spell of the machine hits both at once (the rounds above take turns"
   echo "instead). Each proxy's CPU time is printed to show that the shares were equal."
   echo
   echo "| baseline | strangler ÷ baseline, requests answered (median) | each round | CPU µs/request, strangler / baseline (median) | CPU seconds per round, strangler / baseline (median) |"
