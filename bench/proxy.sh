@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
 # Proxy benchmark, everything side by side in one run on loopback against the same upstream:
-#  1. added latency at a fixed request rate (open loop, oha -q with latency correction):
+#  1. added latency at a fixed request rate, open loop: oha -q with latency correction, then our
+#     paced_load (Poisson arrivals timed by spinning, servers at real-time priority):
 #     direct vs strangler-proxy vs bare Pingora vs nginx vs haproxy;
 #  2. saturated throughput with one worker thread each (wrk), one target at a time, then
 #     strangler-proxy head to head with bare Pingora (both loaded at the same time);
 #  3. flag evaluation cost with 1,000 flags (criterion);
 #  4. 100 config reloads during sustained load: failed requests.
 # Writes bench/proxy-results.md. Knobs: RATE (5000), DURATION (10 s), CONNS (64), ROUNDS (5
-# saturated rounds), LAT_ROUNDS (5 fixed-rate rounds), H2H_ROUNDS (5 head-to-head rounds).
+# saturated rounds), LAT_ROUNDS (5 fixed-rate rounds of each generator), H2H_ROUNDS (5
+# head-to-head rounds), ARRIVALS (poisson or even, for paced_load), PACED_RT (1: the servers run
+# SCHED_FIFO during the paced rounds; 0: no change of priority).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strangler/target}"
@@ -21,7 +24,7 @@ for tool in wrk nginx haproxy; do
   command -v "$tool" >/dev/null || { apt-get install -y -qq wrk nginx haproxy >/dev/null; break; }
 done
 command -v oha >/dev/null || cargo install oha --locked
-cargo build --release -q -p strangler-proxy --bins --example bare_pingora --example bare_pingora_mimalloc
+cargo build --release -q -p strangler-proxy --bins --example bare_pingora --example bare_pingora_mimalloc --example paced_load
 REL="$CARGO_TARGET_DIR/release"
 
 # With two or more cores, load generators run on CPU 0 and every server on CPU 1, so the
@@ -125,6 +128,41 @@ for r in $(seq 1 "$LAT_ROUNDS"); do
     LCPUS[$t]="${LCPUS[$t]:-} $cpu"
   done
 done
+# The same rate again from paced_load: arrivals at random (Poisson) or evenly spaced, released by
+# a generator spinning on the clock rather than in oha's bursts of ~5 per 1 ms timer tick, with
+# the generator's own stalls kept out of the latency. Every server runs at real-time priority
+# (SCHED_FIFO 1, all threads, nginx workers too) meanwhile, so that the VM's other processes
+# (container daemons, message brokers, kernel threads) do not preempt it; the host's own
+# preemption of the VM remains. oha's table above keeps the normal priority of earlier readings.
+ARRIVALS="${ARRIVALS:-poisson}"
+PACED_RT="${PACED_RT:-1}"
+# set_server_policy POLICY PRIORITY: chrt's policy flag (-f or -o) for every server and its children.
+set_server_policy() {
+  [ "$PACED_RT" = 1 ] || return 0
+  local p
+  for p in "${pids[@]}" $(for p in "${pids[@]}"; do pgrep -P "$p" || true; done); do
+    chrt -a "$1" -p "$2" "$p"
+  done
+}
+declare -A PLAT PP99S PCPUS PLATE PP999
+set_server_policy -f 1
+for r in $(seq 1 "$LAT_ROUNDS"); do
+  for t in "${order[@]}"; do
+    [ -n "${PROFILE:-}" ] && break 2
+    echo "paced latency at $RATE req/s, round $r: $t" >&2
+    pid=${PID[$t]:-}
+    before=""; [ -n "$pid" ] && before=$(ticks "$pid")
+    read -r p50 p99 ok n p999 _ late <<<"$(nice -n -20 $LOADGEN "$REL/examples/paced_load" --arrivals "$ARRIVALS" \
+      -q "$RATE" -z "$DURATION" -c 50 -H "x-user-id: u1" "${URL[$t]}")"
+    cpu="-"; [ -n "$pid" ] && cpu=$(cpu_per_request "$before" "$(ticks "$pid")" "$n")
+    PLAT[$t]="${PLAT[$t]:-} $p50/$p99/$ok"
+    PP99S[$t]="${PP99S[$t]:-} $p99"
+    PP999[$t]="${PP999[$t]:-} $p999"
+    PLATE[$t]="${PLATE[$t]:-} $late"
+    PCPUS[$t]="${PCPUS[$t]:-} $cpu"
+  done
+done
+set_server_policy -o 0
 # "median-p50 median-p99 lowest-success" of a target's rounds.
 lat_summary() {
   python3 -c 'import statistics,sys
@@ -150,6 +188,7 @@ for r in $(seq 1 "$ROUNDS"); do
     CPUS[$t]="${CPUS[$t]:-} $cpu"
   done
 done
+median3() { python3 -c "import statistics,sys; print('%.3f' % statistics.median(float(x) for x in sys.argv[1:]))" "$@"; }
 median() { python3 -c "import statistics,sys; v=[float(x) for x in sys.argv[1:] if x != '-']; print(('%.1f' % statistics.median(v)) if v else '-')" "$@"; }
 for t in "${order[@]}"; do
   RPS[$t]=$(median ${ALL[$t]} | cut -d. -f1)
@@ -230,6 +269,29 @@ import statistics, sys
 a = sys.argv[1:]; i = a.index("--"); s, b = [float(x) for x in a[:i]], [float(x) for x in a[i+1:]]
 d = [x - y for x, y in zip(s, b)]
 print("strangler p99 minus bare Pingora p99, round by round: %s ms; median **%+.3f ms**." % (" ".join("%+.3f" % x for x in d), statistics.median(d)))
+PY
+  echo
+  echo "## Added latency at a fixed rate, paced ($RATE req/s, $ARRIVALS arrivals from paced_load; servers at real-time priority: $([ "$PACED_RT" = 1 ] && echo yes || echo no); median of $LAT_ROUNDS interleaved rounds)"
+  echo
+  echo "Latency from each request's due time (waits for a free connection count); a request the generator"
+  echo "itself noticed over 50 µs late (it was off its CPU) is timed from when it was noticed, and counted as"
+  echo "generator-late."
+  echo
+  echo "| target | p50 ms | p99 ms | p99 of each round, ms | p99 added vs direct, ms | p99.9 ms (median) | generator-late requests (median) | CPU µs/request (median) | success (lowest) |"
+  echo "|---|---|---|---|---|---|---|---|---|"
+  read -r _ pd99 _ <<<"$(lat_summary "${PLAT[direct]}")"
+  for t in "${order[@]}"; do
+    read -r p50 p99 ok <<<"$(lat_summary "${PLAT[$t]}")"
+    echo "| $t | $p50 | $p99 |${PP99S[$t]} | $(python3 -c "print('%.3f' % ($p99-$pd99))") | $(median3 ${PP999[$t]}) | $(median ${PLATE[$t]} | cut -d. -f1) | $(median ${PCPUS[$t]}) | $ok |"
+  done
+  echo
+  python3 - ${PP99S[strangler]} -- ${PP99S[direct]} -- ${PP99S[bare_pingora]} <<'PY'
+import statistics, sys
+a = " ".join(sys.argv[1:]).split(" -- ")
+s, d, b = ([float(x) for x in part.split()] for part in a)
+for name, other in (("direct", d), ("bare Pingora", b)):
+    diff = [x - y for x, y in zip(s, other)]
+    print("strangler p99 minus %s p99, round by round: %s ms; median **%+.3f ms**.  " % (name, " ".join("%+.3f" % x for x in diff), statistics.median(diff)))
 PY
   echo
   echo "## Saturated throughput (wrk, one thread, $CONNS connections; median of $ROUNDS interleaved rounds)"
