@@ -495,8 +495,12 @@ mod tests {
                         let end = find(&buf, b"\r\n\r\n").unwrap() + 4;
                         buf.drain(..end);
                         let n = served.fetch_add(1, Ordering::Relaxed) + 1;
-                        let status = if n % 50 == 0 { "503 Busy" } else { "200 OK" };
-                        let close = n % 7 == 0;
+                        let status = if n.is_multiple_of(50) {
+                            "503 Busy"
+                        } else {
+                            "200 OK"
+                        };
+                        let close = n.is_multiple_of(7);
                         let head = format!(
                             "HTTP/1.1 {status}\r\nContent-Length: 2\r\n{}\r\nok",
                             if close { "Connection: close\r\n" } else { "" }
