@@ -115,14 +115,22 @@ declare -A LAT RPS P99S LCPUS
 # The proxy's CPU time per request at this rate is taken too: at a fixed rate the tail follows it
 # (oha releases its requests in bursts, one per timer tick, and a burst waits for the CPU).
 LAT_ROUNDS="${LAT_ROUNDS:-5}"
+# One fixed-rate round against target $1: runs the generator command "${@:2}" with the target's
+# URL appended; prints its output (answered requests in the 4th field) and the target's CPU
+# µs per request last.
+fixed_rate_round() {
+  local t=$1 pid=${PID[$1]:-} before="" out cpu="-"
+  shift
+  [ -n "$pid" ] && before=$(ticks "$pid")
+  out=$("$@" "${URL[$t]}")
+  [ -n "$pid" ] && cpu=$(cpu_per_request "$before" "$(ticks "$pid")" "$(awk '{print $4}' <<<"$out")")
+  echo "$out $cpu"
+}
 for r in $(seq 1 "$LAT_ROUNDS"); do
   for t in "${order[@]}"; do
     [ -n "${PROFILE:-}" ] && break 2
     echo "latency at $RATE req/s, round $r: $t" >&2
-    pid=${PID[$t]:-}
-    before=""; [ -n "$pid" ] && before=$(ticks "$pid")
-    read -r p50 p99 ok n <<<"$(oha_run -H "x-user-id: u1" "${URL[$t]}")"
-    cpu="-"; [ -n "$pid" ] && cpu=$(cpu_per_request "$before" "$(ticks "$pid")" "$n")
+    read -r p50 p99 ok _ cpu <<<"$(fixed_rate_round "$t" oha_run -H "x-user-id: u1")"
     LAT[$t]="${LAT[$t]:-} $p50/$p99/$ok"
     P99S[$t]="${P99S[$t]:-} $p99"
     LCPUS[$t]="${LCPUS[$t]:-} $cpu"
@@ -144,17 +152,18 @@ set_server_policy() {
     chrt -a "$1" -p "$2" "$p"
   done
 }
+# paced_load at the bench's rate; prints "p50 p99 success answered p99.9 max generator-late".
+paced_run() {
+  nice -n -20 $LOADGEN "$REL/examples/paced_load" --arrivals "$ARRIVALS" -q "$RATE" -z "$DURATION" \
+    -c 50 -H "x-user-id: u1" "$@"
+}
 declare -A PLAT PP99S PCPUS PLATE PP999
 set_server_policy -f 1
 for r in $(seq 1 "$LAT_ROUNDS"); do
   for t in "${order[@]}"; do
     [ -n "${PROFILE:-}" ] && break 2
     echo "paced latency at $RATE req/s, round $r: $t" >&2
-    pid=${PID[$t]:-}
-    before=""; [ -n "$pid" ] && before=$(ticks "$pid")
-    read -r p50 p99 ok n p999 _ late <<<"$(nice -n -20 $LOADGEN "$REL/examples/paced_load" --arrivals "$ARRIVALS" \
-      -q "$RATE" -z "$DURATION" -c 50 -H "x-user-id: u1" "${URL[$t]}")"
-    cpu="-"; [ -n "$pid" ] && cpu=$(cpu_per_request "$before" "$(ticks "$pid")" "$n")
+    read -r p50 p99 ok _ p999 _ late cpu <<<"$(fixed_rate_round "$t" paced_run)"
     PLAT[$t]="${PLAT[$t]:-} $p50/$p99/$ok"
     PP99S[$t]="${PP99S[$t]:-} $p99"
     PP999[$t]="${PP999[$t]:-} $p999"
