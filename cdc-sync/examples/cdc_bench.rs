@@ -7,7 +7,8 @@ use std::time::{Duration, Instant};
 
 use cdc_sync::config::StreamConfig;
 use cdc_sync::metrics::Metrics;
-use cdc_sync::source::binlog::{BinlogSource, Offset};
+use cdc_sync::model::transaction::Offset;
+use cdc_sync::source::binlog::BinlogSource;
 use mysql_async::prelude::*;
 
 const TABLE: &str = "CREATE TABLE IF NOT EXISTS events (id BIGINT PRIMARY KEY, account INT NOT NULL, \

@@ -1,13 +1,14 @@
 //! The `cdc-sync` config: one stream (a direction) per file — source and target servers, the
 //! tables and their mapping, the transport, the status/metrics listener. TOML, unknown fields
-//! refused, errors naming line and field.
+//! refused, errors naming line and field. Data only: nothing here opens a connection.
 
 use std::net::SocketAddr;
 use std::path::Path;
 
 use serde::Deserialize;
 
-use crate::apply::mapping::TableMapping;
+use crate::model::mapping::TableMapping;
+use crate::model::transaction::parse_position;
 
 /// One replication stream.
 #[derive(Debug, Clone, Deserialize, PartialEq)]
@@ -146,61 +147,13 @@ fn default_listen() -> SocketAddr {
     "127.0.0.1:9500".parse().expect("valid")
 }
 
-/// Parses `file:pos`.
-pub fn parse_position(text: &str) -> Result<crate::source::binlog::Offset, String> {
-    let (file, pos) = text
-        .rsplit_once(':')
-        .ok_or_else(|| format!("start_position {text:?} must be binlog-file:position"))?;
-    let pos: u64 = pos
-        .parse()
-        .map_err(|_| format!("start_position {text:?}: {pos:?} is not a position"))?;
-    if file.is_empty() || pos < 4 {
-        return Err(format!(
-            "start_position {text:?} must be binlog-file:position (position ≥ 4)"
-        ));
-    }
-    Ok(crate::source::binlog::Offset {
-        file: file.to_string(),
-        pos,
-        gtid: None,
-    })
-}
-
 impl StreamConfig {
-    /// Where a stream without a stored offset starts: `start_position`, else the source's
-    /// current binlog position.
-    pub async fn initial_offset(
-        &self,
-    ) -> Result<crate::source::binlog::Offset, crate::error::CdcError> {
-        if let Some(p) = &self.start_position {
-            return parse_position(p).map_err(crate::error::CdcError::Config);
-        }
-        let pool = mysql_async::Pool::new(
-            mysql_async::Opts::from_url(&self.source_url)
-                .map_err(|e| crate::error::CdcError::Config(e.to_string()))?,
-        );
-        let o = crate::source::binlog::BinlogSource::current_position(&pool).await?;
-        pool.disconnect().await?;
-        Ok(o)
-    }
-
     /// The Kafka topic prefix (Debezium's `topic.prefix`).
     pub fn topic_prefix(&self) -> &str {
         self.kafka
             .as_ref()
             .and_then(|k| k.topic_prefix.as_deref())
             .unwrap_or(&self.name)
-    }
-
-    /// The applier for this stream's target.
-    pub fn applier(&self) -> Result<crate::apply::mysql::MysqlApplier, crate::error::CdcError> {
-        crate::apply::mysql::MysqlApplier::with_conflicts(
-            &self.target_url,
-            &self.name,
-            &self.offsets_db,
-            self.tables.clone(),
-            self.detect_conflicts.then_some(self.owner),
-        )
     }
 
     /// Reads a config file, expands `${NAME}` from the environment (`$${` for a literal `${`),

@@ -29,4 +29,23 @@ pub enum CdcError {
     Kafka(String),
     #[error("config: {0}")]
     Config(String),
+    /// The source closed the binlog stream (a server restart, say): reconnecting resumes it.
+    #[error("the binlog stream ended")]
+    StreamEnded,
+}
+
+impl CdcError {
+    /// Whether a reconnect can cure it: lost connections, a restarting server, deadlocks, an
+    /// ended binlog stream. Anything else stops the stream where it is.
+    pub fn retryable(&self) -> bool {
+        match self {
+            CdcError::Db(mysql_async::Error::Io(_) | mysql_async::Error::Driver(_)) => true,
+            // Deadlock, lock wait, server shutdown, connection killed, lost connection.
+            CdcError::Db(mysql_async::Error::Server(s)) => {
+                matches!(s.code, 1213 | 1205 | 1053 | 1927 | 2013 | 2006)
+            }
+            CdcError::StreamEnded => true,
+            _ => false,
+        }
+    }
 }

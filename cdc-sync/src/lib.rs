@@ -9,7 +9,6 @@ pub mod error;
 pub mod metrics;
 pub mod model;
 pub mod pipeline;
-pub mod schema;
 pub mod source;
 pub mod transport;
 pub mod verify;

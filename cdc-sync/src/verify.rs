@@ -11,10 +11,10 @@ use mysql_async::prelude::*;
 use mysql_async::{Conn, Pool, Value};
 use serde::Serialize;
 
-use crate::apply::mapping::{TableMapping, default_sql_value};
 use crate::apply::mysql::utc_pool as pool;
 use crate::error::CdcError;
-use crate::schema::TableSchema;
+use crate::model::mapping::{TableMapping, default_sql_value};
+use crate::model::schema::TableSchema;
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -201,7 +201,7 @@ async fn sides(
 ) -> Result<(Side, Side, TableSchema), CdcError> {
     let src_pool = pool(source_url)?;
     let (db, table) = m.source.split_once('.').expect("validated db.table");
-    let schema = crate::schema::load(&src_pool, db, table).await?;
+    let schema = crate::source::schema::load(&src_pool, db, table).await?;
     let (src_exprs, dst_exprs): (Vec<String>, Vec<String>) =
         m.sql_columns(&schema).into_iter().unzip();
     let src_keys: Vec<String> = schema

@@ -1,8 +1,8 @@
 //! Property tests of the Debezium value encodings: every binlog value cdc-sync can read encodes
 //! to JSON that the applier decodes back to the SQL text MariaDB would accept for it.
 
+use cdc_sync::model::schema::ColumnKind;
 use cdc_sync::model::values::{decode, encode};
-use cdc_sync::schema::ColumnKind;
 use mysql_async::Value;
 use mysql_async::binlog::value::BinlogValue;
 use proptest::prelude::*;

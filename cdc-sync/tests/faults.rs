@@ -173,7 +173,7 @@ async fn source_restart_is_survived() {
     let metrics = cdc_sync::metrics::Metrics::new(&config.name);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let m = metrics.clone();
-    let task = tokio::spawn(async move { cdc_sync::pipeline::run(&config, m, rx).await });
+    let task = tokio::spawn(async move { cdc_sync::transport::direct::run(&config, m, rx).await });
     // Running means the start position is fixed: the burst below is all in the stream's range.
     common::wait_running(&metrics, &task).await;
     burst(src.url.clone(), 1, 100).await;

@@ -101,7 +101,7 @@ async fn start(config: StreamConfig) -> Running {
     let metrics = Metrics::new(&config.name);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let m = metrics.clone();
-    let task = tokio::spawn(async move { cdc_sync::pipeline::run(&config, m, rx).await });
+    let task = tokio::spawn(async move { cdc_sync::transport::direct::run(&config, m, rx).await });
     // The stream has fixed its start position when it reports running: writes from here on are
     // in its range (a fixed pause lost the race on a loaded machine).
     common::wait_running(&metrics, &task).await;
@@ -428,7 +428,7 @@ async fn incompatible_schema_change_stops_at_a_known_offset() {
     let (_stop, rx) = tokio::sync::watch::channel(false);
     let err = tokio::time::timeout(
         Duration::from_secs(20),
-        cdc_sync::pipeline::run(&cfg, metrics, rx),
+        cdc_sync::transport::direct::run(&cfg, metrics, rx),
     )
     .await
     .expect("the stream stops by itself")

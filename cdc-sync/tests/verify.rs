@@ -57,7 +57,8 @@ async fn verify_finds_and_repairs_corruption_and_stays_clean_under_writes() {
     let parsed = cdc_sync::config::StreamConfig::parse(&config_text).unwrap();
     let (stop, rx) = tokio::sync::watch::channel(false);
     let metrics = cdc_sync::metrics::Metrics::new(&parsed.name);
-    let task = tokio::spawn(async move { cdc_sync::pipeline::run(&parsed, metrics, rx).await });
+    let task =
+        tokio::spawn(async move { cdc_sync::transport::direct::run(&parsed, metrics, rx).await });
     tokio::time::sleep(Duration::from_millis(500)).await;
     burst(src.url.clone(), 1, 1200).await;
     // Source and target differ by mapping, so compare through verify itself.

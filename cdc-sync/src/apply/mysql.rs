@@ -10,13 +10,14 @@ use std::collections::HashMap;
 use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder, Pool, Value};
 
-use super::mapping::{TableMapping, default_sql_value};
-use crate::config::Owner;
+use super::conflicts::{Check, Conflict, key_forms, key_text, same_value};
+use crate::config::{Owner, StreamConfig};
 use crate::error::CdcError;
 use crate::model::debezium::{ChangeEvent, Op};
+use crate::model::mapping::{TableMapping, default_sql_value};
+use crate::model::schema::ColumnKind;
+use crate::model::transaction::{Offset, Transaction};
 use crate::model::values::decode;
-use crate::schema::ColumnKind;
-use crate::source::binlog::{Offset, Transaction};
 
 /// A pool whose connections run in UTC and keep their session settings between uses.
 pub fn utc_pool(url: &str) -> Result<Pool, CdcError> {
@@ -37,15 +38,6 @@ pub struct MysqlApplier {
     stats_table: String,
     mappings: HashMap<String, TableMapping>,
     conflicts: Option<Owner>,
-}
-
-/// A row changed on both sides in the same window.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Conflict {
-    /// Target table.
-    pub table: String,
-    /// Which side's version stands.
-    pub winner: Owner,
 }
 
 /// What one applied transaction did.
@@ -132,54 +124,6 @@ struct RowChange {
     check: Option<Check>,
     /// The target key's values: tells two changes of one row apart from changes of two rows.
     key: Vec<Value>,
-}
-
-/// The conflict check of one row change: the event's images to compare with the target's row.
-struct Check {
-    target: String,
-    /// Target key columns, quoted.
-    key_cols: Vec<String>,
-    /// Compared target columns, quoted (the same for both images).
-    cols: Vec<String>,
-    /// The compared values of the `before` and `after` images, when the event has them.
-    images: [Option<Vec<Value>>; 2],
-}
-
-impl Check {
-    /// Placeholders the server's comparison of this row takes.
-    fn width(&self) -> usize {
-        self.images.iter().flatten().map(Vec::len).sum::<usize>() + self.key_cols.len()
-    }
-
-    /// The server's comparison of this row, as branch `n` of a `UNION ALL`:
-    /// `SELECT n, (cols <=> before…), (cols <=> after…) … FOR UPDATE`, `0` for a missing image.
-    fn server_branch(&self, n: usize, key: &[Value], params: &mut Vec<Value>) -> String {
-        let same = format!(
-            "({})",
-            self.cols
-                .iter()
-                .map(|c| format!("{c} <=> ?"))
-                .collect::<Vec<_>>()
-                .join(" AND ")
-        );
-        let select: Vec<&str> = self
-            .images
-            .iter()
-            .map(|image| if image.is_some() { same.as_str() } else { "0" })
-            .collect();
-        params.extend(self.images.iter().flatten().flatten().cloned());
-        params.extend(key.iter().cloned());
-        format!(
-            "(SELECT {n}, {} FROM {} WHERE {} FOR UPDATE)",
-            select.join(", "),
-            self.target,
-            self.key_cols
-                .iter()
-                .map(|k| format!("{k} = ?"))
-                .collect::<Vec<_>>()
-                .join(" AND ")
-        )
-    }
 }
 
 impl RowChange {
@@ -307,85 +251,6 @@ async fn check_rows(
     Ok(found)
 }
 
-/// Whether an event value (as `decode` makes it) and a value read from the target are the same
-/// value. `false` means "not known to be": only the server can tell collations and conversions.
-fn same_value(event: &Value, target: &Value) -> bool {
-    match (event, target) {
-        (Value::NULL, Value::NULL) => true,
-        (Value::Int(a), Value::Int(b)) => a == b,
-        (Value::UInt(a), Value::UInt(b)) => a == b,
-        (Value::Int(a), Value::UInt(b)) | (Value::UInt(b), Value::Int(a)) => {
-            u64::try_from(*a).is_ok_and(|a| a == *b)
-        }
-        (Value::Bytes(a), Value::Bytes(b)) => a == b,
-        (Value::Bytes(a), temporal @ (Value::Date(..) | Value::Time(..))) => {
-            temporal_forms(temporal).iter().any(|f| f.as_bytes() == a)
-        }
-        _ => false,
-    }
-}
-
-/// The texts `decode` gives a date, datetime or time value of the target.
-fn temporal_forms(v: &Value) -> Vec<String> {
-    match *v {
-        Value::Date(y, mo, d, h, mi, s, us) => {
-            let mut forms = vec![format!(
-                "{y:04}-{mo:02}-{d:02} {h:02}:{mi:02}:{s:02}.{us:06}"
-            )];
-            if (h, mi, s, us) == (0, 0, 0, 0) {
-                forms.push(format!("{y:04}-{mo:02}-{d:02}"));
-            }
-            forms
-        }
-        Value::Time(neg, days, h, mi, s, us) => {
-            let sign = if neg { "-" } else { "" };
-            let hours = u64::from(days) * 24 + u64::from(h);
-            vec![format!("{sign}{hours}:{mi:02}:{s:02}.{us:06}")]
-        }
-        _ => Vec::new(),
-    }
-}
-
-/// A key's values as lookup text; integers by number, whatever their signedness.
-fn key_text(key: &[Value]) -> String {
-    let parts: Vec<String> = key
-        .iter()
-        .map(|v| match v {
-            Value::Int(i) => i.to_string(),
-            Value::UInt(u) => u.to_string(),
-            Value::Bytes(b) => format!("{b:?}"),
-            other => format!("{other:?}"),
-        })
-        .collect();
-    parts.join("|")
-}
-
-/// The lookup texts a key read from the target may have as an event key (a date reads back the
-/// same whether the event gave it as a date or a datetime).
-fn key_forms(key: &[Value]) -> Vec<String> {
-    let mut forms = vec![Vec::new()];
-    for v in key {
-        let options: Vec<Value> = match v {
-            Value::Date(..) | Value::Time(..) => temporal_forms(v)
-                .into_iter()
-                .map(|f| Value::Bytes(f.into_bytes()))
-                .collect(),
-            other => vec![other.clone()],
-        };
-        forms = forms
-            .into_iter()
-            .flat_map(|prefix: Vec<Value>| {
-                options.iter().map(move |o| {
-                    let mut p = prefix.clone();
-                    p.push(o.clone());
-                    p
-                })
-            })
-            .collect();
-    }
-    forms.iter().map(|k| key_text(k)).collect()
-}
-
 /// Inserts of rows the target does not have cannot conflict: a group of inserts into one table
 /// first goes out as one plain multi-row `INSERT`. `false` when any row exists already (the
 /// server rolls the statement back, whole); the group is then checked row by row.
@@ -445,6 +310,17 @@ impl MysqlApplier {
         mappings: Vec<TableMapping>,
     ) -> Result<Self, CdcError> {
         Self::with_conflicts(url, stream, offsets_db, mappings, None)
+    }
+
+    /// The applier of `config`'s stream, on its target.
+    pub fn for_stream(config: &StreamConfig) -> Result<Self, CdcError> {
+        Self::with_conflicts(
+            &config.target_url,
+            &config.name,
+            &config.offsets_db,
+            config.tables.clone(),
+            config.detect_conflicts.then_some(config.owner),
+        )
     }
 
     /// Like `new`, comparing each row with the event's `before` image first; `owner` says which
@@ -808,49 +684,5 @@ impl MysqlApplier {
         }
         tx.commit().await?;
         Ok(applied)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn text(s: &str) -> Value {
-        Value::Bytes(s.as_bytes().to_vec())
-    }
-
-    #[test]
-    fn values_are_the_same_only_when_plainly_equal() {
-        assert!(same_value(&Value::NULL, &Value::NULL));
-        assert!(same_value(&Value::Int(7), &Value::UInt(7)));
-        assert!(same_value(&Value::UInt(7), &Value::Int(7)));
-        assert!(!same_value(&Value::Int(-1), &Value::UInt(u64::MAX)));
-        assert!(same_value(&text("9.50"), &text("9.50")));
-        // Equal to the server perhaps (collation, numeric conversion), not known here.
-        assert!(!same_value(&text("abc"), &text("ABC")));
-        assert!(!same_value(&text("9.5"), &text("9.50")));
-        assert!(!same_value(&text("7"), &Value::Int(7)));
-        assert!(!same_value(&Value::NULL, &text("")));
-        let dt = Value::Date(2024, 2, 29, 23, 59, 59, 125_000);
-        assert!(same_value(&text("2024-02-29 23:59:59.125000"), &dt));
-        assert!(!same_value(&text("2024-02-29"), &dt));
-        let day = Value::Date(2024, 2, 29, 0, 0, 0, 0);
-        assert!(same_value(&text("2024-02-29"), &day));
-        assert!(same_value(&text("2024-02-29 00:00:00.000000"), &day));
-        let t = Value::Time(true, 34, 22, 59, 59, 1);
-        assert!(same_value(&text("-838:59:59.000001"), &t));
-        assert!(!same_value(&text("838:59:59.000001"), &t));
-    }
-
-    #[test]
-    fn keys_read_back_find_their_event_key() {
-        let event = key_text(&[Value::Int(5), text("2024-02-29")]);
-        let read = key_forms(&[Value::UInt(5), Value::Date(2024, 2, 29, 0, 0, 0, 0)]);
-        assert!(read.contains(&event), "{event} in {read:?}");
-        assert!(
-            !key_forms(&[Value::UInt(6), Value::Date(2024, 2, 29, 0, 0, 0, 0)]).contains(&event)
-        );
-        // Text keys match byte for byte only.
-        assert!(!key_forms(&[text("A1")]).contains(&key_text(&[text("a1")])));
     }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value, json};
 
-use crate::schema::{ColumnKind, TableSchema};
+use crate::model::schema::{ColumnKind, TableSchema};
 
 /// Operation codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -268,7 +268,7 @@ pub fn schema_from_connect(
             .get("field")
             .and_then(Value::as_str)
             .ok_or("a column without a name")?;
-        columns.push(crate::schema::Column {
+        columns.push(crate::model::schema::Column {
             name: name.to_string(),
             kind: kind_from_connect(&f)?,
             nullable: f.get("optional").and_then(Value::as_bool).unwrap_or(true),

@@ -9,7 +9,7 @@ use mysql_async::Value;
 use mysql_async::binlog::value::BinlogValue;
 use serde_json::Value as Json;
 
-use crate::schema::ColumnKind;
+use crate::model::schema::ColumnKind;
 
 const B64: base64::engine::GeneralPurpose = base64::engine::general_purpose::STANDARD;
 

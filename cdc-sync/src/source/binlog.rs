@@ -10,76 +10,18 @@ use futures_util::StreamExt as _;
 use mysql_async::binlog::events::{EventData, RowsEventData};
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, Pool};
-use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
 use crate::error::CdcError;
 use crate::model::debezium::{ChangeEvent, Envelope, Op, Snapshot, Source};
+use crate::model::schema::TableSchema;
+use crate::model::transaction::{Offset, Transaction};
 use crate::model::values::encode;
-use crate::schema::{SchemaCache, TableSchema};
+use crate::source::gtid::{MARIADB_GTID_EVENT, MariaGtid};
+use crate::source::schema::SchemaCache;
 
 /// Flag of events written with `SET SESSION skip_replication=1`.
 pub const SKIP_REPLICATION_FLAG: u16 = 0x8000;
-const MARIADB_GTID_EVENT: u8 = 162;
-
-/// A position in the binlog: resume here.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Offset {
-    pub file: String,
-    pub pos: u64,
-    pub gtid: Option<String>,
-}
-
-impl std::fmt::Display for Offset {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}:{}", self.file, self.pos)?;
-        if let Some(g) = &self.gtid {
-            write!(f, " (gtid {g})")?;
-        }
-        Ok(())
-    }
-}
-
-/// One source transaction: its changes and the offset right after its commit.
-#[derive(Debug, Clone)]
-pub struct Transaction {
-    pub end: Offset,
-    pub gtid: Option<String>,
-    pub events: Vec<ChangeEvent>,
-    /// Source commit time, epoch milliseconds.
-    pub ts_ms: i64,
-    /// Row events skipped because cdc-sync itself wrote them.
-    pub suppressed: u64,
-    /// Written by a cdc-sync applier (`skip_replication`): nothing in it is ever applied.
-    pub marked: bool,
-}
-
-/// A parsed MariaDB GTID event.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MariaGtid {
-    pub seq_no: u64,
-    pub domain_id: u32,
-    pub flags: u8,
-}
-
-impl MariaGtid {
-    /// Parses the body of a GTID event (type 162): seq_no u64, domain_id u32, flags u8, all LE.
-    pub fn parse(data: &[u8]) -> Option<Self> {
-        if data.len() < 13 {
-            return None;
-        }
-        Some(Self {
-            seq_no: u64::from_le_bytes(data[0..8].try_into().ok()?),
-            domain_id: u32::from_le_bytes(data[8..12].try_into().ok()?),
-            flags: data[12],
-        })
-    }
-
-    /// A transaction without BEGIN/COMMIT (DDL).
-    pub fn standalone(&self) -> bool {
-        self.flags & 0x01 != 0
-    }
-}
 
 /// What to read.
 #[derive(Debug, Clone)]
@@ -362,20 +304,5 @@ fn push_change(
         events.push(make(Op::Create, None, after));
     } else {
         events.push(make(op, before, after));
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn parses_mariadb_gtid_events() {
-        let mut data = 42u64.to_le_bytes().to_vec();
-        data.extend(7u32.to_le_bytes());
-        data.push(0x01);
-        let g = MariaGtid::parse(&data).unwrap();
-        assert_eq!((g.seq_no, g.domain_id, g.standalone()), (42, 7, true));
-        assert!(MariaGtid::parse(&data[..10]).is_none());
     }
 }

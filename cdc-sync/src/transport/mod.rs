@@ -1,4 +1,5 @@
-//! How events travel from the binlog reader to the applier: in process (`crate::pipeline`) or
-//! through Kafka topics in Debezium's format.
+//! How events travel from the binlog reader to the applier: in process (`direct`) or through
+//! Kafka topics in Debezium's format (`kafka`).
 
+pub mod direct;
 pub mod kafka;

@@ -60,7 +60,7 @@ impl TableMapping {
 
     /// For copying and comparing in SQL: `(source expression, target column)`, both quoted, of
     /// every mapped column of `schema` in column order, transforms applied on the source side.
-    pub fn sql_columns(&self, schema: &crate::schema::TableSchema) -> Vec<(String, String)> {
+    pub fn sql_columns(&self, schema: &crate::model::schema::TableSchema) -> Vec<(String, String)> {
         schema
             .columns
             .iter()
