@@ -64,7 +64,9 @@ async fn exec(url: &str, sql: &str) {
 
 async fn position(url: &str) -> Offset {
     let pool = mysql_async::Pool::new(url);
-    let o = BinlogSource::current_position(&pool).await.unwrap();
+    let o = BinlogSource::current_position(&pool, Default::default())
+        .await
+        .unwrap();
     pool.disconnect().await.unwrap();
     o
 }

@@ -41,6 +41,12 @@ pub struct StreamConfig {
     /// read per row); off applies blindly (the source always wins, nothing is counted).
     #[serde(default = "default_true")]
     pub detect_conflicts: bool,
+    /// `portable` (the default) uses only what MySQL 8.0/8.4 and MariaDB both offer: loop
+    /// prevention by marker rows, positions from `SHOW MASTER STATUS` / `SHOW BINARY LOG
+    /// STATUS`. `mariadb-native` adds MariaDB's own features (`skip_replication`, MariaDB GTIDs
+    /// via `@@gtid_binlog_pos`) and refuses a MySQL server.
+    #[serde(default)]
+    pub mode: ServerMode,
     /// Kafka settings when `transport = "kafka"`.
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
@@ -60,6 +66,15 @@ pub enum Transport {
     Direct,
     /// Through Kafka topics `<prefix>.<db>.<table>` and `<prefix>.transaction`.
     Kafka,
+}
+
+/// Which server features a stream may use. See [`StreamConfig::mode`].
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "kebab-case")]
+pub enum ServerMode {
+    #[default]
+    Portable,
+    MariadbNative,
 }
 
 /// The side whose version of a row stands in a conflict.
@@ -180,6 +195,18 @@ impl StreamConfig {
             toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())?;
         if c.name.is_empty() || c.name.len() > 100 {
             return Err("name must be 1 to 100 characters".into());
+        }
+        if c.offsets_db.is_empty()
+            || c.offsets_db.len() > 64
+            || !c
+                .offsets_db
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'_')
+        {
+            return Err(format!(
+                "offsets_db {:?} must be a database name (letters, digits, _)",
+                c.offsets_db
+            ));
         }
         if c.tables.is_empty() {
             return Err("tables: give at least one table".into());

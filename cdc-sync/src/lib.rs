@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod backfill;
+pub mod check;
 pub mod config;
 pub mod error;
 pub mod metrics;

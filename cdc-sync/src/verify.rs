@@ -12,9 +12,11 @@ use mysql_async::{Conn, Pool, Value};
 use serde::Serialize;
 
 use crate::apply::mysql::utc_pool as pool;
+use crate::config::ServerMode;
 use crate::error::CdcError;
 use crate::model::mapping::{TableMapping, default_sql_value};
 use crate::model::schema::TableSchema;
+use crate::model::server::quote_ident;
 
 /// How to verify.
 #[derive(Debug, Clone)]
@@ -24,6 +26,12 @@ pub struct VerifyOptions {
     /// Re-checks of differing rows before they are reported.
     pub rechecks: u32,
     pub recheck_delay: Duration,
+    /// The stream whose tables these are: a repair marks its writes in that stream's
+    /// `offsets_db.cdc_repairs` (so no stream carries them back), and `mariadb-native` mode adds
+    /// `skip_replication`.
+    pub stream: String,
+    pub offsets_db: String,
+    pub mode: ServerMode,
 }
 
 impl Default for VerifyOptions {
@@ -33,6 +41,9 @@ impl Default for VerifyOptions {
             repair: false,
             rechecks: 3,
             recheck_delay: Duration::from_millis(1000),
+            stream: "verify".into(),
+            offsets_db: "strangler_cdc".into(),
+            mode: ServerMode::Portable,
         }
     }
 }
@@ -76,17 +87,14 @@ struct Side {
 }
 
 fn quote_table(q: &str) -> String {
-    q.split('.')
-        .map(|p| format!("`{p}`"))
-        .collect::<Vec<_>>()
-        .join(".")
+    crate::model::server::quote_qualified(q)
 }
 
 impl Side {
     fn key_list(&self) -> String {
         self.keys
             .iter()
-            .map(|k| format!("`{k}`"))
+            .map(|k| quote_ident(k))
             .collect::<Vec<_>>()
             .join(", ")
     }
@@ -349,7 +357,7 @@ pub async fn verify(
             .collect();
     }
     if opts.repair && !found.is_empty() {
-        report.repaired = repair(&src, &dst, m, &mut sc, &mut dc, &found).await?;
+        report.repaired = repair(&src, &dst, m, &mut sc, &mut dc, &found, opts).await?;
         // Check the repaired rows again.
         let keys: Vec<Vec<Value>> = found.iter().map(|(_, k, _)| k.clone()).collect();
         found.clear();
@@ -378,8 +386,8 @@ pub async fn verify(
     Ok(report)
 }
 
-/// Rewrites differing and missing rows from the source and deletes extra ones, with
-/// `skip_replication` so no stream carries the repair back.
+/// Rewrites differing and missing rows from the source and deletes extra ones, each target
+/// transaction opened by a marker row (`cdc_repairs`) so no stream carries the repair back.
 async fn repair(
     src: &Side,
     dst: &Side,
@@ -387,6 +395,7 @@ async fn repair(
     sc: &mut Conn,
     dc: &mut Conn,
     found: &[(String, Vec<Value>, Kind)],
+    opts: &VerifyOptions,
 ) -> Result<u64, CdcError> {
     let copy: Vec<Vec<Value>> = found
         .iter()
@@ -400,9 +409,29 @@ async fn repair(
         .collect();
     let mut cols: Vec<String> = dst.exprs.clone();
     let defaults: Vec<Value> = m.defaults.values().map(default_sql_value).collect();
-    cols.extend(m.defaults.keys().map(|k| format!("`{k}`")));
+    cols.extend(m.defaults.keys().map(|k| quote_ident(k)));
     let updates: Vec<String> = cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
-    dc.query_drop("SET SESSION skip_replication = 1").await?;
+    let native = opts.mode == ServerMode::MariadbNative;
+    let repairs = format!("{}.cdc_repairs", quote_ident(&opts.offsets_db));
+    dc.query_drop(format!(
+        "CREATE DATABASE IF NOT EXISTS {}",
+        quote_ident(&opts.offsets_db)
+    ))
+    .await?;
+    dc.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS {repairs} (stream VARCHAR(100) NOT NULL, target_table VARCHAR(200) NOT NULL, \
+         transactions BIGINT UNSIGNED NOT NULL DEFAULT 0, \
+         updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3), \
+         PRIMARY KEY (stream, target_table))"
+    ))
+    .await?;
+    let mark = format!(
+        "INSERT INTO {repairs} (stream, target_table, transactions) VALUES (?, ?, 1) \
+         ON DUPLICATE KEY UPDATE transactions = transactions + 1"
+    );
+    if native {
+        dc.query_drop("SET SESSION skip_replication = 1").await?;
+    }
     let mut repaired = 0;
     for part in copy.chunks(500) {
         let (cond, params) = src.keys_filter(part);
@@ -417,6 +446,7 @@ async fn repair(
             )
             .await?;
         let mut tx = dc.start_transaction(Default::default()).await?;
+        tx.exec_drop(&mark, (&opts.stream, &m.target)).await?;
         for r in rows {
             let mut values: Vec<Value> = r.unwrap();
             values.extend(defaults.iter().cloned());
@@ -437,10 +467,15 @@ async fn repair(
     }
     for part in delete.chunks(500) {
         let (cond, params) = dst.keys_filter(part);
-        dc.exec_drop(format!("DELETE FROM {} WHERE {cond}", dst.table), params)
+        let mut tx = dc.start_transaction(Default::default()).await?;
+        tx.exec_drop(&mark, (&opts.stream, &m.target)).await?;
+        tx.exec_drop(format!("DELETE FROM {} WHERE {cond}", dst.table), params)
             .await?;
-        repaired += dc.affected_rows();
+        repaired += tx.affected_rows();
+        tx.commit().await?;
     }
-    dc.query_drop("SET SESSION skip_replication = 0").await?;
+    if native {
+        dc.query_drop("SET SESSION skip_replication = 0").await?;
+    }
     Ok(repaired)
 }

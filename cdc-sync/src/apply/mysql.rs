@@ -1,7 +1,8 @@
 //! The MySQL/MariaDB applier: each source transaction becomes one target transaction of
 //! idempotent statements (upsert of the full row image, delete by key) plus the stream's offset
-//! row, committed together. Its connections run with `skip_replication=1`, so the reverse stream
-//! never re-emits what the applier wrote. With conflict detection on, each row is first compared
+//! row, committed together. The offset row comes first in each transaction and marks it as
+//! cdc-sync's own (no stream reads it back); `mariadb-native` mode also sets `skip_replication`.
+//! Every target column an event names must exist in the target table. With conflict detection on, each row is first compared
 //! (under a row lock) with the event's `before` image: a row the target changed on its own since
 //! is a conflict, resolved by the stream's owner (`source` applies, `target` keeps its row).
 
@@ -11,11 +12,12 @@ use mysql_async::prelude::*;
 use mysql_async::{Opts, OptsBuilder, Pool, Value};
 
 use super::conflicts::{Check, Conflict, key_forms, key_text, same_value};
-use crate::config::{Owner, StreamConfig};
+use crate::config::{Owner, ServerMode, StreamConfig};
 use crate::error::CdcError;
 use crate::model::debezium::{ChangeEvent, Op};
 use crate::model::mapping::{TableMapping, default_sql_value};
 use crate::model::schema::ColumnKind;
+use crate::model::server::quote_ident;
 use crate::model::transaction::{Offset, Transaction};
 use crate::model::values::decode;
 
@@ -38,6 +40,11 @@ pub struct MysqlApplier {
     stats_table: String,
     mappings: HashMap<String, TableMapping>,
     conflicts: Option<Owner>,
+    /// Mark transactions with `skip_replication` too (`mariadb-native`).
+    native: bool,
+    /// Columns of each target table, as the target has them: no other name reaches SQL.
+    target_columns:
+        std::sync::Arc<std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>>,
 }
 
 /// What one applied transaction did.
@@ -294,11 +301,7 @@ async fn insert_new_rows(
 }
 
 fn quote(qualified: &str) -> String {
-    qualified
-        .split('.')
-        .map(|p| format!("`{p}`"))
-        .collect::<Vec<_>>()
-        .join(".")
+    crate::model::server::quote_qualified(qualified)
 }
 
 impl MysqlApplier {
@@ -314,13 +317,15 @@ impl MysqlApplier {
 
     /// The applier of `config`'s stream, on its target.
     pub fn for_stream(config: &StreamConfig) -> Result<Self, CdcError> {
-        Self::with_conflicts(
+        let mut a = Self::with_conflicts(
             &config.target_url,
             &config.name,
             &config.offsets_db,
             config.tables.clone(),
             config.detect_conflicts.then_some(config.owner),
-        )
+        )?;
+        a.native = config.mode == ServerMode::MariadbNative;
+        Ok(a)
     }
 
     /// Like `new`, comparing each row with the event's `before` image first; `owner` says which
@@ -333,8 +338,6 @@ impl MysqlApplier {
         owner: Option<Owner>,
     ) -> Result<Self, CdcError> {
         let opts = Opts::from_url(url).map_err(|e| CdcError::Config(format!("target url: {e}")))?;
-        // Every transaction we write runs with skip_replication=1 (set in `apply`), so no stream
-        // picks it up again: loop prevention.
         let opts = OptsBuilder::from_opts(opts);
         Ok(Self {
             pool: Pool::new(opts),
@@ -346,6 +349,8 @@ impl MysqlApplier {
                 .map(|m| (m.source.clone(), m))
                 .collect(),
             conflicts: owner,
+            native: false,
+            target_columns: Default::default(),
         })
     }
 
@@ -450,7 +455,7 @@ impl MysqlApplier {
             let key = mapped(row, true)?;
             Ok((
                 key.iter()
-                    .map(|(c, _, _)| format!("`{c}` = ?"))
+                    .map(|(c, _, _)| format!("{} = ?", quote_ident(c)))
                     .collect::<Vec<_>>()
                     .join(" AND "),
                 key.into_iter().map(|(_, v, _)| v).collect(),
@@ -472,7 +477,7 @@ impl MysqlApplier {
                         .into_iter()
                         .filter(|(_, _, c)| *c)
                         .collect();
-                    cols = compared.iter().map(|(c, _, _)| format!("`{c}`")).collect();
+                    cols = compared.iter().map(|(c, _, _)| quote_ident(c)).collect();
                     *slot = Some(compared.into_iter().map(|(_, v, _)| v).collect());
                 }
             }
@@ -480,7 +485,7 @@ impl MysqlApplier {
                 target: target.clone(),
                 key_cols: mapped(key_row, true)?
                     .into_iter()
-                    .map(|(c, _, _)| format!("`{c}`"))
+                    .map(|(c, _, _)| quote_ident(&c))
                     .collect(),
                 cols,
                 images,
@@ -496,11 +501,11 @@ impl MysqlApplier {
                 let mut cols = Vec::new();
                 let mut params = Vec::new();
                 for (c, v, _) in mapped(row, false)? {
-                    cols.push(format!("`{c}`"));
+                    cols.push(quote_ident(&c));
                     params.push(v);
                 }
                 for (name, value) in &m.defaults {
-                    cols.push(format!("`{name}`"));
+                    cols.push(quote_ident(name));
                     params.push(default_sql_value(value));
                 }
                 let updates: Vec<String> =
@@ -559,6 +564,69 @@ impl MysqlApplier {
         Ok(Some(change))
     }
 
+    /// Refuses a change naming a column its target table does not have (a schema rebuilt from a
+    /// Kafka message can name anything): the stream stops at that event with the name. The
+    /// target's columns are read once, and again when a name is missing (the table may have
+    /// gained the column since).
+    async fn check_columns(&self, txns: &[Transaction]) -> Result<(), CdcError> {
+        // Events of one table share its schema: each schema is checked once a batch.
+        let mut checked: Vec<usize> = Vec::new();
+        for ev in txns.iter().flat_map(|t| &t.events) {
+            let ptr = std::sync::Arc::as_ptr(&ev.schema) as usize;
+            if checked.contains(&ptr) {
+                continue;
+            }
+            checked.push(ptr);
+            let Some(m) = self.mappings.get(&ev.schema.qualified()) else {
+                continue;
+            };
+            let wanted: Vec<&str> = ev
+                .schema
+                .columns
+                .iter()
+                .filter_map(|c| m.target_column(&c.name))
+                .chain(m.defaults.keys().map(String::as_str))
+                .collect();
+            let missing = |cols: &HashMap<String, std::collections::HashSet<String>>| {
+                let known = cols.get(&m.target);
+                wanted
+                    .iter()
+                    .find(|w| known.is_none_or(|k| !k.contains(&w.to_ascii_lowercase())))
+                    .map(|w| w.to_string())
+            };
+            let first = missing(&self.target_columns.lock().expect("not poisoned"));
+            let Some(_) = first else { continue };
+            let (db, table) = m.target.split_once('.').unwrap_or(("", &m.target));
+            let mut conn = self.pool.get_conn().await?;
+            let names: Vec<String> = conn
+                .exec(
+                    "SELECT COLUMN_NAME FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = ?",
+                    (db, table),
+                )
+                .await?;
+            drop(conn);
+            let mut cols = self.target_columns.lock().expect("not poisoned");
+            cols.insert(
+                m.target.clone(),
+                names.into_iter().map(|n| n.to_ascii_lowercase()).collect(),
+            );
+            if let Some(name) = missing(&cols) {
+                return Err(CdcError::Malformed {
+                    at: format!(
+                        "{}:{} row {}",
+                        ev.envelope.source.file, ev.envelope.source.pos, ev.envelope.source.row
+                    ),
+                    message: format!(
+                        "column {name:?} of {} is not a column of the target table {}",
+                        ev.schema.qualified(),
+                        m.target
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// Applies one source transaction and records its end offset, atomically.
     pub async fn apply(&self, txn: &Transaction) -> Result<Applied, CdcError> {
         self.apply_batch(std::slice::from_ref(txn)).await
@@ -570,6 +638,7 @@ impl MysqlApplier {
         let Some(last) = txns.last() else {
             return Ok(Applied::default());
         };
+        self.check_columns(txns).await?;
         let mut changes = Vec::new();
         for txn in txns {
             for ev in &txn.events {
@@ -578,11 +647,27 @@ impl MysqlApplier {
         }
         let mut applied = Applied::default();
         let mut conn = self.pool.get_conn().await?;
-        // Pooled connections are reset when returned, which clears session variables: mark
-        // every transaction explicitly.
-        conn.query_drop("SET SESSION skip_replication = 1, time_zone = '+00:00'")
-            .await?;
+        // Pooled connections are reset when returned, which clears session variables: set them
+        // for every transaction.
+        conn.query_drop(if self.native {
+            "SET SESSION skip_replication = 1, time_zone = '+00:00'"
+        } else {
+            "SET SESSION time_zone = '+00:00'"
+        })
+        .await?;
         let mut tx = conn.start_transaction(Default::default()).await?;
+        // The offset row first: it marks the transaction as cdc-sync's own before any row a
+        // reader of this server would otherwise decode.
+        tx.exec_drop(
+            format!(
+                "INSERT INTO {} (stream, file, pos, gtid, transactions, source_ts_ms) VALUES (?, ?, ?, ?, ?, ?) \
+                 ON DUPLICATE KEY UPDATE file = VALUES(file), pos = VALUES(pos), gtid = VALUES(gtid), \
+                 transactions = transactions + VALUES(transactions), source_ts_ms = VALUES(source_ts_ms)",
+                self.offsets_table
+            ),
+            (&self.stream, &last.end.file, last.end.pos, &last.end.gtid, txns.len() as u64, last.ts_ms),
+        )
+        .await?;
         // Consecutive upserts of one table with the same columns: one multi-row statement
         // (rows apply in order, so a key written twice ends as the later row).
         let mut pending: Option<Upserts> = None;
@@ -651,16 +736,6 @@ impl MysqlApplier {
             }
         }
         flush(&mut tx, &mut pending, &mut applied).await?;
-        tx.exec_drop(
-            format!(
-                "INSERT INTO {} (stream, file, pos, gtid, transactions, source_ts_ms) VALUES (?, ?, ?, ?, ?, ?) \
-                 ON DUPLICATE KEY UPDATE file = VALUES(file), pos = VALUES(pos), gtid = VALUES(gtid), \
-                 transactions = transactions + VALUES(transactions), source_ts_ms = VALUES(source_ts_ms)",
-                self.offsets_table
-            ),
-            (&self.stream, &last.end.file, last.end.pos, &last.end.gtid, txns.len() as u64, last.ts_ms),
-        )
-        .await?;
         // Per-table figures for `cdc-sync status`, in the same commit.
         let mut per_table: std::collections::BTreeMap<String, (u64, i64)> = Default::default();
         for txn in txns {

@@ -17,12 +17,13 @@ use crate::config::StreamConfig;
 use crate::error::CdcError;
 use crate::metrics::Metrics;
 use crate::model::schema::{ColumnKind, TableSchema};
+use crate::model::server::quote_ident;
 /// How a column is selected for a snapshot event: as the binlog would carry its value.
 pub(super) fn snapshot_expr(c: &crate::model::schema::Column) -> String {
     match c.kind {
-        ColumnKind::Timestamp { .. } => format!("UNIX_TIMESTAMP(`{}`)", c.name),
-        ColumnKind::Set { .. } => format!("(`{}` + 0)", c.name),
-        _ => format!("`{}`", c.name),
+        ColumnKind::Timestamp { .. } => format!("UNIX_TIMESTAMP({})", quote_ident(&c.name)),
+        ColumnKind::Set { .. } => format!("({} + 0)", quote_ident(&c.name)),
+        _ => quote_ident(&c.name),
     }
 }
 
@@ -49,7 +50,7 @@ pub async fn split_ranges(
     if n <= 1 {
         return Ok(whole());
     }
-    let col = format!("`{}`", schema.columns[first].name);
+    let col = quote_ident(&schema.columns[first].name);
     let mut bounds: Vec<Value> = Vec::new();
     if matches!(schema.columns[first].kind, ColumnKind::Int { .. }) {
         let (lo, hi): (Option<i128>, Option<i128>) = conn

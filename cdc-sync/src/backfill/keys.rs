@@ -6,10 +6,7 @@ use mysql_async::Value;
 use crate::error::CdcError;
 use crate::model::values::decode;
 pub(super) fn quote(q: &str) -> String {
-    q.split('.')
-        .map(|p| format!("`{p}`"))
-        .collect::<Vec<_>>()
-        .join(".")
+    crate::model::server::quote_qualified(q)
 }
 
 /// The key literal of a binlog row, comparable with `key_literal` of a selected row.

@@ -26,12 +26,13 @@ use mysql_async::prelude::*;
 use mysql_async::{Pool, Value};
 
 use crate::apply::mysql::utc_pool as pool;
-use crate::config::StreamConfig;
+use crate::config::{ServerMode, StreamConfig};
 use crate::error::CdcError;
 use crate::metrics::Metrics;
 use crate::model::debezium::{ChangeEvent, Envelope, Op, Snapshot, Source};
 use crate::model::mapping::default_sql_value;
 use crate::model::schema::TableSchema;
+use crate::model::server::quote_ident;
 use crate::model::transaction::Transaction;
 use crate::model::values::encode;
 use chunks::{ChunkReader, run_chunks, snapshot_expr, split_ranges};
@@ -216,9 +217,16 @@ impl Backfills {
             return Ok(());
         };
         let mut conn = self.target.get_conn().await?;
-        conn.query_drop("SET SESSION skip_replication = 1, time_zone = '+00:00'")
-            .await?;
+        conn.query_drop(if self.config.mode == ServerMode::MariadbNative {
+            "SET SESSION skip_replication = 1, time_zone = '+00:00'"
+        } else {
+            "SET SESSION time_zone = '+00:00'"
+        })
+        .await?;
         let mut tx = conn.start_transaction(Default::default()).await?;
+        // The progress row first: it marks the transaction as cdc-sync's own (a marker table).
+        let (sql, params) = progress_update(a, &chunk, &self.config.name);
+        tx.exec_drop(sql, params).await?;
         let mut written = 0u64;
         let keep: Vec<&Vec<Value>> = chunk
             .rows
@@ -236,8 +244,6 @@ impl Backfills {
             tx.exec_drop(sql, params).await?;
             written += part.len() as u64;
         }
-        let (sql, params) = progress_update(a, &chunk, &self.config.name);
-        tx.exec_drop(sql, params).await?;
         tx.commit().await?;
         self.finish(chunk, written);
         Ok(())
@@ -381,7 +387,7 @@ impl Backfills {
         let (exprs, mut cols): (Vec<String>, Vec<String>) =
             mapping.sql_columns(&schema).into_iter().unzip();
         let defaults: Vec<Value> = mapping.defaults.values().map(default_sql_value).collect();
-        cols.extend(mapping.defaults.keys().map(|k| format!("`{k}`")));
+        cols.extend(mapping.defaults.keys().map(|k| quote_ident(k)));
         let updates: Vec<String> = cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
         // `{rows}` becomes one `(?, …)` group per row: chunks go out as multi-row statements.
         let upsert = format!(
@@ -403,7 +409,7 @@ impl Backfills {
         let keys: Vec<String> = schema
             .primary_key
             .iter()
-            .map(|&i| format!("`{}`", schema.columns[i].name))
+            .map(|&i| quote_ident(&schema.columns[i].name))
             .collect();
         let target = pool(&self.config.target_url)?;
         let mut tc = target.get_conn().await?;

@@ -56,10 +56,21 @@ pub async fn ensure_progress_table(
            PRIMARY KEY (stream, source_table))"
     ))
     .await?;
-    conn.query_drop(format!(
-        "ALTER TABLE `{offsets_db}`.cdc_backfill ADD COLUMN IF NOT EXISTS ranges TEXT NULL"
-    ))
-    .await?;
+    // Tables made before ranges existed gain the column (checked first: MySQL has no
+    // `ADD COLUMN IF NOT EXISTS`).
+    let has_ranges: Option<u64> = conn
+        .exec_first(
+            "SELECT COUNT(*) FROM information_schema.COLUMNS \
+             WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'cdc_backfill' AND COLUMN_NAME = 'ranges'",
+            (offsets_db,),
+        )
+        .await?;
+    if has_ranges == Some(0) {
+        conn.query_drop(format!(
+            "ALTER TABLE `{offsets_db}`.cdc_backfill ADD COLUMN ranges TEXT NULL"
+        ))
+        .await?;
+    }
     Ok(())
 }
 

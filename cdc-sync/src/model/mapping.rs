@@ -66,14 +66,14 @@ impl TableMapping {
             .iter()
             .filter_map(|c| {
                 let target = self.target_column(&c.name)?;
-                let e = format!("`{}`", c.name);
+                let e = crate::model::server::quote_ident(&c.name);
                 let source = match self.transform.get(&c.name) {
                     Some(Transform::Lower) => format!("LOWER({e})"),
                     Some(Transform::Upper) => format!("UPPER({e})"),
                     Some(Transform::Trim) => format!("TRIM({e})"),
                     None => e,
                 };
-                Some((source, format!("`{target}`")))
+                Some((source, crate::model::server::quote_ident(target)))
             })
             .collect()
     }
@@ -90,6 +90,15 @@ impl TableMapping {
             if !ok {
                 return Err(format!(
                     "tables.{field} {v:?} must be db.table (letters, digits, _)"
+                ));
+            }
+        }
+        for (field, v) in [("source", &self.source), ("target", &self.target)] {
+            if let Some((_, table)) = v.split_once('.')
+                && crate::model::server::is_marker(table)
+            {
+                return Err(format!(
+                    "tables.{field} {v:?}: {table} is a name cdc-sync keeps for its own tables"
                 ));
             }
         }

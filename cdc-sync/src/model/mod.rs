@@ -5,5 +5,6 @@
 pub mod debezium;
 pub mod mapping;
 pub mod schema;
+pub mod server;
 pub mod transaction;
 pub mod values;

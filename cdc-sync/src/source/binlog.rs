@@ -1,7 +1,9 @@
-//! The binlog reader: streams a MariaDB binlog from an offset with `mysql_async`, parses MariaDB
-//! GTID events by hand, decodes row events with schemas from `information_schema` (reloaded on
-//! DDL; a column-count mismatch stops the stream at that offset), skips transactions written by
-//! cdc-sync's own applier (the `skip_replication` mark, flag 0x8000) and emits whole transactions.
+//! The binlog reader: streams a MySQL or MariaDB binlog from an offset with `mysql_async`, takes
+//! GTIDs of both (MySQL's event decoded by mysql_async, MariaDB's parsed by hand), decodes row
+//! events with schemas from `information_schema` (reloaded on DDL; a column-count mismatch stops
+//! the stream at that offset), skips transactions cdc-sync wrote itself (a marker-table row;
+//! in `mariadb-native` mode also the `skip_replication` flag, 0x8000) and emits whole
+//! transactions.
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -12,9 +14,11 @@ use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, Pool};
 use serde_json::{Map, Value};
 
+use crate::config::{ServerMode, StreamConfig};
 use crate::error::CdcError;
 use crate::model::debezium::{ChangeEvent, Envelope, Op, Snapshot, Source};
 use crate::model::schema::TableSchema;
+use crate::model::server::{Flavor, ServerInfo, is_marker};
 use crate::model::transaction::{Offset, Transaction};
 use crate::model::values::encode;
 use crate::source::gtid::{MARIADB_GTID_EVENT, MariaGtid};
@@ -26,6 +30,8 @@ pub const SKIP_REPLICATION_FLAG: u16 = 0x8000;
 /// What to read.
 #[derive(Debug, Clone)]
 pub struct BinlogSource {
+    /// Portable, or MariaDB's own features too.
+    pub mode: ServerMode,
     pub url: String,
     /// Our replica `server_id`, distinct from every real server.
     pub reader_server_id: u32,
@@ -38,19 +44,54 @@ pub struct BinlogSource {
 struct Pending {
     gtid: Option<String>,
     marked: bool,
-    standalone: bool,
+    /// Inside BEGIN … COMMIT: a DDL statement here does not end the transaction.
+    begun: bool,
     events: Vec<ChangeEvent>,
     suppressed: u64,
 }
 
 impl BinlogSource {
-    /// The source's current binlog position (`SHOW MASTER STATUS`).
-    pub async fn current_position(pool: &Pool) -> Result<Offset, CdcError> {
+    /// The reader of `config`'s stream (its tables; signals are added by the caller).
+    pub fn for_stream(config: &StreamConfig) -> Self {
+        Self {
+            mode: config.mode,
+            url: config.source_url.clone(),
+            reader_server_id: config.reader_server_id,
+            name: config.name.clone(),
+            tables: config.tables.iter().map(|t| t.source.clone()).collect(),
+        }
+    }
+
+    /// The server's family and version (`SELECT VERSION()`); `mariadb-native` mode refuses a
+    /// MySQL server.
+    pub async fn server(conn: &mut Conn, mode: ServerMode) -> Result<ServerInfo, CdcError> {
+        let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
+        let info = ServerInfo::parse(&version.unwrap_or_default()).map_err(CdcError::Config)?;
+        if mode == ServerMode::MariadbNative && info.flavor != Flavor::MariaDb {
+            return Err(CdcError::Config(format!(
+                "mode = \"mariadb-native\" needs a MariaDB server; this one is {}",
+                info.describe()
+            )));
+        }
+        Ok(info)
+    }
+
+    /// The source's current binlog position (`SHOW BINARY LOG STATUS` on MySQL 8.2 and later,
+    /// `SHOW MASTER STATUS` elsewhere), with the GTID set where the mode allows reading it.
+    pub async fn current_position(pool: &Pool, mode: ServerMode) -> Result<Offset, CdcError> {
         let mut conn = pool.get_conn().await?;
-        let row: Option<mysql_async::Row> = conn.query_first("SHOW MASTER STATUS").await?;
+        let server = Self::server(&mut conn, mode).await?;
+        let row: Option<mysql_async::Row> = conn.query_first(server.binlog_status_sql()).await?;
         let mut row = row
             .ok_or_else(|| CdcError::Config("the source has no binlog (log_bin is off)".into()))?;
-        let gtid: Option<String> = conn.query_first("SELECT @@gtid_binlog_pos").await?;
+        let gtid: Option<String> = match (server.flavor, mode) {
+            // Executed_Gtid_Set, the fifth column.
+            (Flavor::MySql, _) => row.take_opt(4).and_then(Result::ok),
+            (Flavor::MariaDb, ServerMode::MariadbNative) => {
+                conn.query_first("SELECT @@gtid_binlog_pos").await?
+            }
+            (Flavor::MariaDb, ServerMode::Portable) => None,
+        };
         Ok(Offset {
             file: row.take(0).expect("file"),
             pos: row.take(1).expect("position"),
@@ -70,7 +111,17 @@ impl BinlogSource {
         let pool = Pool::new(opts.clone());
         let mut schemas = SchemaCache::new(pool.clone());
         let mut conn = Conn::new(opts).await?;
-        conn.query_drop("SET @mariadb_slave_capability=4").await?;
+        let server = Self::server(&mut conn, self.mode).await?;
+        // Debezium's connector names.
+        let connector = match server.flavor {
+            Flavor::MySql => "mysql",
+            Flavor::MariaDb => "mariadb",
+        };
+        let native = self.mode == ServerMode::MariadbNative;
+        if native {
+            // MariaDB's GTID events instead of the BEGIN events it sends MySQL replicas.
+            conn.query_drop("SET @mariadb_slave_capability=4").await?;
+        }
         let request = BinlogStreamRequest::new(self.reader_server_id)
             .with_filename(start.file.as_bytes())
             .with_pos(start.pos);
@@ -82,7 +133,7 @@ impl BinlogSource {
             let header = event.header();
             let next_pos = u64::from(header.log_pos());
             let pos = next_pos.saturating_sub(u64::from(header.event_size()));
-            let marked = header.flags_raw() & SKIP_REPLICATION_FLAG != 0;
+            let marked = native && header.flags_raw() & SKIP_REPLICATION_FLAG != 0;
             let decode_err = |message: String| CdcError::Decode {
                 file: file.clone(),
                 pos,
@@ -99,7 +150,8 @@ impl BinlogSource {
                         gtid.seq_no
                     )),
                     marked,
-                    standalone: gtid.standalone(),
+                    // A transaction's GTID event stands for its BEGIN.
+                    begun: !gtid.standalone(),
                     events: Vec::new(),
                     suppressed: 0,
                 });
@@ -122,26 +174,40 @@ impl BinlogSource {
                     };
                     false
                 }
+                Some(EventData::GtidEvent(g)) => {
+                    // MySQL's GTID event (type 33): `uuid:gno`; BEGIN follows for DML.
+                    pending = Some(Pending {
+                        gtid: Some(format!("{}:{}", uuid_text(&g.sid()), g.gno())),
+                        marked,
+                        begun: false,
+                        events: Vec::new(),
+                        suppressed: 0,
+                    });
+                    false
+                }
                 Some(EventData::QueryEvent(q)) => {
                     let sql = q.query().trim().to_string();
                     if sql.eq_ignore_ascii_case("BEGIN") {
-                        if pending.is_none() {
-                            pending = Some(Pending {
-                                gtid: None,
-                                marked,
-                                standalone: false,
-                                events: Vec::new(),
-                                suppressed: 0,
-                            });
-                        }
+                        let p = pending.get_or_insert_with(|| Pending {
+                            gtid: None,
+                            marked,
+                            begun: true,
+                            events: Vec::new(),
+                            suppressed: 0,
+                        });
+                        p.begun = true;
                         false
                     } else if sql.eq_ignore_ascii_case("COMMIT") {
                         true
+                    } else if sql.starts_with('#') {
+                        // A comment only: MariaDB's stand-in for events a MySQL replica does not
+                        // take (annotate rows, binlog checkpoints), sent in portable mode.
+                        false
                     } else {
                         // DDL: schemas of that database may have changed.
                         tracing::info!(db = %q.schema(), query = %sql, at = %format!("{file}:{pos}"), "DDL seen; schemas will be reloaded");
                         schemas.invalidate(&q.schema());
-                        pending.as_ref().is_none_or(|p| p.standalone)
+                        pending.as_ref().is_none_or(|p| !p.begun)
                     }
                 }
                 Some(EventData::RowsEvent(rows)) => {
@@ -156,6 +222,13 @@ impl BinlogSource {
                         tme.table_name().to_string(),
                         tme.columns_count() as usize,
                     );
+                    if is_marker(&table) {
+                        // cdc-sync's own transaction: nothing in it is read back.
+                        p.marked = true;
+                        p.suppressed += p.events.len() as u64;
+                        p.events.clear();
+                        continue;
+                    }
                     if !self.tables.contains(&format!("{db}.{table}")) {
                         continue;
                     }
@@ -202,7 +275,7 @@ impl BinlogSource {
                         };
                         let source = Source {
                             version: env!("CARGO_PKG_VERSION").into(),
-                            connector: "mariadb".into(),
+                            connector: connector.into(),
                             name: self.name.clone(),
                             ts_ms: i64::from(header.timestamp()) * 1000,
                             snapshot: Snapshot::Text("false".into()),
@@ -305,4 +378,17 @@ fn push_change(
     } else {
         events.push(make(op, before, after));
     }
+}
+
+/// A MySQL server UUID in its usual text form.
+fn uuid_text(sid: &[u8; 16]) -> String {
+    let h: String = sid.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[0..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..32]
+    )
 }

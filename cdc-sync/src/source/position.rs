@@ -18,7 +18,7 @@ pub async fn initial_offset(config: &StreamConfig) -> Result<Offset, CdcError> {
         mysql_async::Opts::from_url(&config.source_url)
             .map_err(|e| CdcError::Config(e.to_string()))?,
     );
-    let o = BinlogSource::current_position(&pool).await?;
+    let o = BinlogSource::current_position(&pool, config.mode).await?;
     pool.disconnect().await?;
     Ok(o)
 }

@@ -3,7 +3,6 @@
 //! the last offset the applier committed, so a crash anywhere loses nothing and, since every
 //! statement is idempotent and the offset commits with the rows, applies nothing twice in effect.
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use crate::apply::batch::{BATCH_EVENTS, BATCH_TRANSACTIONS, apply_batch};
@@ -25,16 +24,7 @@ pub async fn run(
     applier.prepare(&config.offsets_db).await?;
     let mut backfills = crate::backfill::Backfills::new(config, metrics.clone())?;
     backfills.resume_unfinished().await?;
-    let mut source = BinlogSource {
-        url: config.source_url.clone(),
-        reader_server_id: config.reader_server_id,
-        name: config.name.clone(),
-        tables: config
-            .tables
-            .iter()
-            .map(|t| t.source.clone())
-            .collect::<HashSet<_>>(),
-    };
+    let mut source = BinlogSource::for_stream(config);
     source.tables.insert(backfills.signal_table().to_string());
     let mut start = match applier.stored_offset().await? {
         Some(o) => o,

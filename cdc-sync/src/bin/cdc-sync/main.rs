@@ -8,6 +8,7 @@ use cdc_sync::config::StreamConfig;
 use clap::{Parser, Subcommand};
 
 mod backfill;
+mod check_source;
 mod server;
 mod status;
 mod tail;
@@ -37,6 +38,12 @@ enum Command {
         /// With the Kafka transport: publish, apply, or both in this process.
         #[arg(long, value_enum, default_value = "both")]
         role: cdc_sync::pipeline::Role,
+    },
+    /// Check the source server's binlog settings and the stream user's grants; one line per
+    /// problem; exit code 0 when none, 1 when some, 2 on errors.
+    CheckSource {
+        #[arg(long)]
+        json: bool,
     },
     /// Offset, lag and counts of the stream, as a table or `--json`.
     Status {
@@ -121,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         None => server::stream(config, Default::default()).await,
         Some(Command::Stream { role }) => server::stream(config, role).await,
+        Some(Command::CheckSource { json }) => check_source::check_source(config, json).await,
         Some(Command::Status { json }) => status::status(config, json).await,
         Some(Command::Tail { schema, limit }) => tail::tail(config, schema, limit).await,
         Some(Command::Backfill {

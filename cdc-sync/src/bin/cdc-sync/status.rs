@@ -22,7 +22,8 @@ pub(crate) async fn status(config: StreamConfig, json: bool) -> anyhow::Result<(
     use mysql_async::prelude::Queryable;
     let source = mysql_async::Pool::new(mysql_async::Opts::from_url(&config.source_url)?);
     let target = mysql_async::Pool::new(mysql_async::Opts::from_url(&config.target_url)?);
-    let head = cdc_sync::source::binlog::BinlogSource::current_position(&source).await?;
+    let head =
+        cdc_sync::source::binlog::BinlogSource::current_position(&source, config.mode).await?;
     let mut conn = target.get_conn().await?;
     let row: Option<(String, u64, Option<String>, u64, i64)> = conn
         .exec_first(

@@ -9,13 +9,10 @@ pub(crate) async fn tail(
 ) -> anyhow::Result<()> {
     use std::io::Write as _;
     let pool = mysql_async::Pool::new(mysql_async::Opts::from_url(&config.source_url)?);
-    let start = cdc_sync::source::binlog::BinlogSource::current_position(&pool).await?;
-    let source = cdc_sync::source::binlog::BinlogSource {
-        url: config.source_url.clone(),
-        reader_server_id: config.reader_server_id + 1,
-        name: config.name.clone(),
-        tables: config.tables.iter().map(|t| t.source.clone()).collect(),
-    };
+    let start =
+        cdc_sync::source::binlog::BinlogSource::current_position(&pool, config.mode).await?;
+    let mut source = cdc_sync::source::binlog::BinlogSource::for_stream(&config);
+    source.reader_server_id += 1;
     let (tx, mut rx) = tokio::sync::mpsc::channel(16);
     let reader = tokio::spawn(async move { source.run(start, tx).await });
     eprintln!(

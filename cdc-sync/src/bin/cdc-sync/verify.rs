@@ -23,6 +23,9 @@ pub(crate) async fn verify(
     let opts = cdc_sync::verify::VerifyOptions {
         chunk_size,
         repair,
+        stream: config.name.clone(),
+        offsets_db: config.offsets_db.clone(),
+        mode: config.mode,
         ..Default::default()
     };
     let bar = rows_bar();

@@ -112,12 +112,7 @@ pub async fn publish(
     let k = kafka_of(config)?;
     let topics = Topics::of(config);
     let signal = crate::backfill::signal_table(config);
-    let mut source = BinlogSource {
-        url: config.source_url.clone(),
-        reader_server_id: config.reader_server_id,
-        name: config.name.clone(),
-        tables: config.tables.iter().map(|t| t.source.clone()).collect(),
-    };
+    let mut source = BinlogSource::for_stream(config);
     // Backfill signals and watermarks are read with the tables, never published.
     source.tables.insert(signal.clone());
     let prefix = config.topic_prefix().to_string();
