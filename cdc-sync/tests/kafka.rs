@@ -364,3 +364,127 @@ async fn broker_restart_that_lost_its_data_is_survived() {
     );
     drop(process);
 }
+
+/// Renames every schema field and payload key `from` to `to`, anywhere in a record value.
+fn rename_column(v: &mut serde_json::Value, from: &str, to: &str) {
+    match v {
+        serde_json::Value::Object(map) => {
+            if map.get("field").and_then(|f| f.as_str()) == Some(from) {
+                map.insert("field".into(), serde_json::json!(to));
+            }
+            if let Some(x) = map.remove(from) {
+                map.insert(to.to_string(), x);
+            }
+            for x in map.values_mut() {
+                rename_column(x, from, to);
+            }
+        }
+        serde_json::Value::Array(items) => {
+            for x in items {
+                rename_column(x, from, to);
+            }
+        }
+        _ => {}
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_record_naming_a_column_the_target_lacks_stops_the_applier() {
+    let broker = testkit::Tansu::start().unwrap();
+    let (m, s) = (testkit::monolith_server(), testkit::services_server());
+    let src = m.create_database("kident_src").await.unwrap();
+    let dst = s.create_database("kident_dst").await.unwrap();
+    exec(&src.url, TABLE).await;
+    exec(&dst.url, TABLE).await;
+    let name = format!("kident{}", std::process::id());
+    let config = cdc_sync::config::StreamConfig::parse(&stream_toml(
+        &name,
+        (&m.root_url(), &src.name),
+        (&s.root_url(), &dst.name),
+        &broker.bootstrap_servers(),
+        4821,
+        testkit::free_port(),
+    ))
+    .unwrap();
+    // Real changes published and applied first.
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let task = {
+        let config = config.clone();
+        let metrics = cdc_sync::metrics::Metrics::new(&name);
+        tokio::spawn(async move {
+            cdc_sync::pipeline::run_stream(&config, Default::default(), metrics, rx).await
+        })
+    };
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    burst(src.url.clone(), 1, 6).await;
+    converge(&src.url, &dst.url, 60).await;
+    let _ = stop.send(true);
+    task.await.unwrap().unwrap();
+    let good = fingerprint(&dst.url).await;
+
+    // Someone with write access to the topics appends a transaction whose change names a column
+    // `note` = 'pwned', `amount` (the target has no such column) as if published after the last.
+    let brokers = broker.bootstrap_servers();
+    let table_topic = format!("{name}.{}.orders", src.name);
+    let txn_topic = format!("{name}.transaction");
+    let (key, mut value) = read_topic(&brokers, &table_topic).pop().unwrap();
+    let last_end = read_topic(&brokers, &txn_topic)
+        .into_iter()
+        .map(|(_, v)| v)
+        .rfind(|v| v["status"] == "END")
+        .unwrap();
+    let evil = "note` = 'pwned', `amount";
+    rename_column(&mut value, "note", evil);
+    let prev = last_end["source_offset"].clone();
+    let pos = prev["pos"].as_u64().unwrap();
+    let p = &mut value["payload"];
+    p["op"] = serde_json::json!("c");
+    p["before"] = serde_json::Value::Null;
+    p["after"]["id"] = serde_json::json!(999);
+    p["source"]["pos"] = serde_json::json!(pos + 100);
+    p["transaction"] =
+        serde_json::json!({"id": "evil", "total_order": 1, "data_collection_order": 1});
+    let mut key = key;
+    key["payload"]["id"] = serde_json::json!(999);
+    let end = serde_json::json!({
+        "status": "END", "id": "evil", "ts_ms": 0, "event_count": 1,
+        "data_collections": [{"data_collection": format!("{}.orders", src.name), "event_count": 1}],
+        "source_offset": {"file": prev["file"], "pos": pos + 200, "gtid": null},
+        "previous_offset": prev,
+    });
+    let producer: FutureProducer = ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .create()
+        .unwrap();
+    for (topic, k, v) in [
+        (&table_topic, key.to_string(), value.to_string()),
+        (&txn_topic, "{}".to_string(), end.to_string()),
+    ] {
+        producer
+            .send(
+                FutureRecord::to(topic).key(&k).payload(&v),
+                Duration::from_secs(10),
+            )
+            .await
+            .unwrap();
+    }
+    let (_stop2, rx2) = tokio::sync::watch::channel(false);
+    let err = tokio::time::timeout(
+        Duration::from_secs(60),
+        cdc_sync::transport::kafka::apply(&config, cdc_sync::metrics::Metrics::new(&name), rx2),
+    )
+    .await
+    .expect("the applier stops by itself")
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&format!("{evil:?}")) && err.contains("not a column of the target table"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!(":{} row", pos + 100)),
+        "names the offset: {err}"
+    );
+    // Nothing of it reached the target, whose table is as it was.
+    assert_eq!(fingerprint(&dst.url).await, good);
+}
