@@ -1,7 +1,7 @@
 //! cdc-sync benchmark, with MariaDB's own replication as the baseline in the same run: apply rate
 //! for a binlog backlog of single-row and 100-row transactions (direct, Kafka, native replica),
-//! then replication lag under a paced write load. Prints a Markdown report. Run through
-//! `bench/cdc.sh`.
+//! then portable mode against MariaDB-native mode head to head, then replication lag under a paced
+//! write load. Prints a Markdown report. Run through `bench/cdc.sh`.
 
 use std::time::{Duration, Instant};
 
@@ -146,6 +146,9 @@ fn stream_config(
     }
     if name.ends_with("-blind") {
         text.push_str("detect_conflicts = false\n");
+    }
+    if name.ends_with("-native") {
+        text.push_str("mode = \"mariadb-native\"\n");
     }
     text.push_str(&format!(
         "\n[[tables]]\nsource = \"{db}.events\"\ntarget = \"{db}.events\"\n"
@@ -537,6 +540,76 @@ async fn main() {
                 .map(|k| format!("{:.2}×", k.rate() / native.rate()))
                 .unwrap_or("–".into()),
         );
+    }
+    // Portable mode (marker rows, the default) against MariaDB-native mode (skip_replication),
+    // direct transport, turn about on the same backlogs: inserts, then updates.
+    println!(
+        "\nPortable mode (the default: loop prevention by marker rows) against `mariadb-native` mode (`skip_replication`), direct transport with the conflict check, applying the same backlog turn about, two rounds each; ratio = portable / native sustained rate, per round:\n"
+    );
+    println!("| workload | rows | round | native | portable | portable / native |");
+    println!("|---|---:|---:|---:|---:|---:|");
+    {
+        let rows = a.single;
+        let from = position(&source.root_url()).await;
+        let first = next_id;
+        write_backlog(&source.url(db), first, rows, 1).await;
+        next_id += rows;
+        want_target += rows;
+        for round in 1..=2 {
+            let mut cells = Vec::new();
+            for suffix in ["-native", ""] {
+                exec(
+                    &target.url(db),
+                    &format!("DELETE FROM events WHERE id >= {first}"),
+                )
+                .await;
+                streams += 1;
+                cells.push(
+                    time_stream(
+                        config(streams, suffix, &from, None),
+                        &target.url(db),
+                        ALL_ROWS,
+                        want_target,
+                        rows,
+                    )
+                    .await,
+                );
+            }
+            println!(
+                "| single-row inserts | {rows} | {round} | {} | {} | {:.2}× |",
+                cells[0].cell(),
+                cells[1].cell(),
+                cells[1].rate() / cells[0].rate()
+            );
+        }
+        let rows = a.single.min(next_id - 1);
+        let from = position(&source.root_url()).await;
+        write_updates(&source.url(db), rows).await;
+        let reset = "UPDATE events SET amount = amount - 1, note = CONCAT('event ', id) \
+                     WHERE note = 'updated'";
+        for round in 1..=2 {
+            let mut cells = Vec::new();
+            for suffix in ["-native", ""] {
+                exec(&target.url(db), reset).await;
+                streams += 1;
+                cells.push(
+                    time_stream(
+                        config(streams, suffix, &from, None),
+                        &target.url(db),
+                        UPDATED_ROWS,
+                        rows,
+                        rows,
+                    )
+                    .await,
+                );
+            }
+            println!(
+                "| single-row updates | {rows} | {round} | {} | {} | {:.2}× |",
+                cells[0].cell(),
+                cells[1].cell(),
+                cells[1].rate() / cells[0].rate()
+            );
+        }
     }
     println!(
         "\nReplication lag under a paced load of single-row transactions ({} s at {}/s requested; samples every 50 ms of the age of the newest row on the target):\n",

@@ -690,6 +690,19 @@ fn run(args: Args) -> Fallible<()> {
         if !answer.starts_with("HTTP/1.1 200") || !answer.contains("\"token\"") {
             return Err(format!("logging in on user-service: {answer}"));
         }
+        // The monolith's server is set up as cdc-sync needs (the README's check-source).
+        let out = Command::new(&cdc_bin)
+            .args(["check-source", "--config"])
+            .arg(&cdc_config)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if !out.status.success() || !String::from_utf8_lossy(&out.stdout).contains("OK") {
+            return Err(format!(
+                "cdc-sync check-source: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
         // The seeded catalog reaches product-service by a backfill through the running stream,
         // and both sides then answer alike.
         for table in ["shop.products", "shop.inventory"] {
@@ -766,7 +779,7 @@ fn run(args: Args) -> Fallible<()> {
             std::thread::sleep(Duration::from_millis(200));
         }
         println!(
-            "check passed: every component answered, stranglerctl moved a route and read it back from the audit trail, a write through the proxy replicated to user-service and logs in there, the catalog backfilled into product-service answers as the monolith, an order went through order-service's saga, a registration's welcome e-mail arrived over SMTP; stopping."
+            "check passed: every component answered, stranglerctl moved a route and read it back from the audit trail, cdc-sync check-source found the monolith's binlog settings right, a write through the proxy replicated to user-service and logs in there, the catalog backfilled into product-service answers as the monolith, an order went through order-service's saga, a registration's welcome e-mail arrived over SMTP; stopping."
         );
         return Ok(());
     }
