@@ -9,7 +9,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use futures_util::StreamExt as _;
-use mysql_async::binlog::events::{EventData, RowsEventData};
+use mysql_async::binlog::events::{Event, EventData, RowsEventData, TableMapEvent};
 use mysql_async::prelude::*;
 use mysql_async::{BinlogStreamRequest, Conn, Opts, Pool};
 use serde_json::{Map, Value};
@@ -109,7 +109,7 @@ impl BinlogSource {
         let opts =
             Opts::from_url(&self.url).map_err(|e| CdcError::Config(format!("source url: {e}")))?;
         let pool = Pool::new(opts.clone());
-        let mut schemas = SchemaCache::new(pool.clone());
+        let schemas = SchemaCache::new(pool.clone());
         let mut conn = Conn::new(opts).await?;
         let server = Self::server(&mut conn, self.mode).await?;
         // Debezium's connector names.
@@ -126,217 +126,269 @@ impl BinlogSource {
             .with_filename(start.file.as_bytes())
             .with_pos(start.pos);
         let mut stream = conn.get_binlog_stream(request).await?;
-        let mut file = start.file.clone();
-        let mut pending: Option<Pending> = None;
+        let mut decoder = Decoder {
+            name: self.name.clone(),
+            tables: self.tables.clone(),
+            native,
+            connector,
+            file: start.file.clone(),
+            pending: None,
+            schemas,
+        };
         while let Some(event) = stream.next().await {
             let event = event?;
-            let header = event.header();
-            let next_pos = u64::from(header.log_pos());
-            let pos = next_pos.saturating_sub(u64::from(header.event_size()));
-            let marked = native && header.flags_raw() & SKIP_REPLICATION_FLAG != 0;
-            let decode_err = |message: String| CdcError::Decode {
-                file: file.clone(),
-                pos,
-                message,
-            };
-            if header.event_type_raw() == MARIADB_GTID_EVENT {
-                let gtid = MariaGtid::parse(event.data())
-                    .ok_or_else(|| decode_err("truncated MariaDB GTID event".into()))?;
-                pending = Some(Pending {
-                    gtid: Some(format!(
-                        "{}-{}-{}",
-                        gtid.domain_id,
-                        header.server_id(),
-                        gtid.seq_no
-                    )),
-                    marked,
-                    // A transaction's GTID event stands for its BEGIN.
-                    begun: !gtid.standalone(),
-                    events: Vec::new(),
-                    suppressed: 0,
-                });
-                continue;
-            }
-            let data = event.read_data().map_err(|e| decode_err(e.to_string()))?;
-            let commit = match data {
-                Some(EventData::RotateEvent(r)) => {
-                    let name = r.name().to_string();
-                    // The artificial rotate that opens a stream (log_pos 0) arrives before the
-                    // format description, so its name still carries the 4-byte checksum.
-                    file = if header.log_pos() != 0 {
-                        name
-                    } else if !file.is_empty() && name.starts_with(file.as_str()) {
-                        file.clone()
-                    } else {
-                        name.get(..name.len().saturating_sub(4))
-                            .unwrap_or(&name)
-                            .to_string()
-                    };
-                    false
-                }
-                Some(EventData::GtidEvent(g)) => {
-                    // MySQL's GTID event (type 33): `uuid:gno`; BEGIN follows for DML.
-                    pending = Some(Pending {
-                        gtid: Some(format!("{}:{}", uuid_text(&g.sid()), g.gno())),
-                        marked,
-                        begun: false,
-                        events: Vec::new(),
-                        suppressed: 0,
-                    });
-                    false
-                }
-                Some(EventData::QueryEvent(q)) => {
-                    let sql = q.query().trim().to_string();
-                    if sql.eq_ignore_ascii_case("BEGIN") {
-                        let p = pending.get_or_insert_with(|| Pending {
-                            gtid: None,
-                            marked,
-                            begun: true,
-                            events: Vec::new(),
-                            suppressed: 0,
-                        });
-                        p.begun = true;
-                        false
-                    } else if sql.eq_ignore_ascii_case("COMMIT") {
-                        true
-                    } else if sql.starts_with('#') {
-                        // A comment only: MariaDB's stand-in for events a MySQL replica does not
-                        // take (annotate rows, binlog checkpoints), sent in portable mode.
-                        false
-                    } else {
-                        // DDL: schemas of that database may have changed.
-                        tracing::info!(db = %q.schema(), query = %sql, at = %format!("{file}:{pos}"), "DDL seen; schemas will be reloaded");
-                        schemas.invalidate(&q.schema());
-                        pending.as_ref().is_none_or(|p| !p.begun)
-                    }
-                }
-                Some(EventData::RowsEvent(rows)) => {
-                    let Some(p) = pending.as_mut() else {
-                        return Err(decode_err("rows event outside a transaction".into()));
-                    };
-                    let tme = stream.get_tme(rows.table_id()).ok_or_else(|| {
-                        decode_err(format!("no table map for table id {}", rows.table_id()))
-                    })?;
-                    let (db, table, ncols) = (
-                        tme.database_name().to_string(),
-                        tme.table_name().to_string(),
-                        tme.columns_count() as usize,
-                    );
-                    if is_marker(&table) {
-                        // cdc-sync's own transaction: nothing in it is read back.
-                        p.marked = true;
-                        p.suppressed += p.events.len() as u64;
-                        p.events.clear();
-                        continue;
-                    }
-                    if !self.tables.contains(&format!("{db}.{table}")) {
-                        continue;
-                    }
-                    if p.marked || marked {
-                        p.suppressed += 1;
-                        continue;
-                    }
-                    let mut schema = schemas.get(&db, &table).await?;
-                    if schema.columns.len() != ncols {
-                        schemas.invalidate(&db);
-                        schema = schemas.get(&db, &table).await?;
-                        if schema.columns.len() != ncols {
-                            return Err(CdcError::Schema {
-                                table: format!("{db}.{table}"),
-                                file: file.clone(),
-                                pos,
-                                message: format!(
-                                    "the binlog row has {ncols} columns, the table now has {}",
-                                    schema.columns.len()
-                                ),
-                            });
-                        }
-                    }
-                    let tme = stream.get_tme(rows.table_id()).expect("checked above");
-                    let op = match &rows {
-                        RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
-                            Op::Create
-                        }
-                        RowsEventData::UpdateRowsEvent(_)
-                        | RowsEventData::UpdateRowsEventV1(_)
-                        | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
-                        _ => Op::Delete,
-                    };
-                    for (row_no, row) in rows.rows(tme).enumerate() {
-                        let (before, after) = row.map_err(|e| decode_err(e.to_string()))?;
-                        let to_map = |r: Option<mysql_async::binlog::row::BinlogRow>| -> Result<Option<Map<String, Value>>, CdcError> {
-                            let Some(r) = r else { return Ok(None) };
-                            let mut m = Map::new();
-                            for (i, col) in schema.columns.iter().enumerate() {
-                                let v = r.as_ref(i).ok_or_else(|| decode_err(format!("column {} missing from the row image (binlog_row_image must be FULL)", col.name)))?;
-                                m.insert(col.name.clone(), encode(&col.kind, v).map_err(|e| decode_err(format!("{db}.{table}.{}: {e}", col.name)))?);
-                            }
-                            Ok(Some(m))
-                        };
-                        let source = Source {
-                            version: env!("CARGO_PKG_VERSION").into(),
-                            connector: connector.into(),
-                            name: self.name.clone(),
-                            ts_ms: i64::from(header.timestamp()) * 1000,
-                            snapshot: Snapshot::Text("false".into()),
-                            db: db.clone(),
-                            sequence: None,
-                            table: Some(table.clone()),
-                            server_id: u64::from(header.server_id()),
-                            gtid: p.gtid.clone(),
-                            file: file.clone(),
-                            pos,
-                            row: row_no as u32,
-                            thread: None,
-                            query: None,
-                        };
-                        let (before, after) = (to_map(before)?, to_map(after)?);
-                        push_change(&mut p.events, &schema, op, before, after, source);
-                    }
-                    false
-                }
-                Some(EventData::XidEvent(_)) => true,
-                _ => false,
-            };
-            if commit {
-                let mut p = pending.take();
-                // Debezium's transaction metadata: order in the transaction and per table.
-                if let Some(p) = p.as_mut() {
-                    let id = p
-                        .gtid
-                        .clone()
-                        .unwrap_or_else(|| format!("{file}:{next_pos}"));
-                    let mut per_table: std::collections::HashMap<String, u64> = Default::default();
-                    for (i, ev) in p.events.iter_mut().enumerate() {
-                        let n = per_table.entry(ev.schema.qualified()).or_default();
-                        *n += 1;
-                        ev.envelope.transaction = Some(crate::model::debezium::TransactionBlock {
-                            id: id.clone(),
-                            total_order: i as u64 + 1,
-                            data_collection_order: *n,
-                        });
-                    }
-                }
-                let txn = Transaction {
-                    end: Offset {
-                        file: file.clone(),
-                        pos: next_pos,
-                        gtid: p.as_ref().and_then(|p| p.gtid.clone()),
-                    },
-                    gtid: p.as_ref().and_then(|p| p.gtid.clone()),
-                    ts_ms: i64::from(header.timestamp()) * 1000,
-                    suppressed: p.as_ref().map_or(0, |p| p.suppressed),
-                    marked: p.as_ref().is_some_and(|p| p.marked) || marked,
-                    events: p.map(|p| p.events).unwrap_or_default(),
-                };
-                if out.send(txn).await.is_err() {
-                    break;
-                }
+            if let Some(txn) = decoder.event(&event, |id| stream.get_tme(id)).await?
+                && out.send(txn).await.is_err()
+            {
+                break;
             }
         }
         let _ = stream.close().await;
         pool.disconnect().await?;
         Ok(())
+    }
+}
+
+/// Turns binlog events, in order, into whole source transactions: GTIDs of both flavours,
+/// BEGIN/COMMIT/XID framing, DDL, row events decoded with the table's schema, cdc-sync's own
+/// transactions marked. Fed by the stream, or by any `mysql_common` event reader (fixtures).
+pub struct Decoder {
+    /// Debezium's `source.name`.
+    pub name: String,
+    /// `db.table` of every table to capture.
+    pub tables: HashSet<String>,
+    /// Honour the `skip_replication` flag (`mariadb-native`).
+    pub native: bool,
+    /// Debezium's connector name: `mysql` or `mariadb`.
+    pub connector: &'static str,
+    /// The binlog file being read.
+    pub file: String,
+    pending: Option<Pending>,
+    schemas: SchemaCache,
+}
+
+impl Decoder {
+    /// A decoder reading `file` with schemas from `schemas`.
+    pub fn new(name: &str, tables: HashSet<String>, file: &str, schemas: SchemaCache) -> Self {
+        Self {
+            name: name.to_string(),
+            tables,
+            native: false,
+            connector: "mysql",
+            file: file.to_string(),
+            pending: None,
+            schemas,
+        }
+    }
+
+    /// Takes the next event; a transaction when it committed. `tme` finds the table map of a
+    /// table id, as the reader that read the event tracked it.
+    pub async fn event<'t>(
+        &mut self,
+        event: &Event,
+        tme: impl Fn(u64) -> Option<&'t TableMapEvent<'static>>,
+    ) -> Result<Option<Transaction>, CdcError> {
+        let header = event.header();
+        let next_pos = u64::from(header.log_pos());
+        let pos = next_pos.saturating_sub(u64::from(header.event_size()));
+        let marked = self.native && header.flags_raw() & SKIP_REPLICATION_FLAG != 0;
+        let decode_err = |message: String| CdcError::Decode {
+            file: self.file.clone(),
+            pos,
+            message,
+        };
+        if header.event_type_raw() == MARIADB_GTID_EVENT {
+            let gtid = MariaGtid::parse(event.data())
+                .ok_or_else(|| decode_err("truncated MariaDB GTID event".into()))?;
+            self.pending = Some(Pending {
+                gtid: Some(format!(
+                    "{}-{}-{}",
+                    gtid.domain_id,
+                    header.server_id(),
+                    gtid.seq_no
+                )),
+                marked,
+                // A transaction's GTID event stands for its BEGIN.
+                begun: !gtid.standalone(),
+                events: Vec::new(),
+                suppressed: 0,
+            });
+            return Ok(None);
+        }
+        let data = event.read_data().map_err(|e| decode_err(e.to_string()))?;
+        let commit = match data {
+            Some(EventData::RotateEvent(r)) => {
+                let name = r.name().to_string();
+                // The artificial rotate that opens a stream (log_pos 0) arrives before the
+                // format description, so its name still carries the 4-byte checksum.
+                self.file = if header.log_pos() != 0 {
+                    name
+                } else if !self.file.is_empty() && name.starts_with(self.file.as_str()) {
+                    self.file.clone()
+                } else {
+                    name.get(..name.len().saturating_sub(4))
+                        .unwrap_or(&name)
+                        .to_string()
+                };
+                false
+            }
+            Some(EventData::GtidEvent(g)) => {
+                // MySQL's GTID event (type 33): `uuid:gno`; BEGIN follows for DML.
+                self.pending = Some(Pending {
+                    gtid: Some(format!("{}:{}", uuid_text(&g.sid()), g.gno())),
+                    marked,
+                    begun: false,
+                    events: Vec::new(),
+                    suppressed: 0,
+                });
+                false
+            }
+            Some(EventData::QueryEvent(q)) => {
+                let sql = q.query().trim().to_string();
+                if sql.eq_ignore_ascii_case("BEGIN") {
+                    let p = self.pending.get_or_insert_with(|| Pending {
+                        gtid: None,
+                        marked,
+                        begun: true,
+                        events: Vec::new(),
+                        suppressed: 0,
+                    });
+                    p.begun = true;
+                    false
+                } else if sql.eq_ignore_ascii_case("COMMIT") {
+                    true
+                } else if sql.starts_with('#') {
+                    // A comment only: MariaDB's stand-in for events a MySQL replica does not
+                    // take (annotate rows, binlog checkpoints), sent in portable mode.
+                    false
+                } else {
+                    // DDL: schemas of that database may have changed.
+                    tracing::info!(db = %q.schema(), query = %sql, at = %format!("{}:{pos}", self.file), "DDL seen; schemas will be reloaded");
+                    self.schemas.invalidate(&q.schema());
+                    self.pending.as_ref().is_none_or(|p| !p.begun)
+                }
+            }
+            Some(EventData::RowsEvent(rows)) => {
+                let Some(p) = self.pending.as_mut() else {
+                    return Err(decode_err("rows event outside a transaction".into()));
+                };
+                let table_map = tme(rows.table_id()).ok_or_else(|| {
+                    decode_err(format!("no table map for table id {}", rows.table_id()))
+                })?;
+                let (db, table, ncols) = (
+                    table_map.database_name().to_string(),
+                    table_map.table_name().to_string(),
+                    table_map.columns_count() as usize,
+                );
+                if is_marker(&table) {
+                    // cdc-sync's own transaction: nothing in it is read back.
+                    p.marked = true;
+                    p.suppressed += p.events.len() as u64;
+                    p.events.clear();
+                    return Ok(None);
+                }
+                if !self.tables.contains(&format!("{db}.{table}")) {
+                    return Ok(None);
+                }
+                if p.marked || marked {
+                    p.suppressed += 1;
+                    return Ok(None);
+                }
+                let mut schema = self.schemas.get(&db, &table).await?;
+                if schema.columns.len() != ncols {
+                    self.schemas.invalidate(&db);
+                    schema = self.schemas.get(&db, &table).await?;
+                    if schema.columns.len() != ncols {
+                        return Err(CdcError::Schema {
+                            table: format!("{db}.{table}"),
+                            file: self.file.clone(),
+                            pos,
+                            message: format!(
+                                "the binlog row has {ncols} columns, the table now has {}",
+                                schema.columns.len()
+                            ),
+                        });
+                    }
+                }
+                let op = match &rows {
+                    RowsEventData::WriteRowsEvent(_) | RowsEventData::WriteRowsEventV1(_) => {
+                        Op::Create
+                    }
+                    RowsEventData::UpdateRowsEvent(_)
+                    | RowsEventData::UpdateRowsEventV1(_)
+                    | RowsEventData::PartialUpdateRowsEvent(_) => Op::Update,
+                    _ => Op::Delete,
+                };
+                for (row_no, row) in rows.rows(table_map).enumerate() {
+                    let (before, after) = row.map_err(|e| decode_err(e.to_string()))?;
+                    let to_map = |r: Option<mysql_async::binlog::row::BinlogRow>| -> Result<Option<Map<String, Value>>, CdcError> {
+                        let Some(r) = r else { return Ok(None) };
+                        let mut m = Map::new();
+                        for (i, col) in schema.columns.iter().enumerate() {
+                            let v = r.as_ref(i).ok_or_else(|| decode_err(format!("column {} missing from the row image (binlog_row_image must be FULL)", col.name)))?;
+                            m.insert(col.name.clone(), encode(&col.kind, v).map_err(|e| decode_err(format!("{db}.{table}.{}: {e}", col.name)))?);
+                        }
+                        Ok(Some(m))
+                    };
+                    let source = Source {
+                        version: env!("CARGO_PKG_VERSION").into(),
+                        connector: self.connector.into(),
+                        name: self.name.clone(),
+                        ts_ms: i64::from(header.timestamp()) * 1000,
+                        snapshot: Snapshot::Text("false".into()),
+                        db: db.clone(),
+                        sequence: None,
+                        table: Some(table.clone()),
+                        server_id: u64::from(header.server_id()),
+                        gtid: p.gtid.clone(),
+                        file: self.file.clone(),
+                        pos,
+                        row: row_no as u32,
+                        thread: None,
+                        query: None,
+                    };
+                    let (before, after) = (to_map(before)?, to_map(after)?);
+                    push_change(&mut p.events, &schema, op, before, after, source);
+                }
+                false
+            }
+            Some(EventData::XidEvent(_)) => true,
+            _ => false,
+        };
+        if commit {
+            let mut p = self.pending.take();
+            // Debezium's transaction metadata: order in the transaction and per table.
+            if let Some(p) = p.as_mut() {
+                let id = p
+                    .gtid
+                    .clone()
+                    .unwrap_or_else(|| format!("{}:{next_pos}", self.file));
+                let mut per_table: std::collections::HashMap<String, u64> = Default::default();
+                for (i, ev) in p.events.iter_mut().enumerate() {
+                    let n = per_table.entry(ev.schema.qualified()).or_default();
+                    *n += 1;
+                    ev.envelope.transaction = Some(crate::model::debezium::TransactionBlock {
+                        id: id.clone(),
+                        total_order: i as u64 + 1,
+                        data_collection_order: *n,
+                    });
+                }
+            }
+            let txn = Transaction {
+                end: Offset {
+                    file: self.file.clone(),
+                    pos: next_pos,
+                    gtid: p.as_ref().and_then(|p| p.gtid.clone()),
+                },
+                gtid: p.as_ref().and_then(|p| p.gtid.clone()),
+                ts_ms: i64::from(header.timestamp()) * 1000,
+                suppressed: p.as_ref().map_or(0, |p| p.suppressed),
+                marked: p.as_ref().is_some_and(|p| p.marked) || marked,
+                events: p.map(|p| p.events).unwrap_or_default(),
+            };
+            return Ok(Some(txn));
+        }
+        Ok(None)
     }
 }
 

@@ -37,6 +37,12 @@ impl SchemaCache {
         Ok(s)
     }
 
+    /// Puts a schema known from elsewhere (a test's fixture) in the cache.
+    pub fn insert(&mut self, schema: TableSchema) {
+        self.tables
+            .insert((schema.db.clone(), schema.table.clone()), Arc::new(schema));
+    }
+
     /// Forgets every table of `db` (after DDL), or all when `db` is empty.
     pub fn invalidate(&mut self, db: &str) {
         self.tables.retain(|(d, _), _| !db.is_empty() && d != db);
