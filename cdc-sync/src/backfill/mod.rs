@@ -225,7 +225,13 @@ impl Backfills {
         .await?;
         let mut tx = conn.start_transaction(Default::default()).await?;
         // The progress row first: it marks the transaction as cdc-sync's own (a marker table).
-        let (sql, params) = progress_update(a, &chunk, &self.config.name);
+        let (sql, params) = progress_update(
+            &mut a.ranges,
+            &a.progress_sql,
+            &a.table,
+            &chunk,
+            &self.config.name,
+        );
         tx.exec_drop(sql, params).await?;
         let mut written = 0u64;
         let keep: Vec<&Vec<Value>> = chunk
@@ -318,7 +324,13 @@ impl Backfills {
         let Some(a) = self.active.as_mut() else {
             return Ok(());
         };
-        let (sql, params) = progress_update(a, &chunk, &self.config.name);
+        let (sql, params) = progress_update(
+            &mut a.ranges,
+            &a.progress_sql,
+            &a.table,
+            &chunk,
+            &self.config.name,
+        );
         let mut conn = self.target.get_conn().await?;
         conn.exec_drop(sql, params).await?;
         drop(conn);

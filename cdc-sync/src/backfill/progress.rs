@@ -5,7 +5,6 @@ use mysql_async::Value;
 use mysql_async::prelude::*;
 use serde::{Deserialize, Serialize};
 
-use super::Active;
 use super::keys::keys_to_json;
 use super::signal::Request;
 use super::watermark::Chunk;
@@ -136,30 +135,34 @@ pub async fn progress(config: &StreamConfig, table: &str) -> Result<Option<Progr
 
 /// Records a chunk in its range; the progress statement and its parameters. A chunk of another
 /// range landing after a pause or a failure keeps that status.
-pub(super) fn progress_update(a: &mut Active, chunk: &Chunk, stream: &str) -> (String, Vec<Value>) {
+pub(super) fn progress_update(
+    ranges: &mut [Range],
+    progress_sql: &str,
+    table: &str,
+    chunk: &Chunk,
+    stream: &str,
+) -> (String, Vec<Value>) {
     let last = chunk.last_key.as_ref().map(|k| keys_to_json(k));
-    if let Some(r) = a.ranges.get_mut(chunk.range) {
+    if let Some(r) = ranges.get_mut(chunk.range) {
         if last.is_some() {
             r.last = last.clone();
         }
         r.done |= chunk.done;
     }
-    let status = if a.ranges.iter().all(|r| r.done) {
+    let status = if ranges.iter().all(|r| r.done) {
         "done"
     } else {
         "running"
     };
     (
-        a.progress_sql.clone(),
+        progress_sql.to_string(),
         vec![
             last.map(|k| k.to_string()).into(),
-            serde_json::to_string(&a.ranges)
-                .expect("serializable")
-                .into(),
+            serde_json::to_string(&ranges).expect("serializable").into(),
             (chunk.rows.len() as u64).into(),
             status.into(),
             stream.into(),
-            a.table.clone().into(),
+            table.into(),
         ],
     )
 }
