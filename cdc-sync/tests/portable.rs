@@ -12,6 +12,7 @@ use cdc_sync::metrics::Metrics;
 use mysql_async::prelude::*;
 
 mod common;
+use common::{eventually, start, suppressed};
 
 /// A private server with a `cdc` user (password `cdcpw`) and the general log in a table.
 async fn server(name: &str, server_id: u32) -> testkit::MariaDb {
@@ -121,52 +122,11 @@ fn the_allow_list_refuses_mariadb_only_statements() {
     assert!(!bad("SET SESSION time_zone = '+00:00'"));
 }
 
-struct Running {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), cdc_sync::error::CdcError>>,
-    metrics: Metrics,
-}
-
-async fn start(config: StreamConfig) -> Running {
-    let metrics = Metrics::new(&config.name);
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let m = metrics.clone();
-    let task = tokio::spawn(async move { cdc_sync::transport::direct::run(&config, m, rx).await });
-    common::wait_running(&metrics, &task).await;
-    Running {
-        stop,
-        task,
-        metrics,
-    }
-}
-
 async fn count(url: &str, sql: &str) -> u64 {
     let mut c = mysql_async::Conn::from_url(url).await.unwrap();
     let n: Option<u64> = c.query_first(sql).await.unwrap();
     c.disconnect().await.unwrap();
     n.unwrap_or(0)
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..600 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-fn suppressed(m: &Metrics) -> u64 {
-    m.render()
-        .lines()
-        .filter(|l| l.starts_with("cdc_loop_suppressed_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
 }
 
 fn write_config(dir: &Path, file: &str, text: &str) -> PathBuf {
@@ -261,7 +221,10 @@ async fn two_way_run(mode: &str, ids: (u32, u32)) -> (Vec<String>, Vec<String>) 
     .await;
     // Each applier's writes came back to the other reader and were skipped, not applied.
     eventually("suppressed echoes", || {
-        let (f, r) = (suppressed(&forward.metrics), suppressed(&reverse.metrics));
+        let (f, r) = (
+            suppressed(&forward.metrics.render()),
+            suppressed(&reverse.metrics.render()),
+        );
         async move { f > 0 && r > 0 }
     })
     .await;

@@ -4,6 +4,7 @@
 //! stream at a known offset.
 
 mod common;
+use common::{eventually, start, suppressed};
 
 use std::time::Duration;
 
@@ -67,49 +68,6 @@ async fn rows(url: &str, sql: &str) -> Vec<Vec<Option<String>>> {
                 .collect()
         })
         .collect()
-}
-
-/// The value of `cdc_loop_suppressed_total` in a rendered exposition (0 when absent).
-fn suppressed(text: &str) -> u64 {
-    text.lines()
-        .filter(|l| l.starts_with("cdc_loop_suppressed_total"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
-        .sum()
-}
-
-async fn eventually<F, Fut>(what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    for _ in 0..300 {
-        if check().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("timed out waiting for {what}");
-}
-
-struct Running {
-    stop: tokio::sync::watch::Sender<bool>,
-    task: tokio::task::JoinHandle<Result<(), cdc_sync::error::CdcError>>,
-    metrics: Metrics,
-}
-
-async fn start(config: StreamConfig) -> Running {
-    let metrics = Metrics::new(&config.name);
-    let (stop, rx) = tokio::sync::watch::channel(false);
-    let m = metrics.clone();
-    let task = tokio::spawn(async move { cdc_sync::transport::direct::run(&config, m, rx).await });
-    // The stream has fixed its start position when it reports running: writes from here on are
-    // in its range (a fixed pause lost the race on a loaded machine).
-    common::wait_running(&metrics, &task).await;
-    Running {
-        stop,
-        task,
-        metrics,
-    }
 }
 
 const TYPES_TABLE: &str = "CREATE TABLE t (

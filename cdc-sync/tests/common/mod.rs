@@ -135,3 +135,46 @@ pub async fn wait_running<T: std::fmt::Debug>(
     }
     panic!("the stream never started");
 }
+
+/// The value of `cdc_loop_suppressed_total` in a rendered exposition (0 when absent).
+pub fn suppressed(text: &str) -> u64 {
+    text.lines()
+        .filter(|l| l.starts_with("cdc_loop_suppressed_total"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<u64>().ok())
+        .sum()
+}
+
+pub async fn eventually<F, Fut>(what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..600 {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("timed out waiting for {what}");
+}
+
+pub struct Running {
+    pub stop: tokio::sync::watch::Sender<bool>,
+    pub task: tokio::task::JoinHandle<Result<(), cdc_sync::error::CdcError>>,
+    pub metrics: cdc_sync::metrics::Metrics,
+}
+
+pub async fn start(config: cdc_sync::config::StreamConfig) -> Running {
+    let metrics = cdc_sync::metrics::Metrics::new(&config.name);
+    let (stop, rx) = tokio::sync::watch::channel(false);
+    let m = metrics.clone();
+    let task = tokio::spawn(async move { cdc_sync::transport::direct::run(&config, m, rx).await });
+    // The stream has fixed its start position when it reports running: writes from here on are
+    // in its range (a fixed pause lost the race on a loaded machine).
+    wait_running(&metrics, &task).await;
+    Running {
+        stop,
+        task,
+        metrics,
+    }
+}
