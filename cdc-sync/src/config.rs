@@ -279,6 +279,23 @@ mod tests {
     }
 
     #[test]
+    fn modes_and_reserved_names() {
+        assert_eq!(
+            StreamConfig::parse(GOOD).unwrap().mode,
+            ServerMode::Portable
+        );
+        let native = StreamConfig::parse(&format!("mode = \"mariadb-native\"\n{GOOD}")).unwrap();
+        assert_eq!(native.mode, ServerMode::MariadbNative);
+        let err = StreamConfig::parse(&format!("mode = \"mysql-ish\"\n{GOOD}")).unwrap_err();
+        assert!(err.contains("mysql-ish"), "{err}");
+        let err = StreamConfig::parse(&format!("offsets_db = \"x`; DROP\"\n{GOOD}")).unwrap_err();
+        assert!(err.contains("offsets_db"), "{err}");
+        let err = StreamConfig::parse(&GOOD.replace("user_svc.users", "user_svc.cdc_offsets"))
+            .unwrap_err();
+        assert!(err.contains("keeps for its own tables"), "{err}");
+    }
+
+    #[test]
     fn parses_and_names_bad_fields() {
         let c = StreamConfig::parse(GOOD).unwrap();
         assert_eq!(c.tables.len(), 1);

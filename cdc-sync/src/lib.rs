@@ -1,6 +1,7 @@
-//! cdc-sync: keeps the monolith's tables and the services' tables in step, both ways — MariaDB
-//! binlog → Debezium-compatible change events → idempotent apply with the offset committed
-//! alongside, loop prevention with `skip_replication`, and a CLI to run and inspect streams.
+//! cdc-sync: keeps the monolith's tables and the services' tables in step, both ways — MySQL 8 or
+//! MariaDB binlog → Debezium-compatible change events → idempotent apply with the offset committed
+//! alongside, loop prevention by marker rows, and a CLI to run and inspect streams. Modules read
+//! one way: model ← config ← source, apply ← backfill, verify, check ← transport ← pipeline.
 
 pub mod apply;
 pub mod backfill;

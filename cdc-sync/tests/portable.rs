@@ -324,6 +324,14 @@ async fn two_way_run(mode: &str, ids: (u32, u32)) -> (Vec<String>, Vec<String>) 
         3,
         "reverse: the service's insert, update and first corruption"
     );
+    // The inspecting commands are held to the same list.
+    let status = cli(&fwd_file, &["status", "--json"]);
+    testkit::assert_success(&status, "cdc-sync status");
+    let check = cli(&fwd_file, &["check-source"]);
+    assert!(
+        testkit::assert_success(&check, "cdc-sync check-source").contains("OK"),
+        "{check:?}"
+    );
     for r in [&forward, &reverse] {
         let _ = r.stop.send(true);
     }
