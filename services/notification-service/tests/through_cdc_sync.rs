@@ -91,7 +91,7 @@ fn run(
     let (stop, rx) = tokio::sync::watch::channel(false);
     let metrics = cdc_sync::metrics::Metrics::new(&config.name);
     let m = metrics.clone();
-    let task = tokio::spawn(async move { cdc_sync::pipeline::run(&config, m, rx).await });
+    let task = tokio::spawn(async move { cdc_sync::transport::direct::run(&config, m, rx).await });
     (stop, task, metrics)
 }
 
