@@ -54,10 +54,7 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/orders/{id}", get(api::orders::get_one::<AppState>))
         .route("/api/orders/{id}/cancel", post(api::orders::cancel))
-        .route(
-            "/api/notifications",
-            get(api::notifications::list_own::<AppState>),
-        );
+        .route("/api/notifications", get(api::notifications::list_own));
     service_kit::http::finish(
         routes,
         state.clone(),
@@ -66,12 +63,6 @@ pub fn app(state: AppState) -> Router {
         crate::db::migrate::MIGRATIONS,
         body_limit,
     )
-}
-
-impl service_kit::notifications::NotificationsState for AppState {
-    fn notifications_pool(&self) -> &Pool {
-        &self.pool
-    }
 }
 
 impl service_kit::orders::OrdersState for AppState {

@@ -13,15 +13,19 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::{ApiId, ApiJson, AuthUser};
+use super::iso_time_sql;
 use crate::app::AppState;
 use crate::auth::{hash_password, verify_password};
 use crate::error::{ApiError, Validator};
 
-/// The columns of a user as the API shows them; timestamps as RFC 3339 with milliseconds, UTC.
-const USER_SELECT: &str = "SELECT id, email, name, phone, address, role, \
-     CONCAT(DATE_FORMAT(created_at, '%Y-%m-%dT%H:%i:%s.'), LPAD(MICROSECOND(created_at) DIV 1000, 3, '0'), 'Z'), \
-     CONCAT(DATE_FORMAT(updated_at, '%Y-%m-%dT%H:%i:%s.'), LPAD(MICROSECOND(updated_at) DIV 1000, 3, '0'), 'Z') \
-     FROM users";
+/// A user as the API shows it: never the password hash; times formatted by the database.
+fn user_select() -> String {
+    format!(
+        "SELECT id, email, name, phone, address, role, {}, {} FROM users",
+        iso_time_sql("created_at"),
+        iso_time_sql("updated_at")
+    )
+}
 
 type UserRow = (
     u64,
@@ -50,7 +54,7 @@ fn user_json(row: UserRow) -> Value {
 
 async fn load_user(conn: &mut impl Queryable, id: u64) -> Result<Option<Value>, ApiError> {
     let row: Option<UserRow> = conn
-        .exec_first(format!("{USER_SELECT} WHERE id = ?"), (id,))
+        .exec_first(format!("{} WHERE id = ?", user_select()), (id,))
         .await?;
     Ok(row.map(user_json))
 }
