@@ -47,7 +47,22 @@ pub fn app(state: AppState) -> Router {
             get(api::users::get_me).put(api::users::update_me),
         )
         .route("/api/users/{id}", get(api::users::get_by_id))
-        .merge(service_kit::products::routes())
+        .route(
+            "/api/products",
+            get(api::products::list).post(api::products::create),
+        )
+        .route(
+            "/api/products/{id}",
+            get(api::products::get_one).put(api::products::update),
+        )
+        .route(
+            "/api/products/{id}/inventory",
+            get(api::products::inventory),
+        )
+        .route(
+            "/api/products/{id}/inventory/adjust",
+            post(api::products::adjust_inventory),
+        )
         .route(
             "/api/orders",
             get(api::orders::list_own::<AppState>).post(api::orders::place),
@@ -67,12 +82,6 @@ pub fn app(state: AppState) -> Router {
 
 impl service_kit::orders::OrdersState for AppState {
     fn orders_pool(&self) -> &Pool {
-        &self.pool
-    }
-}
-
-impl service_kit::products::ProductsState for AppState {
-    fn pool(&self) -> &Pool {
         &self.pool
     }
 }
