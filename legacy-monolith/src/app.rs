@@ -65,9 +65,9 @@ pub fn app(state: AppState) -> Router {
         )
         .route(
             "/api/orders",
-            get(api::orders::list_own::<AppState>).post(api::orders::place),
+            get(api::orders::list_own).post(api::orders::place),
         )
-        .route("/api/orders/{id}", get(api::orders::get_one::<AppState>))
+        .route("/api/orders/{id}", get(api::orders::get_one))
         .route("/api/orders/{id}/cancel", post(api::orders::cancel))
         .route("/api/notifications", get(api::notifications::list_own));
     service_kit::http::finish(
@@ -78,12 +78,6 @@ pub fn app(state: AppState) -> Router {
         crate::db::migrate::MIGRATIONS,
         body_limit,
     )
-}
-
-impl service_kit::orders::OrdersState for AppState {
-    fn orders_pool(&self) -> &Pool {
-        &self.pool
-    }
 }
 
 impl service_kit::extract::VerifyToken for AppState {

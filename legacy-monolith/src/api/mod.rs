@@ -1,5 +1,6 @@
 //! The public JSON API, one module per domain the services will take over: users, products
-//! (with inventory), orders (with payments) and notifications.
+//! (with inventory), orders (with payments) and notifications. The handlers, SQL, field rules and
+//! JSON shaping are the monolith's own; only HTTP plumbing (extractors, the error body) is shared.
 
 pub mod extract {
     //! The shared request extractors (service-kit), under the monolith's old path.
@@ -9,8 +10,6 @@ pub mod notifications;
 pub mod orders;
 pub mod products;
 pub mod users;
-
-pub use service_kit::format::{PageQuery, timestamp};
 
 /// `column` as RFC 3339 text with milliseconds, UTC (columns hold UTC), formatted by the
 /// database the way the shop's API has always shown times; NULL stays NULL.

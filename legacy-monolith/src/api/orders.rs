@@ -16,10 +16,190 @@ use crate::db;
 use crate::error::{ApiError, FieldError};
 use crate::money::{format_cents, parse_cents};
 use crate::payment::{Charge, PaymentError};
-pub use service_kit::orders::{
-    ItemBody, OrderItemView, OrderView, PaymentView, PlaceBody, get_one, list_own,
-};
-use service_kit::orders::{load, placeholders, validate_place};
+use serde::Deserialize;
+use serde_json::json;
+
+use super::extract::ApiQuery;
+use super::{Paging, iso_time_sql};
+use crate::error::Validator;
+
+/// An order as the API shows it: a JSON object built from the rows.
+type OrderJson = serde_json::Value;
+
+/// `n` placeholders for an `IN (…)` list.
+fn marks(n: usize) -> String {
+    vec!["?"; n].join(", ")
+}
+
+/// Orders with their lines and latest payment, in the order of `ids`: one query joining each
+/// order to its payment, one for the lines.
+async fn load(conn: &mut impl Queryable, ids: &[u64]) -> Result<Vec<OrderJson>, ApiError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let params: Vec<Value> = ids.iter().map(|&i| i.into()).collect();
+    let rows: Vec<mysql_async::Row> = conn
+        .exec(
+            format!(
+                "SELECT o.id, o.user_id, o.status, CAST(o.total AS CHAR), o.currency, \
+                 o.shipping_address, {}, {}, pay.id, CAST(pay.amount AS CHAR), pay.currency, \
+                 pay.status, pay.provider, pay.provider_ref \
+                 FROM orders o \
+                 LEFT JOIN payments pay ON pay.id = (SELECT MAX(id) FROM payments WHERE order_id = o.id) \
+                 WHERE o.id IN ({})",
+                iso_time_sql("o.created_at"),
+                iso_time_sql("o.updated_at"),
+                marks(ids.len())
+            ),
+            params.clone(),
+        )
+        .await?;
+    let lines: Vec<(u64, u64, i64, String)> = conn
+        .exec(
+            format!(
+                "SELECT order_id, product_id, quantity, CAST(unit_price AS CHAR) FROM order_items \
+                 WHERE order_id IN ({}) ORDER BY order_id, product_id",
+                marks(ids.len())
+            ),
+            params,
+        )
+        .await?;
+    let mut by_order: HashMap<u64, Vec<serde_json::Value>> = HashMap::new();
+    for (order_id, product_id, quantity, unit_price) in lines {
+        by_order.entry(order_id).or_default().push(
+            json!({"product_id": product_id, "quantity": quantity, "unit_price": unit_price}),
+        );
+    }
+    let mut orders: HashMap<u64, OrderJson> = HashMap::new();
+    for row in rows {
+        let col = |i: usize| row.get::<Option<String>, _>(i).flatten();
+        let id: u64 = row.get(0).unwrap_or_default();
+        let payment = match row.get::<Option<u64>, _>(8).flatten() {
+            Some(pay_id) => json!({
+                "id": pay_id,
+                "amount": col(9),
+                "currency": col(10),
+                "status": col(11),
+                "provider": col(12),
+                "reference": col(13),
+            }),
+            None => serde_json::Value::Null,
+        };
+        orders.insert(
+            id,
+            json!({
+                "id": id,
+                "user_id": row.get::<u64, _>(1).unwrap_or_default(),
+                "status": col(2),
+                "total": col(3),
+                "currency": col(4),
+                "shipping_address": col(5),
+                "items": by_order.remove(&id).unwrap_or_default(),
+                "payment": payment,
+                "created_at": col(6),
+                "updated_at": col(7),
+            }),
+        );
+    }
+    Ok(ids.iter().filter_map(|id| orders.remove(id)).collect())
+}
+
+/// One line of `POST /api/orders`.
+#[derive(Debug, Deserialize, Clone)]
+#[serde(deny_unknown_fields)]
+pub struct LineForm {
+    pub product_id: u64,
+    pub quantity: i64,
+}
+
+/// `POST /api/orders` form.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderForm {
+    pub items: Vec<LineForm>,
+    pub payment_token: String,
+    pub shipping_address: Option<String>,
+}
+
+/// 422 naming every bad field of an order form.
+fn check_order(form: &OrderForm) -> Result<(), ApiError> {
+    let mut v = Validator::default();
+    v.check(
+        (1..=50).contains(&form.items.len()),
+        "items",
+        "must hold 1 to 50 lines",
+    )
+    .check(
+        (1..=64).contains(&form.payment_token.len()),
+        "payment_token",
+        "is required (at most 64 characters)",
+    )
+    .check(
+        form.shipping_address
+            .as_deref()
+            .is_none_or(|a| (1..=500).contains(&a.trim().chars().count())),
+        "shipping_address",
+        "must be 1 to 500 characters",
+    );
+    let mut seen = std::collections::HashSet::new();
+    for (i, line) in form.items.iter().enumerate() {
+        let field = format!("items[{i}].product_id");
+        v.check(line.product_id > 0, &field, "must be a positive id")
+            .check(
+                (1..=100).contains(&line.quantity),
+                &format!("items[{i}].quantity"),
+                "must be between 1 and 100",
+            )
+            .check(
+                seen.insert(line.product_id),
+                &field,
+                "appears twice; put the whole quantity on one line",
+            );
+    }
+    v.finish()
+}
+
+/// `GET /api/orders/{id}`: the owner's or, for administrators, anyone's; 404 otherwise (someone
+/// else's order looks exactly like a missing one).
+pub async fn get_one(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiId(id): ApiId,
+) -> Result<Json<OrderJson>, ApiError> {
+    let mut conn = state.pool.get_conn().await?;
+    match load(&mut conn, &[id]).await?.pop() {
+        Some(o) if o["user_id"] == json!(user.id) || user.is_admin() => Ok(Json(o)),
+        _ => Err(ApiError::NotFound("order")),
+    }
+}
+
+/// `GET /api/orders`: the caller's orders, newest first.
+pub async fn list_own(
+    State(state): State<AppState>,
+    user: AuthUser,
+    ApiQuery(paging): ApiQuery<Paging>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (page, per_page, skip) = paging.window()?;
+    let mut conn = state.pool.get_conn().await?;
+    let total: Option<u64> = conn
+        .exec_first("SELECT COUNT(*) FROM orders WHERE user_id = ?", (user.id,))
+        .await?;
+    let ids: Vec<u64> = conn
+        .exec(
+            format!(
+                "SELECT id FROM orders WHERE user_id = ? ORDER BY id DESC LIMIT {per_page} OFFSET {skip}"
+            ),
+            (user.id,),
+        )
+        .await?;
+    let items = load(&mut conn, &ids).await?;
+    Ok(Json(json!({
+        "items": items,
+        "page": page,
+        "per_page": per_page,
+        "total": total.unwrap_or(0),
+    })))
+}
 
 enum Attempt {
     Done(u64),
@@ -31,9 +211,9 @@ enum Attempt {
 pub async fn place(
     State(state): State<AppState>,
     user: AuthUser,
-    ApiJson(body): ApiJson<PlaceBody>,
-) -> Result<(StatusCode, Json<OrderView>), ApiError> {
-    validate_place(&body)?;
+    ApiJson(body): ApiJson<OrderForm>,
+) -> Result<(StatusCode, Json<OrderJson>), ApiError> {
+    check_order(&body)?;
     let mut attempts = 0;
     let id = loop {
         attempts += 1;
@@ -68,7 +248,7 @@ pub async fn place(
 async fn place_once(
     state: &AppState,
     user: &AuthUser,
-    body: &PlaceBody,
+    body: &OrderForm,
 ) -> Result<Attempt, ApiError> {
     let mut tx = state.pool.start_transaction(Default::default()).await?;
     let lines: BTreeMap<u64, i64> = body
@@ -81,7 +261,7 @@ async fn place_once(
         .exec(
             format!(
                 "SELECT id, CAST(price AS CHAR), active FROM products WHERE id IN ({})",
-                placeholders(ids.len())
+                marks(ids.len())
             ),
             ids,
         )
@@ -230,7 +410,7 @@ pub async fn cancel(
     State(state): State<AppState>,
     user: AuthUser,
     ApiId(id): ApiId,
-) -> Result<Json<OrderView>, ApiError> {
+) -> Result<Json<OrderJson>, ApiError> {
     let mut tx = state.pool.start_transaction(Default::default()).await?;
     let order: Option<(u64, String)> = tx
         .exec_first(
