@@ -11,6 +11,7 @@ use serde::Serialize;
 use crate::config::{ServerMode, StreamConfig};
 use crate::error::CdcError;
 use crate::model::server::{Flavor, ServerInfo};
+use crate::source::binlog::BinlogSource;
 
 /// One setting or grant that is not as cdc-sync needs it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -44,8 +45,8 @@ pub async fn check_source(config: &StreamConfig) -> Result<SourceReport, CdcErro
     let opts = Opts::from_url(&config.source_url)
         .map_err(|e| CdcError::Config(format!("source url: {e}")))?;
     let mut conn = Conn::new(opts).await?;
-    let version: Option<String> = conn.query_first("SELECT VERSION()").await?;
-    let server = ServerInfo::parse(&version.unwrap_or_default()).map_err(CdcError::Config)?;
+    // Portable: a native-mode stream on MySQL is a problem to report, not an error here.
+    let server = BinlogSource::server(&mut conn, ServerMode::Portable).await?;
     let vars: BTreeMap<String, String> = conn
         .query::<(String, String), _>(
             "SHOW GLOBAL VARIABLES WHERE Variable_name IN ('log_bin', 'binlog_format', \

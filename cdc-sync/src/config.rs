@@ -77,6 +77,17 @@ pub enum ServerMode {
     MariadbNative,
 }
 
+impl ServerMode {
+    /// The session settings of a connection that writes cdc-sync's own transactions (applied,
+    /// copied): UTC, and in `mariadb-native` mode the `skip_replication` mark.
+    pub fn writer_session_sql(self) -> &'static str {
+        match self {
+            ServerMode::Portable => "SET SESSION time_zone = '+00:00'",
+            ServerMode::MariadbNative => "SET SESSION skip_replication = 1, time_zone = '+00:00'",
+        }
+    }
+}
+
 /// The side whose version of a row stands in a conflict.
 #[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
 #[serde(rename_all = "snake_case")]

@@ -40,8 +40,8 @@ pub struct MysqlApplier {
     stats_table: String,
     mappings: HashMap<String, TableMapping>,
     conflicts: Option<Owner>,
-    /// Mark transactions with `skip_replication` too (`mariadb-native`).
-    native: bool,
+    /// `mariadb-native` marks transactions with `skip_replication` too.
+    mode: ServerMode,
     /// Columns of each target table, as the target has them: no other name reaches SQL.
     target_columns:
         std::sync::Arc<std::sync::Mutex<HashMap<String, std::collections::HashSet<String>>>>,
@@ -324,7 +324,7 @@ impl MysqlApplier {
             config.tables.clone(),
             config.detect_conflicts.then_some(config.owner),
         )?;
-        a.native = config.mode == ServerMode::MariadbNative;
+        a.mode = config.mode;
         Ok(a)
     }
 
@@ -349,7 +349,7 @@ impl MysqlApplier {
                 .map(|m| (m.source.clone(), m))
                 .collect(),
             conflicts: owner,
-            native: false,
+            mode: ServerMode::Portable,
             target_columns: Default::default(),
         })
     }
@@ -649,12 +649,7 @@ impl MysqlApplier {
         let mut conn = self.pool.get_conn().await?;
         // Pooled connections are reset when returned, which clears session variables: set them
         // for every transaction.
-        conn.query_drop(if self.native {
-            "SET SESSION skip_replication = 1, time_zone = '+00:00'"
-        } else {
-            "SET SESSION time_zone = '+00:00'"
-        })
-        .await?;
+        conn.query_drop(self.mode.writer_session_sql()).await?;
         let mut tx = conn.start_transaction(Default::default()).await?;
         // The offset row first: it marks the transaction as cdc-sync's own before any row a
         // reader of this server would otherwise decode.

@@ -26,7 +26,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Pool, Value};
 
 use crate::apply::mysql::utc_pool as pool;
-use crate::config::{ServerMode, StreamConfig};
+use crate::config::StreamConfig;
 use crate::error::CdcError;
 use crate::metrics::Metrics;
 use crate::model::debezium::{ChangeEvent, Envelope, Op, Snapshot, Source};
@@ -52,6 +52,19 @@ pub struct Active {
     upsert: String,
     width: usize,
     progress_sql: String,
+}
+
+impl Active {
+    /// Records `chunk` in its range: the progress statement and its parameters.
+    fn progress(&mut self, chunk: &Chunk, stream: &str) -> (String, Vec<Value>) {
+        progress_update(
+            &mut self.ranges,
+            &self.progress_sql,
+            &self.table,
+            chunk,
+            stream,
+        )
+    }
 }
 
 impl Drop for Active {
@@ -217,21 +230,11 @@ impl Backfills {
             return Ok(());
         };
         let mut conn = self.target.get_conn().await?;
-        conn.query_drop(if self.config.mode == ServerMode::MariadbNative {
-            "SET SESSION skip_replication = 1, time_zone = '+00:00'"
-        } else {
-            "SET SESSION time_zone = '+00:00'"
-        })
-        .await?;
+        conn.query_drop(self.config.mode.writer_session_sql())
+            .await?;
         let mut tx = conn.start_transaction(Default::default()).await?;
         // The progress row first: it marks the transaction as cdc-sync's own (a marker table).
-        let (sql, params) = progress_update(
-            &mut a.ranges,
-            &a.progress_sql,
-            &a.table,
-            &chunk,
-            &self.config.name,
-        );
+        let (sql, params) = a.progress(&chunk, &self.config.name);
         tx.exec_drop(sql, params).await?;
         let mut written = 0u64;
         let keep: Vec<&Vec<Value>> = chunk
@@ -324,13 +327,7 @@ impl Backfills {
         let Some(a) = self.active.as_mut() else {
             return Ok(());
         };
-        let (sql, params) = progress_update(
-            &mut a.ranges,
-            &a.progress_sql,
-            &a.table,
-            &chunk,
-            &self.config.name,
-        );
+        let (sql, params) = a.progress(&chunk, &self.config.name);
         let mut conn = self.target.get_conn().await?;
         conn.exec_drop(sql, params).await?;
         drop(conn);
