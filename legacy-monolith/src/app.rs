@@ -1,15 +1,19 @@
 //! The monolith's HTTP application: shared state, the router of every public route, health,
-//! readiness and metrics endpoints, and the middleware that counts and times each request.
+//! readiness and metrics endpoints, its own answers to unknown routes and methods, and the
+//! middleware (generic plumbing from service-kit) that counts and times each request.
 
 use std::sync::Arc;
 
 use axum::Router;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse as _, Response};
 use axum::routing::{get, post};
 use mysql_async::Pool;
 
 use crate::api;
 use crate::auth::Tokens;
 use crate::config::Config;
+use crate::error::ApiError;
 use crate::metrics::Metrics;
 use crate::payment::PaymentGateway;
 
@@ -70,18 +74,46 @@ pub fn app(state: AppState) -> Router {
         .route("/api/orders/{id}", get(api::orders::get_one))
         .route("/api/orders/{id}/cancel", post(api::orders::cancel))
         .route("/api/notifications", get(api::notifications::list_own));
-    service_kit::http::finish(
-        routes,
-        state.clone(),
-        state.metrics.http.clone(),
-        state.pool.clone(),
-        crate::db::migrate::MIGRATIONS,
-        body_limit,
-    )
+    let metrics = state.metrics.http.clone();
+    let exposed = metrics.clone();
+    let pool = state.pool.clone();
+    routes
+        .route("/healthz", get(service_kit::http::healthz))
+        .route(
+            "/readyz",
+            get(move || {
+                let pool = pool.clone();
+                async move {
+                    service_kit::http::readiness(&pool, crate::db::migrate::MIGRATIONS).await
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(move || {
+                let metrics = exposed.clone();
+                async move { service_kit::http::metrics_response(&metrics) }
+            }),
+        )
+        .fallback(unknown_route)
+        .method_not_allowed_fallback(wrong_method)
+        .layer(axum::extract::DefaultBodyLimit::max(body_limit))
+        .layer(axum::middleware::from_fn_with_state(
+            metrics,
+            service_kit::http::observe,
+        ))
+        .with_state(state)
 }
 
-impl service_kit::extract::VerifyToken for AppState {
-    fn verify_token(&self, token: &str) -> Option<service_kit::jwt::Claims> {
-        self.tokens.verify(token)
-    }
+/// Any path the monolith does not serve: 404 in its error body.
+async fn unknown_route() -> ApiError {
+    ApiError::NotFound("route")
+}
+
+/// A served path asked with another method: 405 in its error body.
+async fn wrong_method() -> Response {
+    let mut response =
+        ApiError::BadRequest("method not allowed on this route".into()).into_response();
+    *response.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    response
 }

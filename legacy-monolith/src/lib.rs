@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod money;
 pub mod payment;
 pub mod seed;
+pub mod trace;
 
 pub use app::{AppState, app};
 pub use config::Config;

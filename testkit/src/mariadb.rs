@@ -1,6 +1,7 @@
 //! A private MariaDB server for one test binary or one dev stack: `mariadb-install-db` into a temp
 //! folder, `mariadbd` on a free loopback port with the binlog settings cdc-sync needs
-//! (`log_bin`, `binlog_format=ROW`, `binlog_row_image=FULL`, a distinct `server_id`).
+//! (`log_bin`, `binlog_format=ROW`, `binlog_row_image=FULL`, `binlog_annotate_row_events`, a
+//! distinct `server_id`).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -162,6 +163,9 @@ impl MariaDb {
             format!("--log-bin={}", data.join("binlog").display()),
             "--binlog-format=ROW".into(),
             "--binlog-row-image=FULL".into(),
+            // The statement behind each row event (with its sqlcommenter trace comment) is kept
+            // in the binlog as an annotate event; MariaDB's default, stated.
+            "--binlog-annotate-row-events=ON".into(),
             format!("--server-id={}", options.server_id),
             "--skip-name-resolve".into(),
             "--innodb-log-file-size=32M".into(),

@@ -27,6 +27,16 @@ async fn two_servers_run_side_by_side_with_binlog_settings() {
     );
     let (id, ..) = variables(&services.root_url()).await;
     assert_eq!(id, 2);
+    // The statement behind row events (with the monolith's trace comment) reaches the binlog.
+    let mut conn = mysql_async::Conn::from_url(&monolith.root_url())
+        .await
+        .unwrap();
+    let annotate: Option<u8> = conn
+        .query_first("SELECT @@binlog_annotate_row_events")
+        .await
+        .unwrap();
+    assert_eq!(annotate, Some(1));
+    conn.disconnect().await.unwrap();
 }
 
 #[tokio::test]

@@ -1,11 +1,8 @@
 //! The public JSON API, one module per domain the services will take over: users, products
 //! (with inventory), orders (with payments) and notifications. The handlers, SQL, field rules and
-//! JSON shaping are the monolith's own; only HTTP plumbing (extractors, the error body) is shared.
+//! JSON shaping, extractors and error body are the monolith's own.
 
-pub mod extract {
-    //! The shared request extractors (service-kit), under the monolith's old path.
-    pub use service_kit::extract::*;
-}
+pub mod extract;
 pub mod notifications;
 pub mod orders;
 pub mod products;

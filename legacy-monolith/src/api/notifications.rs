@@ -2,33 +2,31 @@
 //! confirmation, cancellation), newest first, from `shop.notifications`.
 
 use axum::Json;
-use axum::extract::State;
-use mysql_async::prelude::*;
 use serde_json::{Value, json};
 
 use super::extract::{ApiQuery, AuthUser};
 use super::{Paging, iso_time_sql};
-use crate::app::AppState;
+use crate::db::Db;
 use crate::error::ApiError;
 
 type NotificationRow = (u64, String, String, String, String, String, Option<String>);
 
 /// `GET /api/notifications`: the caller's notifications, newest first, a page at a time.
 pub async fn list_own(
-    State(state): State<AppState>,
+    db: Db,
     user: AuthUser,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<Json<Value>, ApiError> {
     let (page, per_page, skip) = paging.window()?;
-    let mut conn = state.pool.get_conn().await?;
+    let mut conn = db.conn().await?;
     let total: Option<u64> = conn
-        .exec_first(
+        .first(
             "SELECT COUNT(*) FROM notifications WHERE user_id = ?",
             (user.id,),
         )
         .await?;
     let rows: Vec<NotificationRow> = conn
-        .exec(
+        .all(
             format!(
                 "SELECT id, channel, template, payload, status, {}, {} FROM notifications \
                  WHERE user_id = ? ORDER BY id DESC LIMIT {per_page} OFFSET {skip}",

@@ -8,11 +8,11 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use mysql_async::Value;
-use mysql_async::prelude::*;
+use mysql_async::prelude::Queryable;
 
 use super::extract::{ApiId, ApiJson, AuthUser};
 use crate::app::AppState;
-use crate::db;
+use crate::db::{Db, Traced};
 use crate::error::{ApiError, FieldError};
 use crate::money::{format_cents, parse_cents};
 use crate::payment::{Charge, PaymentError};
@@ -33,13 +33,13 @@ fn marks(n: usize) -> String {
 
 /// Orders with their lines and latest payment, in the order of `ids`: one query joining each
 /// order to its payment, one for the lines.
-async fn load(conn: &mut impl Queryable, ids: &[u64]) -> Result<Vec<OrderJson>, ApiError> {
+async fn load(conn: &mut Traced<impl Queryable>, ids: &[u64]) -> Result<Vec<OrderJson>, ApiError> {
     if ids.is_empty() {
         return Ok(Vec::new());
     }
     let params: Vec<Value> = ids.iter().map(|&i| i.into()).collect();
     let rows: Vec<mysql_async::Row> = conn
-        .exec(
+        .all(
             format!(
                 "SELECT o.id, o.user_id, o.status, CAST(o.total AS CHAR), o.currency, \
                  o.shipping_address, {}, {}, pay.id, CAST(pay.amount AS CHAR), pay.currency, \
@@ -55,7 +55,7 @@ async fn load(conn: &mut impl Queryable, ids: &[u64]) -> Result<Vec<OrderJson>, 
         )
         .await?;
     let lines: Vec<(u64, u64, i64, String)> = conn
-        .exec(
+        .all(
             format!(
                 "SELECT order_id, product_id, quantity, CAST(unit_price AS CHAR) FROM order_items \
                  WHERE order_id IN ({}) ORDER BY order_id, product_id",
@@ -162,11 +162,11 @@ fn check_order(form: &OrderForm) -> Result<(), ApiError> {
 /// `GET /api/orders/{id}`: the owner's or, for administrators, anyone's; 404 otherwise (someone
 /// else's order looks exactly like a missing one).
 pub async fn get_one(
-    State(state): State<AppState>,
+    db: Db,
     user: AuthUser,
     ApiId(id): ApiId,
 ) -> Result<Json<OrderJson>, ApiError> {
-    let mut conn = state.pool.get_conn().await?;
+    let mut conn = db.conn().await?;
     match load(&mut conn, &[id]).await?.pop() {
         Some(o) if o["user_id"] == json!(user.id) || user.is_admin() => Ok(Json(o)),
         _ => Err(ApiError::NotFound("order")),
@@ -175,17 +175,17 @@ pub async fn get_one(
 
 /// `GET /api/orders`: the caller's orders, newest first.
 pub async fn list_own(
-    State(state): State<AppState>,
+    db: Db,
     user: AuthUser,
     ApiQuery(paging): ApiQuery<Paging>,
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (page, per_page, skip) = paging.window()?;
-    let mut conn = state.pool.get_conn().await?;
+    let mut conn = db.conn().await?;
     let total: Option<u64> = conn
-        .exec_first("SELECT COUNT(*) FROM orders WHERE user_id = ?", (user.id,))
+        .first("SELECT COUNT(*) FROM orders WHERE user_id = ?", (user.id,))
         .await?;
     let ids: Vec<u64> = conn
-        .exec(
+        .all(
             format!(
                 "SELECT id FROM orders WHERE user_id = ? ORDER BY id DESC LIMIT {per_page} OFFSET {skip}"
             ),
@@ -210,6 +210,7 @@ enum Attempt {
 /// 502 `payment_unavailable`, 422 for unknown products. Nothing is written unless all succeed.
 pub async fn place(
     State(state): State<AppState>,
+    db: Db,
     user: AuthUser,
     ApiJson(body): ApiJson<OrderForm>,
 ) -> Result<(StatusCode, Json<OrderJson>), ApiError> {
@@ -217,7 +218,7 @@ pub async fn place(
     let mut attempts = 0;
     let id = loop {
         attempts += 1;
-        match place_once(&state, &user, &body).await {
+        match place_once(&state, &db, &user, &body).await {
             Ok(Attempt::Done(id)) => break id,
             Ok(Attempt::Retry) if attempts < 5 => continue,
             Ok(Attempt::Retry) => {
@@ -240,17 +241,18 @@ pub async fn place(
         }
     };
     state.metrics.orders.with_label_values(&["placed"]).inc();
-    let mut conn = state.pool.get_conn().await?;
+    let mut conn = db.conn().await?;
     let order = load(&mut conn, &[id]).await?.pop().expect("just committed");
     Ok((StatusCode::CREATED, Json(order)))
 }
 
 async fn place_once(
     state: &AppState,
+    db: &Db,
     user: &AuthUser,
     body: &OrderForm,
 ) -> Result<Attempt, ApiError> {
-    let mut tx = state.pool.start_transaction(Default::default()).await?;
+    let mut tx = db.begin().await?;
     let lines: BTreeMap<u64, i64> = body
         .items
         .iter()
@@ -258,7 +260,7 @@ async fn place_once(
         .collect();
     let ids: Vec<Value> = lines.keys().map(|&i| i.into()).collect();
     let prices: Vec<(u64, String, i8)> = tx
-        .exec(
+        .all(
             format!(
                 "SELECT id, CAST(price AS CHAR), active FROM products WHERE id IN ({})",
                 marks(ids.len())
@@ -287,14 +289,14 @@ async fn place_once(
     // Take stock line by line in product order; the guard keeps it from ever going negative.
     for (&product_id, &quantity) in &lines {
         let taken = tx
-            .exec_drop(
+            .run(
                 "UPDATE inventory SET available = available - ? \
                  WHERE product_id = ? AND available >= ?",
                 (quantity, product_id, quantity),
             )
             .await;
         match taken {
-            Err(e) if db::is_retryable(&e) => return Ok(Attempt::Retry),
+            Err(e) if crate::db::is_retryable(&e) => return Ok(Attempt::Retry),
             other => other?,
         }
         if tx.affected_rows() == 0 {
@@ -306,7 +308,7 @@ async fn place_once(
         }
     }
     let total: i64 = lines.iter().map(|(id, q)| prices[id].0 * q).sum();
-    tx.exec_drop(
+    tx.run(
         "INSERT INTO orders (user_id, status, total, shipping_address) VALUES (?, 'pending', ?, ?)",
         (
             user.id,
@@ -325,7 +327,7 @@ async fn place_once(
             format_cents(prices[&product_id].0).into(),
         ]);
     }
-    tx.exec_drop(
+    tx.run(
         format!(
             "INSERT INTO order_items (order_id, product_id, quantity, unit_price) VALUES {}",
             vec!["(?, ?, ?, ?)"; lines.len()].join(", ")
@@ -361,7 +363,7 @@ async fn place_once(
                 tracing::error!(order_id, charge = %charge.reference, error = %refund, "refund after failed order did not go through");
             }
             match e {
-                ApiError::Database(ref d) if db::is_retryable(d) => Ok(Attempt::Retry),
+                ApiError::Database(ref d) if crate::db::is_retryable(d) => Ok(Attempt::Retry),
                 e => Err(e),
             }
         }
@@ -369,14 +371,14 @@ async fn place_once(
 }
 
 async fn record_payment(
-    tx: &mut mysql_async::Transaction<'_>,
+    tx: &mut Traced<mysql_async::Transaction<'static>>,
     order_id: u64,
     user_id: u64,
     total: i64,
     key: &str,
     charge: &Charge,
 ) -> Result<(), ApiError> {
-    tx.exec_drop(
+    tx.run(
         "INSERT INTO payments (order_id, amount, status, provider, provider_ref, idempotency_key) \
          VALUES (?, ?, 'captured', ?, ?, ?)",
         (
@@ -388,12 +390,12 @@ async fn record_payment(
         ),
     )
     .await?;
-    tx.exec_drop(
+    tx.run(
         "UPDATE orders SET status = 'paid' WHERE id = ?",
         (order_id,),
     )
     .await?;
-    tx.exec_drop(
+    tx.run(
         "INSERT INTO notifications (user_id, channel, template, payload) VALUES (?, 'email', 'order_confirmation', ?)",
         (
             user_id,
@@ -408,12 +410,13 @@ async fn record_payment(
 /// `order_not_cancellable` for any other status.
 pub async fn cancel(
     State(state): State<AppState>,
+    db: Db,
     user: AuthUser,
     ApiId(id): ApiId,
 ) -> Result<Json<OrderJson>, ApiError> {
-    let mut tx = state.pool.start_transaction(Default::default()).await?;
+    let mut tx = db.begin().await?;
     let order: Option<(u64, String)> = tx
-        .exec_first(
+        .first(
             "SELECT user_id, status FROM orders WHERE id = ? FOR UPDATE",
             (id,),
         )
@@ -428,20 +431,20 @@ pub async fn cancel(
         });
     }
     let lines: Vec<(u64, i64)> = tx
-        .exec(
+        .all(
             "SELECT product_id, quantity FROM order_items WHERE order_id = ? ORDER BY product_id",
             (id,),
         )
         .await?;
     for (product_id, quantity) in lines {
-        tx.exec_drop(
+        tx.run(
             "UPDATE inventory SET available = available + ? WHERE product_id = ?",
             (quantity, product_id),
         )
         .await?;
     }
     let payment: Option<(u64, String, String)> = tx
-        .exec_first(
+        .first(
             "SELECT id, provider_ref, CAST(amount AS CHAR) FROM payments \
              WHERE order_id = ? AND status = 'captured' FOR UPDATE",
             (id,),
@@ -454,22 +457,22 @@ pub async fn cancel(
             .refund(&reference, cents)
             .await
             .map_err(|e| ApiError::PaymentUnavailable(e.to_string()))?;
-        tx.exec_drop(
+        tx.run(
             "UPDATE payments SET status = 'refunded' WHERE id = ?",
             (payment_id,),
         )
         .await?;
     }
-    tx.exec_drop("UPDATE orders SET status = 'cancelled' WHERE id = ?", (id,))
+    tx.run("UPDATE orders SET status = 'cancelled' WHERE id = ?", (id,))
         .await?;
-    tx.exec_drop(
+    tx.run(
         "INSERT INTO notifications (user_id, channel, template, payload) VALUES (?, 'email', 'order_cancelled', ?)",
         (owner, serde_json::json!({"order_id": id}).to_string()),
     )
     .await?;
     tx.commit().await?;
     state.metrics.orders.with_label_values(&["cancelled"]).inc();
-    let mut conn = state.pool.get_conn().await?;
+    let mut conn = db.conn().await?;
     let order = load(&mut conn, &[id]).await?.pop().expect("exists");
     Ok(Json(order))
 }

@@ -4,15 +4,14 @@
 //! rules and JSON shaping (prices and times formatted by the database).
 
 use axum::Json;
-use axum::extract::State;
 use axum::http::StatusCode;
-use mysql_async::prelude::*;
+use mysql_async::prelude::Queryable;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use super::extract::{ApiId, ApiJson, ApiQuery, AuthUser};
 use super::iso_time_sql;
-use crate::app::AppState;
+use crate::db::{Db, Traced};
 use crate::error::{ApiError, Validator};
 use crate::money::{format_cents, parse_cents};
 
@@ -55,9 +54,12 @@ fn product_json(row: ProductRow) -> Value {
     })
 }
 
-async fn load_product(conn: &mut impl Queryable, id: u64) -> Result<Option<Value>, ApiError> {
+async fn load_product(
+    conn: &mut Traced<impl Queryable>,
+    id: u64,
+) -> Result<Option<Value>, ApiError> {
     let row: Option<ProductRow> = conn
-        .exec_first(format!("{} WHERE p.id = ?", product_select()), (id,))
+        .first(format!("{} WHERE p.id = ?", product_select()), (id,))
         .await?;
     Ok(row.map(product_json))
 }
@@ -74,7 +76,7 @@ pub struct CatalogQuery {
 
 /// `GET /api/products`: active products; with `q`, by full-text relevance, then id.
 pub async fn list(
-    State(state): State<AppState>,
+    db: Db,
     ApiQuery(query): ApiQuery<CatalogQuery>,
 ) -> Result<Json<Value>, ApiError> {
     let (page, per_page, skip) = super::Paging {
@@ -112,9 +114,9 @@ pub async fn list(
         params.push(c.into());
     }
     let filter = wheres.join(" AND ");
-    let mut conn = state.pool.get_conn().await?;
+    let mut conn = db.conn().await?;
     let total: Option<u64> = conn
-        .exec_first(
+        .first(
             format!("SELECT COUNT(*) FROM products p WHERE {filter}"),
             params.clone(),
         )
@@ -127,7 +129,7 @@ pub async fn list(
         None => "p.id".to_string(),
     };
     let rows: Vec<ProductRow> = conn
-        .exec(
+        .all(
             format!(
                 "{} WHERE {filter} ORDER BY {order} LIMIT {per_page} OFFSET {skip}",
                 product_select()
@@ -144,11 +146,8 @@ pub async fn list(
 }
 
 /// `GET /api/products/{id}`.
-pub async fn get_one(
-    State(state): State<AppState>,
-    ApiId(id): ApiId,
-) -> Result<Json<Value>, ApiError> {
-    let mut conn = state.pool.get_conn().await?;
+pub async fn get_one(db: Db, ApiId(id): ApiId) -> Result<Json<Value>, ApiError> {
+    let mut conn = db.conn().await?;
     load_product(&mut conn, id)
         .await?
         .map(Json)
@@ -201,7 +200,7 @@ pub struct NewProductForm {
 /// `POST /api/products` (administrators): 201 with the product and its stock row; 409 when the
 /// SKU exists.
 pub async fn create(
-    State(state): State<AppState>,
+    db: Db,
     user: AuthUser,
     ApiJson(form): ApiJson<NewProductForm>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
@@ -233,9 +232,9 @@ pub async fn create(
         )
         .finish()?;
     let price = format_cents(cents.unwrap_or_default());
-    let mut tx = state.pool.start_transaction(Default::default()).await?;
+    let mut tx = db.begin().await?;
     let inserted = tx
-        .exec_drop(
+        .run(
             "INSERT INTO products (sku, name, description, category, price, attributes, active) \
              VALUES (?, ?, ?, ?, ?, ?, ?)",
             (
@@ -261,7 +260,7 @@ pub async fn create(
     let id = tx
         .last_insert_id()
         .ok_or_else(|| ApiError::Internal("no insert id".into()))?;
-    tx.exec_drop(
+    tx.run(
         "INSERT INTO inventory (product_id, available) VALUES (?, ?)",
         (id, form.initial_stock),
     )
@@ -287,7 +286,7 @@ pub struct ProductChangeForm {
 
 /// `PUT /api/products/{id}` (administrators): 200 with the product; 404 when absent.
 pub async fn update(
-    State(state): State<AppState>,
+    db: Db,
     user: AuthUser,
     ApiId(id): ApiId,
     ApiJson(form): ApiJson<ProductChangeForm>,
@@ -355,8 +354,8 @@ pub async fn update(
         set("active", a.into());
     }
     params.push(id.into());
-    let mut conn = state.pool.get_conn().await?;
-    conn.exec_drop(
+    let mut conn = db.conn().await?;
+    conn.run(
         format!("UPDATE products SET {} WHERE id = ?", sets.join(", ")),
         params,
     )
@@ -367,9 +366,9 @@ pub async fn update(
         .ok_or(ApiError::NotFound("product"))
 }
 
-async fn load_stock(conn: &mut impl Queryable, id: u64) -> Result<Option<Value>, ApiError> {
+async fn load_stock(conn: &mut Traced<impl Queryable>, id: u64) -> Result<Option<Value>, ApiError> {
     let row: Option<(u64, i64, String)> = conn
-        .exec_first(
+        .first(
             format!(
                 "SELECT product_id, available, {} FROM inventory WHERE product_id = ?",
                 iso_time_sql("updated_at")
@@ -383,11 +382,8 @@ async fn load_stock(conn: &mut impl Queryable, id: u64) -> Result<Option<Value>,
 }
 
 /// `GET /api/products/{id}/inventory`.
-pub async fn inventory(
-    State(state): State<AppState>,
-    ApiId(id): ApiId,
-) -> Result<Json<Value>, ApiError> {
-    let mut conn = state.pool.get_conn().await?;
+pub async fn inventory(db: Db, ApiId(id): ApiId) -> Result<Json<Value>, ApiError> {
+    let mut conn = db.conn().await?;
     load_stock(&mut conn, id)
         .await?
         .map(Json)
@@ -405,7 +401,7 @@ pub struct StockAdjustment {
 /// `POST /api/products/{id}/inventory/adjust` (administrators): adds `delta` (may be negative);
 /// 409 `insufficient_stock` when the stock would go below zero.
 pub async fn adjust_inventory(
-    State(state): State<AppState>,
+    db: Db,
     user: AuthUser,
     ApiId(id): ApiId,
     ApiJson(adjustment): ApiJson<StockAdjustment>,
@@ -425,10 +421,10 @@ pub async fn adjust_inventory(
             "must be 1 to 200 characters",
         )
         .finish()?;
-    let mut tx = state.pool.start_transaction(Default::default()).await?;
+    let mut tx = db.begin().await?;
     // Read under a lock, then write: the old way, one product row at a time.
     let current: Option<i64> = tx
-        .exec_first(
+        .first(
             "SELECT available FROM inventory WHERE product_id = ? FOR UPDATE",
             (id,),
         )
@@ -445,7 +441,7 @@ pub async fn adjust_inventory(
             ),
         });
     }
-    tx.exec_drop(
+    tx.run(
         "UPDATE inventory SET available = ? WHERE product_id = ?",
         (available + delta, id),
     )

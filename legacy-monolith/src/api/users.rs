@@ -8,7 +8,7 @@ use std::sync::LazyLock;
 use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
-use mysql_async::prelude::*;
+use mysql_async::prelude::Queryable;
 use serde::Deserialize;
 use serde_json::{Value, json};
 
@@ -16,6 +16,7 @@ use super::extract::{ApiId, ApiJson, AuthUser};
 use super::iso_time_sql;
 use crate::app::AppState;
 use crate::auth::{hash_password, verify_password};
+use crate::db::{Db, Traced};
 use crate::error::{ApiError, Validator};
 
 /// A user as the API shows it: never the password hash; times formatted by the database.
@@ -52,9 +53,9 @@ fn user_json(row: UserRow) -> Value {
     })
 }
 
-async fn load_user(conn: &mut impl Queryable, id: u64) -> Result<Option<Value>, ApiError> {
+async fn load_user(conn: &mut Traced<impl Queryable>, id: u64) -> Result<Option<Value>, ApiError> {
     let row: Option<UserRow> = conn
-        .exec_first(format!("{} WHERE id = ?", user_select()), (id,))
+        .first(format!("{} WHERE id = ?", user_select()), (id,))
         .await?;
     Ok(row.map(user_json))
 }
@@ -108,7 +109,7 @@ async fn hash(password: String) -> Result<String, ApiError> {
 /// `POST /api/users/register`: 201 with the new user; 409 when the e-mail is taken. The user and
 /// the welcome notification are written in one transaction.
 pub async fn register(
-    State(state): State<AppState>,
+    db: Db,
     ApiJson(form): ApiJson<RegisterForm>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
     let email = form.email.trim().to_lowercase();
@@ -129,9 +130,9 @@ pub async fn register(
         )
         .finish()?;
     let password_hash = hash(form.password).await?;
-    let mut tx = state.pool.start_transaction(Default::default()).await?;
+    let mut tx = db.begin().await?;
     let inserted = tx
-        .exec_drop(
+        .run(
             "INSERT INTO users (email, password_hash, name) VALUES (?, ?, ?)",
             (&email, &password_hash, &name),
         )
@@ -148,7 +149,7 @@ pub async fn register(
     let id = tx
         .last_insert_id()
         .ok_or_else(|| ApiError::Internal("no insert id".into()))?;
-    tx.exec_drop(
+    tx.run(
         "INSERT INTO notifications (user_id, channel, template, payload) VALUES (?, 'email', 'welcome', ?)",
         (id, json!({"name": &name, "email": &email}).to_string()),
     )
@@ -175,6 +176,7 @@ static NOBODY_HASH: LazyLock<String> =
 /// password alike.
 pub async fn login(
     State(state): State<AppState>,
+    db: Db,
     ApiJson(form): ApiJson<LoginForm>,
 ) -> Result<Json<Value>, ApiError> {
     let email = form.email.trim().to_lowercase();
@@ -190,9 +192,9 @@ pub async fn login(
             "is required",
         )
         .finish()?;
-    let mut conn = state.pool.get_conn().await?;
+    let mut conn = db.conn().await?;
     let found: Option<(u64, String, String)> = conn
-        .exec_first(
+        .first(
             "SELECT id, password_hash, role FROM users WHERE email = ?",
             (&email,),
         )
@@ -218,11 +220,8 @@ pub async fn login(
 }
 
 /// `GET /api/users/me`.
-pub async fn get_me(
-    State(state): State<AppState>,
-    user: AuthUser,
-) -> Result<Json<Value>, ApiError> {
-    let mut conn = state.pool.get_conn().await?;
+pub async fn get_me(db: Db, user: AuthUser) -> Result<Json<Value>, ApiError> {
+    let mut conn = db.conn().await?;
     load_user(&mut conn, user.id)
         .await?
         .map(Json)
@@ -247,7 +246,7 @@ fn given<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Option<String>
 
 /// `PUT /api/users/me`: 200 with the updated profile, written in one statement.
 pub async fn update_me(
-    State(state): State<AppState>,
+    db: Db,
     user: AuthUser,
     ApiJson(form): ApiJson<ProfileForm>,
 ) -> Result<Json<Value>, ApiError> {
@@ -293,8 +292,8 @@ pub async fn update_me(
         params.push(a.into());
     }
     params.push(user.id.into());
-    let mut conn = state.pool.get_conn().await?;
-    conn.exec_drop(
+    let mut conn = db.conn().await?;
+    conn.run(
         format!("UPDATE users SET {} WHERE id = ?", sets.join(", ")),
         params,
     )
@@ -306,13 +305,9 @@ pub async fn update_me(
 }
 
 /// `GET /api/users/{id}`: administrators only (403 otherwise), 404 when absent.
-pub async fn get_by_id(
-    State(state): State<AppState>,
-    user: AuthUser,
-    ApiId(id): ApiId,
-) -> Result<Json<Value>, ApiError> {
+pub async fn get_by_id(db: Db, user: AuthUser, ApiId(id): ApiId) -> Result<Json<Value>, ApiError> {
     user.require_admin()?;
-    let mut conn = state.pool.get_conn().await?;
+    let mut conn = db.conn().await?;
     load_user(&mut conn, id)
         .await?
         .map(Json)
