@@ -395,12 +395,14 @@ async fn record_payment(
         (order_id,),
     )
     .await?;
+    // The confirmation is composed by the database from the order and its customer, one
+    // statement across what will become three services (orders, users, notifications).
     tx.run(
-        "INSERT INTO notifications (user_id, channel, template, payload) VALUES (?, 'email', 'order_confirmation', ?)",
-        (
-            user_id,
-            serde_json::json!({"order_id": order_id, "total": format_cents(total)}).to_string(),
-        ),
+        "INSERT INTO notifications (user_id, channel, template, payload) \
+         SELECT u.id, 'email', 'order_confirmation', \
+                JSON_OBJECT('order_id', o.id, 'total', CAST(o.total AS CHAR)) \
+         FROM orders o JOIN users u ON u.id = o.user_id WHERE o.id = ? AND u.id = ?",
+        (order_id, user_id),
     )
     .await?;
     Ok(())
