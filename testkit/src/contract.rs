@@ -1,8 +1,13 @@
 //! Contract checks: the same scripted HTTP requests sent to two servers (the monolith and the
 //! service that takes over its routes), answers compared after masking the fields that differ
 //! by nature (ids, timestamps, tokens) — what the proxy's shadow mode checks in production.
+//! A side given its OpenAPI file also checks every answer it gets against it.
+
+use std::sync::{Arc, Mutex};
 
 use serde_json::Value;
+
+use crate::openapi::Spec;
 
 /// A request body.
 #[derive(Debug, Clone)]
@@ -18,6 +23,17 @@ pub enum Body {
 pub struct Side {
     pub base: String,
     client: reqwest::Client,
+    spec: Option<Arc<Spec>>,
+    conformance: Arc<Mutex<Conformance>>,
+}
+
+/// What the OpenAPI checks of one side found.
+#[derive(Debug, Default, Clone)]
+pub struct Conformance {
+    /// Answers checked.
+    pub checked: usize,
+    /// One line per problem, naming the request.
+    pub problems: Vec<String>,
 }
 
 /// Status and JSON body (a JSON string when the body is not JSON; null when empty).
@@ -55,11 +71,43 @@ impl Side {
         Self {
             base: base.into(),
             client: reqwest::Client::new(),
+            spec: None,
+            conformance: Arc::default(),
         }
+    }
+
+    /// From now on every answer is checked against `spec` (see [`Side::conformance`]).
+    pub fn conforming_to(mut self, spec: Spec) -> Self {
+        self.spec = Some(Arc::new(spec));
+        self
+    }
+
+    /// What the OpenAPI checks found so far.
+    pub fn conformance(&self) -> Conformance {
+        self.conformance.lock().expect("not poisoned").clone()
+    }
+
+    /// Panics unless at least `at_least` answers were checked and every one conformed.
+    #[track_caller]
+    pub fn assert_conformance(&self, at_least: usize) {
+        let found = self.conformance();
+        assert!(
+            found.problems.is_empty(),
+            "answers of {} that do not conform to the OpenAPI file:\n{}",
+            self.base,
+            found.problems.join("\n")
+        );
+        assert!(
+            found.checked >= at_least,
+            "only {} answers of {} were checked against the OpenAPI file",
+            found.checked,
+            self.base
+        );
     }
 
     /// Sends one request.
     pub async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Body) -> Answer {
+        let verb = method;
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("valid method");
         let mut req = self.client.request(method, format!("{}{path}", self.base));
         if let Some(t) = token {
@@ -81,6 +129,12 @@ impl Side {
             serde_json::from_slice(&bytes)
                 .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()))
         };
+        if let Some(spec) = &self.spec {
+            let problems = spec.check(verb, path, status, &value);
+            let mut found = self.conformance.lock().expect("not poisoned");
+            found.checked += 1;
+            found.problems.extend(problems);
+        }
         (status, value)
     }
 }

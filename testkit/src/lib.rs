@@ -8,6 +8,7 @@ mod error;
 mod http;
 pub mod launchdarkly;
 mod mariadb;
+pub mod openapi;
 pub mod payment_sim;
 mod process;
 pub mod prometheus;

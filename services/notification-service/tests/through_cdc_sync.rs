@@ -29,7 +29,9 @@ async fn env(kafka: Option<&str>, reader_id: u32) -> Env {
     let notif_db = server.create_database("notification_svc").await.unwrap();
     let mut uc = user_service::Config::default();
     uc.server.database_url = users_db.url.clone();
-    let users = Side::serve(user_service::app(user_service::prepare(uc).await.unwrap())).await;
+    let users = Side::serve(user_service::app(user_service::prepare(uc).await.unwrap()))
+        .await
+        .conforming_to(testkit::openapi::Spec::named("user-service").unwrap());
     let smtp = testkit::smtp_sink::SmtpSink::start().await.unwrap();
     let mut nc = notification_service::Config::default();
     nc.server.database_url = notif_db.url.clone();
@@ -38,7 +40,8 @@ async fn env(kafka: Option<&str>, reader_id: u32) -> Env {
     let notifications = Side::serve(notification_service::app(
         notification_service::prepare(nc).await.unwrap(),
     ))
-    .await;
+    .await
+    .conforming_to(testkit::openapi::Spec::named("notification-service").unwrap());
 
     let mut c = mysql_async::Conn::from_url(server.root_url().as_str())
         .await
@@ -239,7 +242,8 @@ async fn the_notifications_list_answers_as_the_monolith() {
         .await
         .unwrap(),
     ))
-    .await;
+    .await
+    .conforming_to(testkit::openapi::Spec::named("legacy-monolith").unwrap());
     let Env {
         users,
         notifications,
@@ -303,6 +307,9 @@ async fn the_notifications_list_answers_as_the_monolith() {
         ));
     }
     assert!(diffs.is_empty(), "{}", diffs.join("\n"));
+    monolith.assert_conformance(5);
+    notifications.assert_conformance(5);
+    users.assert_conformance(2);
     // And the service did deliver: its copy says so.
     let (_, v) = notifications
         .call("GET", "/api/notifications", Some(&ts), Body::None)

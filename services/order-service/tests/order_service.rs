@@ -62,7 +62,8 @@ async fn shop(payment_url: Option<String>) -> Shop {
         .await
         .unwrap(),
     ))
-    .await;
+    .await
+    .conforming_to(testkit::openapi::Spec::named("legacy-monolith").unwrap());
     let pdb = testkit::services_server()
         .create_database("product_svc")
         .await
@@ -72,7 +73,8 @@ async fn shop(payment_url: Option<String>) -> Shop {
     let products = Side::serve(product_service::app(
         product_service::prepare(pc).await.unwrap(),
     ))
-    .await;
+    .await
+    .conforming_to(testkit::openapi::Spec::named("product-service").unwrap());
     let gateway = Side::serve(testkit::payment_sim::router()).await;
     let odb = testkit::services_server()
         .create_database("order_svc")
@@ -87,7 +89,8 @@ async fn shop(payment_url: Option<String>) -> Shop {
     let orders = Side::serve(order_service::app(
         order_service::prepare(oc).await.unwrap(),
     ))
-    .await;
+    .await
+    .conforming_to(testkit::openapi::Spec::named("order-service").unwrap());
     let admin = token(&monolith, &mdb.url, "admin@shop.test", true).await;
     // The same catalog on both sides.
     for (sku, stock, active) in [("P-1", 10, true), ("P-2", 3, true), ("P-3", 5, false)] {
@@ -241,6 +244,10 @@ async fn the_same_order_requests_get_equivalent_answers_from_the_monolith_and_th
         diffs.extend(differences(&format!("stock of {id}"), &m, &p, VOLATILE));
     }
     assert!(diffs.is_empty(), "answers differ:\n{}", diffs.join("\n"));
+    // Every answer of both sides, happy and error paths, is what their OpenAPI files say.
+    s.monolith.assert_conformance(20);
+    s.orders.assert_conformance(10);
+    s.products.assert_conformance(3);
     // The placed orders and the cancellation are in the outbox.
     let mut c = mysql_async::Conn::from_url(s.orders_db.as_str())
         .await

@@ -21,7 +21,9 @@ async fn monolith() -> Running {
     };
     let state = legacy_monolith::prepare(config).await.unwrap();
     Running {
-        side: Side::serve(legacy_monolith::app(state)).await,
+        side: Side::serve(legacy_monolith::app(state))
+            .await
+            .conforming_to(testkit::openapi::Spec::named("legacy-monolith").unwrap()),
         db_url: db.url,
     }
 }
@@ -36,7 +38,9 @@ async fn service_with(tweak: impl FnOnce(&mut product_service::Config)) -> Runni
     tweak(&mut config);
     let state = product_service::prepare(config).await.unwrap();
     Running {
-        side: Side::serve(product_service::app(state)).await,
+        side: Side::serve(product_service::app(state))
+            .await
+            .conforming_to(testkit::openapi::Spec::named("product-service").unwrap()),
         db_url: db.url,
     }
 }
@@ -315,6 +319,9 @@ async fn the_same_requests_get_equivalent_answers_from_the_monolith_and_the_serv
         diffs.extend(differences(name, &a, &b, VOLATILE));
     }
     assert!(diffs.is_empty(), "answers differ:\n{}", diffs.join("\n"));
+    // Both sides' answers, happy and error paths, are what their OpenAPI files say.
+    m.side.assert_conformance(20);
+    s.side.assert_conformance(20);
     // The relevance order is the monolith's, and it is a real ranking.
     let (_, found) = s
         .side

@@ -27,7 +27,9 @@ async fn monolith() -> Running {
     };
     let state = legacy_monolith::prepare(config).await.unwrap();
     Running {
-        side: Side::serve(legacy_monolith::app(state)).await,
+        side: Side::serve(legacy_monolith::app(state))
+            .await
+            .conforming_to(testkit::openapi::Spec::named("legacy-monolith").unwrap()),
         db_url: db.url,
     }
 }
@@ -42,7 +44,9 @@ async fn service_with(tweak: impl FnOnce(&mut user_service::Config)) -> Running 
     tweak(&mut config);
     let state = user_service::prepare(config).await.unwrap();
     Running {
-        side: Side::serve(user_service::app(state)).await,
+        side: Side::serve(user_service::app(state))
+            .await
+            .conforming_to(testkit::openapi::Spec::named("user-service").unwrap()),
         db_url: db.url,
     }
 }
@@ -268,6 +272,9 @@ async fn the_same_requests_get_equivalent_answers_from_the_monolith_and_the_serv
         .await;
     diffs.extend(differences("lookup unknown", &a, &b, VOLATILE));
     assert!(diffs.is_empty(), "answers differ:\n{}", diffs.join("\n"));
+    // Both sides' answers, happy and error paths, are what their OpenAPI files say.
+    m.side.assert_conformance(20);
+    s.side.assert_conformance(20);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
