@@ -33,6 +33,13 @@ pub enum TestkitError {
         log: PathBuf,
         tail: String,
     },
+    /// The server answering on a port is not the one just started (another took the port).
+    #[error("the MariaDB server on port {port} is not ours: its datadir is {found}, ours {ours}")]
+    ForeignServer {
+        port: u16,
+        found: String,
+        ours: String,
+    },
     /// An SQL statement against a test server failed.
     #[error("SQL `{sql}` failed: {source}")]
     Sql {

@@ -195,13 +195,57 @@ impl MariaDb {
             },
         );
         match ready {
-            Ok(()) => Ok(server),
+            Ok(()) => {
+                Self::check_identity(port, &dir.join("data"))?;
+                Ok(server)
+            }
             Err(why) => Err(TestkitError::NotReady {
                 what: format!("mariadbd `{}` on port {port} ({why})", options.name),
                 secs,
                 log: dir.join("error.log"),
                 tail: log_tail(&dir.join("error.log"), 20),
             }),
+        }
+    }
+
+    /// Fails unless the server answering on `port` runs on `data`: a handshake alone may come
+    /// from another server that held the port first (seen: a dev stack seeding a test's server).
+    fn check_identity(port: u16, data: &Path) -> Result<(), TestkitError> {
+        let client = find_binary("mariadb", &["/usr/bin"]).ok_or(TestkitError::BinaryMissing {
+            binary: "mariadb",
+            install: INSTALL_HINT,
+        })?;
+        let out = Command::new(&client)
+            .args([
+                "--no-defaults",
+                "--protocol=TCP",
+                "-h127.0.0.1",
+                "-uroot",
+                "-N",
+                "-B",
+            ])
+            .arg(format!("-P{port}"))
+            .args(["-e", "SELECT @@datadir"])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| TestkitError::io(format!("running {}", client.display()), e))?;
+        let found = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let ours = data.canonicalize().unwrap_or_else(|_| data.to_path_buf());
+        let same = Path::new(found.trim_end_matches('/'))
+            .canonicalize()
+            .is_ok_and(|f| f == ours);
+        if same {
+            Ok(())
+        } else {
+            Err(TestkitError::ForeignServer {
+                port,
+                found: if out.status.success() {
+                    found
+                } else {
+                    String::from_utf8_lossy(&out.stderr).trim().to_string()
+                },
+                ours: ours.display().to_string(),
+            })
         }
     }
 

@@ -111,3 +111,20 @@ fn tansu_broker_starts_and_creates_topics() {
     drop(broker);
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err());
 }
+
+#[test]
+fn a_port_held_by_another_server_is_refused_not_used() {
+    let first = MariaDb::start(MariaDbOptions::new("port-holder", 31)).unwrap();
+    let mut options = MariaDbOptions::new("late-comer", 32);
+    options.port = Some(first.port());
+    let err = MariaDb::start(options).expect_err("the port is taken");
+    // Either our server died on the busy port before answering, or the answer came from the
+    // other server and was told apart by its datadir: never a success on someone else's server.
+    let text = err.to_string();
+    eprintln!("refused: {text}");
+    assert!(
+        text.contains("is not ours") || text.contains("did not become ready"),
+        "{text}"
+    );
+    assert!(first.is_running());
+}
