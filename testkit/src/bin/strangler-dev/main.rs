@@ -1,7 +1,7 @@
 //! `strangler-dev`: the dev stack behind `./dev up` — two private MariaDB servers (monolith and
 //! services, binlog on), seeded demo data, the legacy monolith, user-service, cdc-sync and the
-//! proxy; prints what runs where and stops everything on Ctrl-C. `--check` brings it up, probes
-//! it and exits (used by CI).
+//! proxy; prints what runs where, starts again any process that dies (`supervise`), and stops
+//! everything on Ctrl-C. `--check` brings it up, probes it and exits (used by CI).
 
 use std::io::{Read as _, Write as _};
 use std::path::{Path, PathBuf};
@@ -10,6 +10,10 @@ use std::time::{Duration, Instant};
 
 use clap::Parser;
 use testkit::{MONOLITH_SERVER_ID, MariaDb, MariaDbOptions, ProcessGuard, SERVICES_SERVER_ID};
+
+mod supervise;
+
+use supervise::{Supervised, Supervisor};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -191,49 +195,50 @@ fn run(args: Args) -> Fallible<()> {
 
     let monolith_log = logs.join("legacy-monolith.log");
     let _ = std::fs::remove_file(&monolith_log);
-    let monolith = ProcessGuard::spawn_with_env(
+    let monolith = Supervised::start(
+        "legacy-monolith",
         &monolith_bin,
-        &["serve".to_string()],
-        &[
+        vec!["serve".to_string()],
+        vec![
             ("SHOP_DATABASE_URL", shop_url.clone()),
             ("SHOP_LISTEN", format!("127.0.0.1:{}", args.monolith_port)),
             // Odd ids here, even ids in the services: both sides may insert during a rollout.
             ("SHOP_ID_STEP", "2".into()),
             ("SHOP_ID_OFFSET", "1".into()),
         ],
-        &args.state_dir.join("legacy-monolith.pid"),
-        &monolith_log,
-    )
-    .map_err(|e| e.to_string())?;
-    wait_ready(args.monolith_port, "legacy-monolith", &monolith)?;
+        args.state_dir.join("legacy-monolith.pid"),
+        monolith_log.clone(),
+    )?;
+    wait_ready(args.monolith_port, "legacy-monolith", monolith.guard())?;
 
     eprintln!("starting user-service…");
     let user_port = args.monolith_port + 1;
     let user_log = logs.join("user-service.log");
     let _ = std::fs::remove_file(&user_log);
-    let user_service = ProcessGuard::spawn_with_env(
+    let user_service = Supervised::start(
+        "user-service",
         &user_bin,
-        &["serve".to_string()],
-        &[
+        vec!["serve".to_string()],
+        vec![
             ("USER_SVC_DATABASE_URL", services_db.url("user_svc")),
             ("USER_SVC_LISTEN", format!("127.0.0.1:{user_port}")),
             ("USER_SVC_ID_STEP", "2".into()),
             ("USER_SVC_ID_OFFSET", "2".into()),
         ],
-        &args.state_dir.join("user-service.pid"),
-        &user_log,
-    )
-    .map_err(|e| e.to_string())?;
-    wait_ready(user_port, "user-service", &user_service)?;
+        args.state_dir.join("user-service.pid"),
+        user_log.clone(),
+    )?;
+    wait_ready(user_port, "user-service", user_service.guard())?;
 
     eprintln!("starting product-service…");
     let product_port = args.monolith_port + 2;
     let product_log = logs.join("product-service.log");
     let _ = std::fs::remove_file(&product_log);
-    let product_service = ProcessGuard::spawn_with_env(
+    let product_service = Supervised::start(
+        "product-service",
         &product_bin,
-        &["serve".to_string()],
-        &[
+        vec!["serve".to_string()],
+        vec![
             ("PRODUCT_SVC_DATABASE_URL", services_db.url("product_svc")),
             ("PRODUCT_SVC_LISTEN", format!("127.0.0.1:{product_port}")),
             ("PRODUCT_SVC_ID_STEP", "2".into()),
@@ -243,29 +248,30 @@ fn run(args: Args) -> Fallible<()> {
                 format!("http://127.0.0.1:{user_port}/.well-known/jwks.json"),
             ),
         ],
-        &args.state_dir.join("product-service.pid"),
-        &product_log,
-    )
-    .map_err(|e| e.to_string())?;
-    wait_ready(product_port, "product-service", &product_service)?;
+        args.state_dir.join("product-service.pid"),
+        product_log.clone(),
+    )?;
+    wait_ready(product_port, "product-service", product_service.guard())?;
 
     eprintln!("starting the payment gateway simulator and order-service…");
     let gateway_port = args.monolith_port + 10;
     let gateway_log = logs.join("payment-gateway-sim.log");
-    let gateway = ProcessGuard::spawn(
+    let gateway = Supervised::start(
+        "payment-gateway-sim",
         &gateway_bin,
-        &["--listen".to_string(), format!("127.0.0.1:{gateway_port}")],
-        &args.state_dir.join("payment-gateway-sim.pid"),
-        &gateway_log,
-    )
-    .map_err(|e| e.to_string())?;
+        vec!["--listen".to_string(), format!("127.0.0.1:{gateway_port}")],
+        vec![],
+        args.state_dir.join("payment-gateway-sim.pid"),
+        gateway_log.clone(),
+    )?;
     let order_port = args.monolith_port + 3;
     let order_log = logs.join("order-service.log");
     let _ = std::fs::remove_file(&order_log);
-    let order_service = ProcessGuard::spawn_with_env(
+    let order_service = Supervised::start(
+        "order-service",
         &order_bin,
-        &["serve".to_string()],
-        &[
+        vec!["serve".to_string()],
+        vec![
             ("ORDER_SVC_DATABASE_URL", services_db.url("order_svc")),
             ("ORDER_SVC_LISTEN", format!("127.0.0.1:{order_port}")),
             ("ORDER_SVC_ID_STEP", "2".into()),
@@ -283,11 +289,10 @@ fn run(args: Args) -> Fallible<()> {
                 format!("http://127.0.0.1:{user_port}/.well-known/jwks.json"),
             ),
         ],
-        &args.state_dir.join("order-service.pid"),
-        &order_log,
-    )
-    .map_err(|e| e.to_string())?;
-    wait_ready(order_port, "order-service", &order_service)?;
+        args.state_dir.join("order-service.pid"),
+        order_log.clone(),
+    )?;
+    wait_ready(order_port, "order-service", order_service.guard())?;
 
     eprintln!("starting cdc-sync (monolith → services, direct mode)…");
     // The services server gets the shop schema as `shop_mirror` until the services own theirs.
@@ -333,20 +338,21 @@ fn run(args: Args) -> Fallible<()> {
     std::fs::write(&cdc_config, cdc_text).map_err(|e| e.to_string())?;
     let cdc_log = logs.join("cdc-sync.log");
     let _ = std::fs::remove_file(&cdc_log);
-    let cdc = ProcessGuard::spawn(
+    let cdc = Supervised::start(
+        "cdc-sync",
         &cdc_bin,
-        &[
+        vec![
             "stream".to_string(),
             "--config".to_string(),
             cdc_config.display().to_string(),
         ],
-        &args.state_dir.join("cdc-sync.pid"),
-        &cdc_log,
-    )
-    .map_err(|e| e.to_string())?;
+        vec![],
+        args.state_dir.join("cdc-sync.pid"),
+        cdc_log.clone(),
+    )?;
     let started = Instant::now();
     while !matches!(http_get(args.cdc_port, "/healthz"), Ok((200, _))) {
-        if !cdc.is_alive() || started.elapsed() > Duration::from_secs(60) {
+        if !cdc.guard().is_alive() || started.elapsed() > Duration::from_secs(60) {
             return Err(format!("cdc-sync did not start; see {}", cdc_log.display()));
         }
         std::thread::sleep(Duration::from_millis(100));
@@ -356,20 +362,22 @@ fn run(args: Args) -> Fallible<()> {
     let smtp_port = args.monolith_port + 11;
     let smtp_log = logs.join("smtp-sink.log");
     let _ = std::fs::remove_file(&smtp_log);
-    let smtp = ProcessGuard::spawn(
+    let smtp = Supervised::start(
+        "smtp-sink",
         &smtp_bin,
-        &["--listen".to_string(), format!("127.0.0.1:{smtp_port}")],
-        &args.state_dir.join("smtp-sink.pid"),
-        &smtp_log,
-    )
-    .map_err(|e| e.to_string())?;
+        vec!["--listen".to_string(), format!("127.0.0.1:{smtp_port}")],
+        vec![],
+        args.state_dir.join("smtp-sink.pid"),
+        smtp_log.clone(),
+    )?;
     let notification_port = args.monolith_port + 4;
     let notification_log = logs.join("notification-service.log");
     let _ = std::fs::remove_file(&notification_log);
-    let notification_service = ProcessGuard::spawn_with_env(
+    let notification_service = Supervised::start(
+        "notification-service",
         &notification_bin,
-        &["serve".to_string()],
-        &[
+        vec!["serve".to_string()],
+        vec![
             (
                 "NOTIFICATION_SVC_DATABASE_URL",
                 services_db.url("notification_svc"),
@@ -387,14 +395,13 @@ fn run(args: Args) -> Fallible<()> {
                 format!("http://127.0.0.1:{user_port}/.well-known/jwks.json"),
             ),
         ],
-        &args.state_dir.join("notification-service.pid"),
-        &notification_log,
-    )
-    .map_err(|e| e.to_string())?;
+        args.state_dir.join("notification-service.pid"),
+        notification_log.clone(),
+    )?;
     wait_ready(
         notification_port,
         "notification-service",
-        &notification_service,
+        notification_service.guard(),
     )?;
     // The services' outboxes → notification-service's inbox, on the services server.
     let events_config = cdc_config.with_file_name("cdc-service-events.toml");
@@ -411,20 +418,21 @@ fn run(args: Args) -> Fallible<()> {
     .map_err(|e| e.to_string())?;
     let events_log = logs.join("cdc-service-events.log");
     let _ = std::fs::remove_file(&events_log);
-    let events = ProcessGuard::spawn(
+    let events = Supervised::start(
+        "cdc-sync (events)",
         &cdc_bin,
-        &[
+        vec![
             "stream".to_string(),
             "--config".to_string(),
             events_config.display().to_string(),
         ],
-        &args.state_dir.join("cdc-service-events.pid"),
-        &events_log,
-    )
-    .map_err(|e| e.to_string())?;
+        vec![],
+        args.state_dir.join("cdc-service-events.pid"),
+        events_log.clone(),
+    )?;
     let started = Instant::now();
     while !matches!(http_get(args.cdc_port + 1, "/healthz"), Ok((200, _))) {
-        if !events.is_alive() || started.elapsed() > Duration::from_secs(60) {
+        if !events.guard().is_alive() || started.elapsed() > Duration::from_secs(60) {
             return Err(format!(
                 "the services' event stream did not start; see {}",
                 events_log.display()
@@ -455,14 +463,38 @@ fn run(args: Args) -> Fallible<()> {
     .map_err(|e| e.to_string())?;
     let proxy_log = logs.join("strangler-proxy.log");
     let _ = std::fs::remove_file(&proxy_log);
-    let proxy = ProcessGuard::spawn(
+    let proxy = Supervised::start(
+        "strangler-proxy",
         &proxy_bin,
-        &["--config".to_string(), proxy_config.display().to_string()],
-        &args.state_dir.join("strangler-proxy.pid"),
-        &proxy_log,
-    )
-    .map_err(|e| e.to_string())?;
-    wait_ready(args.proxy_admin_port, "strangler-proxy", &proxy)?;
+        vec!["--config".to_string(), proxy_config.display().to_string()],
+        vec![],
+        args.state_dir.join("strangler-proxy.pid"),
+        proxy_log.clone(),
+    )?;
+    wait_ready(args.proxy_admin_port, "strangler-proxy", proxy.guard())?;
+    let proxy_log = proxy.log().to_path_buf();
+    let (cdc_log, events_log, notification_log) = (
+        cdc.log().to_path_buf(),
+        events.log().to_path_buf(),
+        notification_service.log().to_path_buf(),
+    );
+    // From here on a process that dies is started again (the MariaDB servers are not: their
+    // death stops the stack). Stopping goes from the edge inwards.
+    let supervisor = Supervisor::start(
+        vec![
+            proxy,
+            cdc,
+            events,
+            notification_service,
+            smtp,
+            order_service,
+            gateway,
+            product_service,
+            user_service,
+            monolith,
+        ],
+        &state,
+    );
 
     println!();
     println!("Strangler dev stack is up:");
@@ -632,6 +664,39 @@ fn run(args: Args) -> Fallible<()> {
         if !audit.contains("dev check done") || !audit.contains("cli") {
             return Err(format!("the audit trail misses the change:\n{audit}"));
         }
+        // The supervisor: cdc-sync killed with SIGKILL comes back by itself, and the write below
+        // still replicates (it resumes from its committed offset).
+        let pidfile = args.state_dir.join("cdc-sync.pid");
+        let read_pid =
+            || -> Option<u32> { std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok() };
+        let killed = read_pid().ok_or("no cdc-sync pid file")?;
+        let status = Command::new("kill")
+            .args(["-9", &killed.to_string()])
+            .status()
+            .map_err(|e| format!("kill: {e}"))?;
+        if !status.success() {
+            return Err(format!("kill -9 {killed} failed"));
+        }
+        let started = Instant::now();
+        loop {
+            let restarted = read_pid().is_some_and(|p| p != killed);
+            if restarted && matches!(http_get(args.cdc_port, "/healthz"), Ok((200, _))) {
+                break;
+            }
+            if started.elapsed() > Duration::from_secs(60) {
+                return Err(format!(
+                    "cdc-sync was not restarted after kill -9; see {}",
+                    state.join("supervisor.log").display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let restarts = std::fs::read_to_string(state.join("restarts.json")).unwrap_or_default();
+        if !restarts.contains("\"cdc-sync\": 1") {
+            return Err(format!(
+                "restarts.json does not count the restart: {restarts}"
+            ));
+        }
         // A write through the proxy reaches the services server through cdc-sync.
         let register = format!(
             "POST /api/users/register HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{}",
@@ -785,7 +850,7 @@ fn run(args: Args) -> Fallible<()> {
             std::thread::sleep(Duration::from_millis(200));
         }
         println!(
-            "check passed: every component answered, stranglerctl moved a route and read it back from the audit trail, cdc-sync check-source found the monolith's binlog settings right, a write through the proxy replicated to user-service and logs in there, the catalog backfilled into product-service answers as the monolith, an order went through order-service's saga, a registration's welcome e-mail arrived over SMTP; stopping."
+            "check passed: every component answered, stranglerctl moved a route and read it back from the audit trail, cdc-sync check-source found the monolith's binlog settings right, a write through the proxy replicated to user-service and logs in there, cdc-sync killed with SIGKILL was restarted by the supervisor, the catalog backfilled into product-service answers as the monolith, an order went through order-service's saga, a registration's welcome e-mail arrived over SMTP; stopping."
         );
         return Ok(());
     }
@@ -804,36 +869,8 @@ fn run(args: Args) -> Fallible<()> {
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
                 _ = watch.tick() => {
-                    if !monolith.is_alive() {
-                        eprintln!("legacy-monolith exited; see {}", monolith_log.display());
-                        break;
-                    }
-                    if !cdc.is_alive() {
-                        eprintln!("cdc-sync exited; see {}", cdc_log.display());
-                        break;
-                    }
-                    if !notification_service.is_alive() {
-                        eprintln!("notification-service exited; see {}", notification_log.display());
-                        break;
-                    }
-                    if !events.is_alive() {
-                        eprintln!("the services' event stream exited; see {}", events_log.display());
-                        break;
-                    }
-                    if !order_service.is_alive() {
-                        eprintln!("order-service exited; see {}", order_log.display());
-                        break;
-                    }
-                    if !product_service.is_alive() {
-                        eprintln!("product-service exited; see {}", product_log.display());
-                        break;
-                    }
-                    if !user_service.is_alive() {
-                        eprintln!("user-service exited; see {}", user_log.display());
-                        break;
-                    }
-                    if !proxy.is_alive() {
-                        eprintln!("strangler-proxy exited; see {}", proxy_log.display());
+                    if !monolith_db.is_running() || !services_db.is_running() {
+                        eprintln!("a MariaDB server of the stack exited; see {}", state.display());
                         break;
                     }
                 }
@@ -841,16 +878,7 @@ fn run(args: Args) -> Fallible<()> {
         }
     });
     eprintln!("stopping…");
-    drop(proxy);
-    drop(cdc);
-    drop(events);
-    drop(notification_service);
-    drop(smtp);
-    drop(order_service);
-    drop(gateway);
-    drop(product_service);
-    drop(user_service);
-    drop(monolith);
+    drop(supervisor);
     drop(services_db);
     drop(monolith_db);
     eprintln!("stopped.");
