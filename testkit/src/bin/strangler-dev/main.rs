@@ -48,7 +48,11 @@ struct Args {
     /// Initial flags (copied into the state folder when none are there yet).
     #[arg(long, default_value = "strangler-proxy/config/flags.json")]
     proxy_flags: PathBuf,
-    /// Port of cdc-sync's /metrics and /healthz.
+    /// The declaration of the domains: the streams of both directions are derived from it.
+    #[arg(long, default_value = "phases/config/shop-domains.toml")]
+    domains: PathBuf,
+    /// Port of cdc-sync's /metrics and /healthz (+1: the services' event stream, +2: the
+    /// services → monolith stream).
     #[arg(long, default_value_t = 9500)]
     cdc_port: u16,
     /// Seeded customers.
@@ -98,6 +102,37 @@ fn wait_ready(port: u16, what: &str, guard: &ProcessGuard) -> Fallible<()> {
     ))
 }
 
+/// Whether `count_sql` (a `SELECT COUNT(*)`) reaches 1 at `url` within 10 s.
+async fn row_appears(url: &str, count_sql: &str) -> bool {
+    use mysql_async::prelude::Queryable;
+    for _ in 0..100 {
+        if let Ok(mut c) = mysql_async::Conn::from_url(url).await {
+            let n: Option<u64> = c.query_first(count_sql).await.unwrap_or(None);
+            if n == Some(1) {
+                return true;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    false
+}
+
+/// Waits until the process answers `/healthz` on `port` with 200.
+fn wait_healthy(port: u16, process: &Supervised) -> Fallible<()> {
+    let started = Instant::now();
+    while !matches!(http_get(port, "/healthz"), Ok((200, _))) {
+        if !process.guard().is_alive() || started.elapsed() > Duration::from_secs(60) {
+            return Err(format!(
+                "{} did not start; see {}",
+                process.name,
+                process.log().display()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    Ok(())
+}
+
 fn binary(dir: &Path, name: &str) -> Fallible<PathBuf> {
     let p = dir.join(name);
     if p.is_file() {
@@ -140,6 +175,10 @@ fn run(args: Args) -> Fallible<()> {
             args.cdc_port + 1,
             "--cdc-port (+1: the services' event stream)",
         ),
+        (
+            args.cdc_port + 2,
+            "--cdc-port (+2: the services → monolith stream)",
+        ),
     ] {
         if port != 0 && !port_free(port) {
             return Err(format!(
@@ -156,6 +195,7 @@ fn run(args: Args) -> Fallible<()> {
     let smtp_bin = binary(&args.bin_dir, "smtp-sink")?;
     let proxy_bin = binary(&args.bin_dir, "strangler-proxy")?;
     let cdc_bin = binary(&args.bin_dir, "cdc-sync")?;
+    let domains = phases::Declaration::load(&args.domains).map_err(|e| e.to_string())?;
     let routes = std::fs::read_to_string(&args.proxy_routes)
         .map_err(|e| format!("reading {}: {e}", args.proxy_routes.display()))?;
     let logs = args.state_dir.join("logs");
@@ -318,23 +358,9 @@ fn run(args: Args) -> Fallible<()> {
         services_db.root_url(),
         args.cdc_port
     );
-    // users, products, inventory, orders: into their services' own schemas; notifications into
-    // the mirror until notification-service owns them.
-    for (table, schema) in [
-        ("users", "user_svc"),
-        ("products", "product_svc"),
-        ("inventory", "product_svc"),
-        ("orders", "order_svc"),
-        ("order_items", "order_svc"),
-        ("payments", "order_svc"),
-    ] {
-        cdc_text.push_str(&format!(
-            "\n[[tables]]\nsource = \"shop.{table}\"\ntarget = \"{schema}.{table}\"\n"
-        ));
-    }
-    cdc_text.push_str(
-        "\n[[tables]]\nsource = \"shop.notifications\"\ntarget = \"shop_mirror.notifications\"\n",
-    );
+    // Every domain's tables, as declared: users, products, inventory, orders into their services'
+    // own schemas; notifications into the mirror until notification-service owns them.
+    cdc_text.push_str(&domains.cdc_tables_toml(phases::Direction::MonolithToServices, &[]));
     std::fs::write(&cdc_config, cdc_text).map_err(|e| e.to_string())?;
     let cdc_log = logs.join("cdc-sync.log");
     let _ = std::fs::remove_file(&cdc_log);
@@ -350,13 +376,7 @@ fn run(args: Args) -> Fallible<()> {
         args.state_dir.join("cdc-sync.pid"),
         cdc_log.clone(),
     )?;
-    let started = Instant::now();
-    while !matches!(http_get(args.cdc_port, "/healthz"), Ok((200, _))) {
-        if !cdc.guard().is_alive() || started.elapsed() > Duration::from_secs(60) {
-            return Err(format!("cdc-sync did not start; see {}", cdc_log.display()));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(args.cdc_port, &cdc)?;
 
     eprintln!("starting notification-service, its SMTP sink and the services' event stream…");
     let smtp_port = args.monolith_port + 11;
@@ -430,16 +450,36 @@ fn run(args: Args) -> Fallible<()> {
         args.state_dir.join("cdc-service-events.pid"),
         events_log.clone(),
     )?;
-    let started = Instant::now();
-    while !matches!(http_get(args.cdc_port + 1, "/healthz"), Ok((200, _))) {
-        if !events.guard().is_alive() || started.elapsed() > Duration::from_secs(60) {
-            return Err(format!(
-                "the services' event stream did not start; see {}",
-                events_log.display()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    wait_healthy(args.cdc_port + 1, &events)?;
+
+    eprintln!("starting cdc-sync (services → monolith, direct mode)…");
+    // Every domain's service copy streams back into `shop`: the services' writes reach the
+    // monolith, so sending a domain back loses nothing. The applier's own writes carry marker
+    // rows, so neither stream sends the other's rows back again.
+    let reverse_config = cdc_config.with_file_name("cdc-services-to-monolith.toml");
+    let mut reverse_text = format!(
+        "name = \"services-to-monolith\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = 4003\nlisten = \"127.0.0.1:{}\"\n",
+        services_db.root_url(),
+        monolith_db.root_url(),
+        args.cdc_port + 2
+    );
+    reverse_text.push_str(&domains.cdc_tables_toml(phases::Direction::ServicesToMonolith, &[]));
+    std::fs::write(&reverse_config, reverse_text).map_err(|e| e.to_string())?;
+    let reverse_log = logs.join("cdc-services-to-monolith.log");
+    let _ = std::fs::remove_file(&reverse_log);
+    let reverse = Supervised::start(
+        "cdc-sync (reverse)",
+        &cdc_bin,
+        vec![
+            "stream".to_string(),
+            "--config".to_string(),
+            reverse_config.display().to_string(),
+        ],
+        vec![],
+        args.state_dir.join("cdc-services-to-monolith.pid"),
+        reverse_log.clone(),
+    )?;
+    wait_healthy(args.cdc_port + 2, &reverse)?;
 
     eprintln!("starting strangler-proxy…");
     let state = args.state_dir.canonicalize().map_err(|e| e.to_string())?;
@@ -484,6 +524,7 @@ fn run(args: Args) -> Fallible<()> {
         vec![
             proxy,
             cdc,
+            reverse,
             events,
             notification_service,
             smtp,
@@ -584,6 +625,12 @@ fn run(args: Args) -> Fallible<()> {
         "cdc-sync",
         format!("shop → *_svc, shop_mirror; :{}/metrics", args.cdc_port),
         cdc_log.display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
+        "cdc-sync (reverse)",
+        format!("*_svc, shop_mirror → shop; :{}/metrics", args.cdc_port + 2),
+        reverse_log.display()
     );
     println!();
     println!("End users go through the proxy; every route starts in `monolith` mode. Try:");
@@ -717,24 +764,10 @@ fn run(args: Args) -> Fallible<()> {
             .enable_all()
             .build()
             .map_err(|e| e.to_string())?;
-        let replicated = rt.block_on(async {
-            use mysql_async::prelude::Queryable;
-            for _ in 0..100 {
-                if let Ok(mut c) = mysql_async::Conn::from_url(mirror.as_str()).await {
-                    let n: Option<u64> = c
-                        .query_first(
-                            "SELECT COUNT(*) FROM users WHERE email = 'dev-check@example.com'",
-                        )
-                        .await
-                        .unwrap_or(None);
-                    if n == Some(1) {
-                        return true;
-                    }
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-            false
-        });
+        let replicated = rt.block_on(row_appears(
+            &mirror,
+            "SELECT COUNT(*) FROM users WHERE email = 'dev-check@example.com'",
+        ));
         if !replicated {
             return Err(format!(
                 "the new user never reached user_svc; see {}",
@@ -819,6 +852,22 @@ fn run(args: Args) -> Fallible<()> {
         if !placed.starts_with("HTTP/1.1 201") || !placed.contains("\"paid\"") {
             return Err(format!("placing an order on order-service: {placed}"));
         }
+        // …and the reverse stream carries it back into the monolith's `shop.orders`.
+        let order_id: u64 = placed
+            .split("\"id\":")
+            .nth(1)
+            .and_then(|t| t.split([',', '}']).next())
+            .and_then(|t| t.trim().parse().ok())
+            .ok_or_else(|| format!("no order id in {placed}"))?;
+        if !rt.block_on(row_appears(
+            &monolith_db.url("shop"),
+            &format!("SELECT COUNT(*) FROM orders WHERE id = {order_id} AND status = 'paid'"),
+        )) {
+            return Err(format!(
+                "order {order_id} placed on order-service never reached shop.orders; see {}",
+                reverse_log.display()
+            ));
+        }
         // A registration on user-service reaches the mailbox: outbox → event stream → inbox →
         // notification-service → SMTP.
         let body = r#"{"email":"dev-mail@example.com","password":"password123","name":"Dev Mail"}"#;
@@ -849,8 +898,34 @@ fn run(args: Args) -> Fallible<()> {
             }
             std::thread::sleep(Duration::from_millis(200));
         }
+        // The user registered on user-service reached the monolith by the reverse stream and
+        // logs in there: a rollback of `users` would lose nobody.
+        if !rt.block_on(row_appears(
+            &monolith_db.url("shop"),
+            "SELECT COUNT(*) FROM users WHERE email = 'dev-mail@example.com'",
+        )) {
+            return Err(format!(
+                "the user registered on user-service never reached shop.users; see {}",
+                reverse_log.display()
+            ));
+        }
+        let body = r#"{"email":"dev-mail@example.com","password":"password123"}"#;
+        let login = format!(
+            "POST /api/users/login HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
+        let mut s = std::net::TcpStream::connect(("127.0.0.1", args.monolith_port))
+            .map_err(|e| e.to_string())?;
+        s.write_all(login.as_bytes()).map_err(|e| e.to_string())?;
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        if !answer.starts_with("HTTP/1.1 200") {
+            return Err(format!(
+                "the user made on user-service cannot log in on the monolith: {answer}"
+            ));
+        }
         println!(
-            "check passed: every component answered, stranglerctl moved a route and read it back from the audit trail, cdc-sync check-source found the monolith's binlog settings right, a write through the proxy replicated to user-service and logs in there, cdc-sync killed with SIGKILL was restarted by the supervisor, the catalog backfilled into product-service answers as the monolith, an order went through order-service's saga, a registration's welcome e-mail arrived over SMTP; stopping."
+            "check passed: every component answered, stranglerctl moved a route and read it back from the audit trail, cdc-sync check-source found the monolith's binlog settings right, a write through the proxy replicated to user-service and logs in there, cdc-sync killed with SIGKILL was restarted by the supervisor, the catalog backfilled into product-service answers as the monolith, an order went through order-service's saga and came back into shop.orders by the reverse stream, a registration's welcome e-mail arrived over SMTP, and that user came back into shop.users and logs in on the monolith; stopping."
         );
         return Ok(());
     }

@@ -1,0 +1,176 @@
+//! The `strangler` CLI as an operator runs it: rendering, phase status, plans and history, in
+//! human and JSON form, and its answers to mistakes (exit 2) and an unreachable store (exit 1).
+
+use std::process::{Command, Output};
+
+use phases::{Move, Phase, PhaseStore};
+
+fn strangler(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_strangler"))
+        .current_dir(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+        .args(args)
+        .output()
+        .expect("strangler runs")
+}
+
+fn stdout(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn domains_render_both_directions() {
+    let back = stdout(&strangler(&[
+        "domains",
+        "streams",
+        "--direction",
+        "services-to-monolith",
+        "--domain",
+        "orders",
+    ]));
+    assert_eq!(back.matches("[[tables]]").count(), 3, "{back}");
+    assert!(back.contains("source = \"order_svc.orders\"\ntarget = \"shop.orders\""));
+    let forward = stdout(&strangler(&[
+        "domains",
+        "streams",
+        "--direction",
+        "monolith-to-services",
+    ]));
+    assert_eq!(forward.matches("[[tables]]").count(), 7, "{forward}");
+    let routes = stdout(&strangler(&["domains", "routes"]));
+    assert!(routes.contains("name = \"users.login\""));
+    let bad = strangler(&["--domains", "nowhere.toml", "domains", "routes"]);
+    assert_eq!(bad.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("nowhere.toml"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_plan_and_history_read_the_store() {
+    let db = testkit::monolith_server()
+        .create_database("strangler")
+        .await
+        .unwrap();
+    let store = PhaseStore::open(&db.url).await.unwrap();
+    let users = store.states(&["users"]).await.unwrap().remove(0);
+    store
+        .record(Move {
+            domain: "users",
+            from: &users,
+            to: Phase::Backfilling,
+            actor: "ops@shop",
+            reason: "copy the users",
+            gates: serde_json::json!({"replication-lag": {"seconds": 0.2}}),
+            forced: false,
+        })
+        .await
+        .unwrap();
+    let url = db.url.as_str();
+
+    let table = stdout(&strangler(&["phase", "--database-url", url, "status"]));
+    let users_line = table.lines().find(|l| l.starts_with("users")).unwrap();
+    assert!(
+        users_line.contains("backfilling") && users_line.contains("ops@shop"),
+        "{table}"
+    );
+    assert!(users_line.contains("monolith-to-service"), "{table}");
+    let orders_line = table.lines().find(|l| l.starts_with("orders")).unwrap();
+    assert!(orders_line.contains("never"), "{table}");
+
+    let json: serde_json::Value = serde_json::from_str(&stdout(&strangler(&[
+        "phase",
+        "--database-url",
+        url,
+        "status",
+        "--json",
+    ])))
+    .unwrap();
+    assert_eq!(json.as_array().unwrap().len(), 4);
+    assert_eq!(json[0]["domain"], "users");
+    assert_eq!(json[0]["phase"], "backfilling");
+    assert_eq!(json[0]["owner"], "monolith");
+
+    let plan: serde_json::Value = serde_json::from_str(&stdout(&strangler(&[
+        "phase",
+        "--database-url",
+        url,
+        "plan",
+        "users",
+        "--canary-steps",
+        "5,25",
+        "--json",
+    ])))
+    .unwrap();
+    let steps: Vec<&str> = plan["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "verified",
+            "shadow",
+            "canary 5%",
+            "canary 25%",
+            "service-primary"
+        ]
+    );
+    assert_eq!(plan["steps"][2]["effect"]["reads_only"], true);
+    assert_eq!(
+        plan["steps"][4]["effect"]["replication"],
+        "service-to-monolith"
+    );
+    let human = stdout(&strangler(&[
+        "phase",
+        "--database-url",
+        url,
+        "plan",
+        "users",
+        "--to",
+        "monolith",
+    ]));
+    assert!(
+        human.contains("backfilling → monolith") && human.contains("replication-lag"),
+        "{human}"
+    );
+
+    let history = stdout(&strangler(&[
+        "phase",
+        "--database-url",
+        url,
+        "history",
+        "users",
+    ]));
+    assert!(
+        history.contains("monolith → backfilling by ops@shop: copy the users"),
+        "{history}"
+    );
+
+    // Mistakes name what is wrong.
+    let unknown = strangler(&["phase", "--database-url", url, "plan", "payments"]);
+    assert_eq!(unknown.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no domain \"payments\""));
+    let skip = strangler(&[
+        "phase",
+        "--database-url",
+        url,
+        "plan",
+        "users",
+        "--to",
+        "canary 0%",
+    ]);
+    assert_eq!(skip.status.code(), Some(2));
+    let down = strangler(&[
+        "phase",
+        "--database-url",
+        "mysql://root@127.0.0.1:1/strangler",
+        "status",
+    ]);
+    assert_eq!(down.status.code(), Some(1));
+}
