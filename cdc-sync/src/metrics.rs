@@ -20,6 +20,8 @@ pub struct Metrics {
     pub errors: IntCounterVec,
     pub lag_seconds: Gauge,
     pub running: IntGauge,
+    /// 1 while the stream's control row holds it paused.
+    pub paused: IntGauge,
 }
 
 impl Metrics {
@@ -44,7 +46,16 @@ impl Metrics {
         registry
             .register(Box::new(running.clone()))
             .expect("register");
+        let paused = IntGauge::new(
+            "cdc_paused",
+            "1 while the stream is paused by its control row (cdc_control)",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(paused.clone()))
+            .expect("register");
         Self {
+            paused,
             events: counter(
                 "cdc_events_total",
                 "Change events by table and stage (read, published, applied)",

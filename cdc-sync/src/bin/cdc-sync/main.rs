@@ -1,6 +1,7 @@
 //! The `cdc-sync` CLI: `stream` runs one direction with `/metrics` and `/healthz`; `status`
 //! prints where each stream stands against its source; `backfill`, `snapshot-status`, `verify`
-//! and `tail` work on its tables; `--check-config` validates and exits. One module per command.
+//! and `tail` work on its tables; `pause` and `resume` set its control row; `--check-config`
+//! validates and exits. One module per command.
 
 use std::path::PathBuf;
 
@@ -9,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod backfill;
 mod check_source;
+mod control;
 mod server;
 mod status;
 mod tail;
@@ -100,6 +102,23 @@ enum Command {
         #[arg(long)]
         limit: Option<u64>,
     },
+    /// Hold the stream at its committed offset (its control row; a running `stream` stops
+    /// applying within a quarter second, and stays paused across restarts).
+    Pause {
+        /// Why, for the control row.
+        #[arg(long)]
+        reason: String,
+        /// Who (default: the login name).
+        #[arg(long)]
+        actor: Option<String>,
+    },
+    /// Let a paused stream run again from where it stopped.
+    Resume {
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        actor: Option<String>,
+    },
 }
 
 fn load(cli: &Cli) -> StreamConfig {
@@ -131,6 +150,12 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::CheckSource { json }) => check_source::check_source(config, json).await,
         Some(Command::Status { json }) => status::status(config, json).await,
         Some(Command::Tail { schema, limit }) => tail::tail(config, schema, limit).await,
+        Some(Command::Pause { reason, actor }) => {
+            control::set(config, cdc_sync::control::Desired::Paused, actor, &reason).await
+        }
+        Some(Command::Resume { reason, actor }) => {
+            control::set(config, cdc_sync::control::Desired::Running, actor, &reason).await
+        }
         Some(Command::Backfill {
             table,
             chunk_size,

@@ -1,5 +1,5 @@
-//! `cdc-sync stream`: runs the stream with its `/metrics`, `/healthz` and `/readyz` listener
-//! until Ctrl-C or SIGTERM.
+//! `cdc-sync stream`: runs the stream with its `/metrics`, `/healthz` and `/readyz` listener and
+//! its control API (`GET /status`, `POST /pause`, `POST /resume`) until Ctrl-C or SIGTERM.
 
 use cdc_sync::config::StreamConfig;
 use cdc_sync::metrics::Metrics;
@@ -18,9 +18,13 @@ pub(crate) async fn stream(
         .init();
     let metrics = Metrics::new(&config.name);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let control = std::sync::Arc::new(cdc_sync::control::Control::open(&config).await?);
     let app = {
         let m = metrics.clone();
         let r = metrics.clone();
+        let s = metrics.clone();
+        let (c1, c2, c3) = (control.clone(), control.clone(), control.clone());
+        let name = config.name.clone();
         axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
             // Ready once both databases answered and the stream runs; not while it connects,
@@ -28,7 +32,7 @@ pub(crate) async fn stream(
             .route(
                 "/readyz",
                 axum::routing::get(move || {
-                    let running = r.running.get() == 1;
+                    let running = r.running.get() == 1 || r.paused.get() == 1;
                     async move {
                         if running {
                             (axum::http::StatusCode::OK, "ready")
@@ -39,6 +43,27 @@ pub(crate) async fn stream(
                             )
                         }
                     }
+                }),
+            )
+            .route(
+                "/status",
+                axum::routing::get(move || {
+                    let (s, c, name) = (s.clone(), c1.clone(), name.clone());
+                    async move { status(&name, &s, &c).await }
+                }),
+            )
+            .route(
+                "/pause",
+                axum::routing::post(move |body: axum::Json<ControlRequest>| {
+                    let c = c2.clone();
+                    async move { set(&c, cdc_sync::control::Desired::Paused, body.0).await }
+                }),
+            )
+            .route(
+                "/resume",
+                axum::routing::post(move |body: axum::Json<ControlRequest>| {
+                    let c = c3.clone();
+                    async move { set(&c, cdc_sync::control::Desired::Running, body.0).await }
                 }),
             )
             .route(
@@ -57,6 +82,61 @@ pub(crate) async fn stream(
         tokio::select! { _ = tokio::signal::ctrl_c() => {}, _ = term.recv() => {} }
         let _ = stop_tx.send(true);
     });
-    cdc_sync::pipeline::run_stream(&config, role, metrics, stop_rx).await?;
+    cdc_sync::control::run_controlled(&config, role, metrics, stop_rx).await?;
     Ok(())
+}
+
+/// Body of `POST /pause` and `POST /resume`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ControlRequest {
+    actor: String,
+    reason: String,
+}
+
+type Answer = (axum::http::StatusCode, axum::Json<serde_json::Value>);
+
+fn failure(status: axum::http::StatusCode, message: String) -> Answer {
+    (status, axum::Json(serde_json::json!({"error": message})))
+}
+
+/// `GET /status`: what the control row asks, what the stream does, and its lag.
+async fn status(name: &str, metrics: &Metrics, control: &cdc_sync::control::Control) -> Answer {
+    match control.state().await {
+        Ok(state) => (
+            axum::http::StatusCode::OK,
+            axum::Json(serde_json::json!({
+                "stream": name,
+                "desired": state.desired,
+                "running": metrics.running.get() == 1,
+                "paused": metrics.paused.get() == 1,
+                "lag_seconds": metrics.lag_seconds.get(),
+                "changed_by": state.changed_by,
+                "reason": state.reason,
+                "changed_at": state.changed_at,
+            })),
+        ),
+        Err(e) => failure(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `POST /pause` and `/resume`: sets the control row; the stream follows within a poll.
+async fn set(
+    control: &cdc_sync::control::Control,
+    desired: cdc_sync::control::Desired,
+    request: ControlRequest,
+) -> Answer {
+    if request.actor.trim().is_empty() || request.reason.trim().is_empty() {
+        return failure(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "`actor` and `reason` must say who and why".into(),
+        );
+    }
+    match control.set(desired, &request.actor, &request.reason).await {
+        Ok(()) => (
+            axum::http::StatusCode::ACCEPTED,
+            axum::Json(serde_json::json!({"desired": desired})),
+        ),
+        Err(e) => failure(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
 }

@@ -1,0 +1,29 @@
+//! `cdc-sync pause|resume`: sets the stream's control row, which the running stream follows.
+
+use cdc_sync::config::StreamConfig;
+use cdc_sync::control::{Control, Desired};
+
+pub(crate) async fn set(
+    config: StreamConfig,
+    desired: Desired,
+    actor: Option<String>,
+    reason: &str,
+) -> anyhow::Result<()> {
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why");
+    }
+    let actor = actor
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into());
+    let control = Control::open(&config).await?;
+    control.set(desired, &actor, reason).await?;
+    let state = control.state().await?;
+    println!(
+        "{}: {} (by {}: {})",
+        config.name,
+        serde_json::to_value(state.desired)?.as_str().unwrap_or("?"),
+        state.changed_by,
+        state.reason
+    );
+    Ok(())
+}

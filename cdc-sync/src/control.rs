@@ -1,0 +1,189 @@
+//! Streams under control: whether a stream should run or stay paused is a row of
+//! `<offsets_db>.cdc_control` in its target database, set over the stream's HTTP API, by
+//! `cdc-sync pause|resume`, or by any controller with SQL. The running stream watches the row:
+//! pausing stops it at a committed offset, resuming starts it again from there, and a restart
+//! keeps the state.
+
+use std::time::Duration;
+
+use mysql_async::Pool;
+use mysql_async::prelude::Queryable;
+use serde::Serialize;
+
+use crate::config::StreamConfig;
+use crate::error::CdcError;
+use crate::metrics::Metrics;
+use crate::model::server::quote_ident;
+use crate::pipeline::{Role, run_stream};
+
+/// How often the running stream reads its control row.
+pub const POLL: Duration = Duration::from_millis(250);
+
+/// What the stream's controller asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Desired {
+    Running,
+    Paused,
+}
+
+impl Desired {
+    fn as_str(self) -> &'static str {
+        match self {
+            Desired::Running => "running",
+            Desired::Paused => "paused",
+        }
+    }
+}
+
+/// The control row of one stream, as last set.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ControlState {
+    pub desired: Desired,
+    /// Who set it, why, and when (UTC); empty when never set.
+    pub changed_by: String,
+    pub reason: String,
+    pub changed_at: String,
+}
+
+/// The control row of `stream` in `offsets_db` of the target at `pool`.
+pub struct Control {
+    pool: Pool,
+    table: String,
+    stream: String,
+}
+
+impl Control {
+    /// The control of `config`'s stream, creating its table when missing.
+    pub async fn open(config: &StreamConfig) -> Result<Self, CdcError> {
+        let opts =
+            mysql_async::Opts::from_url(&config.target_url).map_err(mysql_async::Error::from)?;
+        let pool = Pool::new(opts);
+        let db = quote_ident(&config.offsets_db);
+        let table = format!("{db}.`cdc_control`");
+        let mut conn = pool.get_conn().await?;
+        conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {db}"))
+            .await?;
+        conn.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS {table} (
+               stream VARCHAR(100) NOT NULL PRIMARY KEY,
+               desired VARCHAR(16) NOT NULL,
+               changed_by VARCHAR(128) NOT NULL,
+               reason VARCHAR(500) NOT NULL,
+               changed_at DATETIME(6) NOT NULL
+             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+        ))
+        .await?;
+        drop(conn);
+        Ok(Self {
+            pool,
+            table,
+            stream: config.name.clone(),
+        })
+    }
+
+    /// The current control state; `running` when never set.
+    pub async fn state(&self) -> Result<ControlState, CdcError> {
+        let mut conn = self.pool.get_conn().await?;
+        let row: Option<(String, String, String, String)> = conn
+            .exec_first(
+                format!(
+                    "SELECT desired, changed_by, reason, CAST(changed_at AS CHAR) FROM {} \
+                     WHERE stream = ?",
+                    self.table
+                ),
+                (&self.stream,),
+            )
+            .await?;
+        Ok(match row {
+            None => ControlState {
+                desired: Desired::Running,
+                changed_by: String::new(),
+                reason: String::new(),
+                changed_at: String::new(),
+            },
+            Some((desired, changed_by, reason, changed_at)) => ControlState {
+                desired: if desired == "paused" {
+                    Desired::Paused
+                } else {
+                    Desired::Running
+                },
+                changed_by,
+                reason,
+                changed_at,
+            },
+        })
+    }
+
+    /// Asks the stream to run or pause.
+    pub async fn set(&self, desired: Desired, actor: &str, reason: &str) -> Result<(), CdcError> {
+        let mut conn = self.pool.get_conn().await?;
+        conn.exec_drop(
+            format!(
+                "INSERT INTO {} (stream, desired, changed_by, reason, changed_at) \
+                 VALUES (?, ?, ?, ?, UTC_TIMESTAMP(6)) ON DUPLICATE KEY UPDATE \
+                 desired = ?, changed_by = ?, reason = ?, changed_at = UTC_TIMESTAMP(6)",
+                self.table
+            ),
+            (
+                &self.stream,
+                desired.as_str(),
+                actor,
+                reason,
+                desired.as_str(),
+                actor,
+                reason,
+            ),
+        )
+        .await?;
+        Ok(())
+    }
+}
+
+/// Runs the stream while its control row says `running`, stops it at a committed offset when it
+/// says `paused` and starts it again when it says `running` again, until `terminate` is set.
+/// `metrics.paused` tells which it is. An error of the stream itself ends the run.
+pub async fn run_controlled(
+    config: &StreamConfig,
+    role: Role,
+    metrics: Metrics,
+    mut terminate: tokio::sync::watch::Receiver<bool>,
+) -> Result<(), CdcError> {
+    let control = Control::open(config).await?;
+    loop {
+        if *terminate.borrow() {
+            return Ok(());
+        }
+        if control.state().await?.desired == Desired::Paused {
+            metrics.paused.set(1);
+            metrics.running.set(0);
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => continue,
+                _ = terminate.changed() => return Ok(()),
+            }
+        }
+        metrics.paused.set(0);
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let run = run_stream(config, role, metrics.clone(), stop_rx);
+        tokio::pin!(run);
+        let mut stopping = false;
+        let outcome = loop {
+            tokio::select! {
+                outcome = &mut run => break outcome,
+                _ = terminate.changed(), if !stopping => {
+                    stopping = true;
+                    let _ = stop_tx.send(true);
+                }
+                _ = tokio::time::sleep(POLL), if !stopping => {
+                    // A control row that cannot be read leaves the stream as it is.
+                    if matches!(control.state().await, Ok(s) if s.desired == Desired::Paused) {
+                        tracing::info!(stream = %config.name, "paused by its control row; stopping at a committed offset");
+                        stopping = true;
+                        let _ = stop_tx.send(true);
+                    }
+                }
+            }
+        };
+        outcome?;
+    }
+}
