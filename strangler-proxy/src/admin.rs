@@ -118,6 +118,10 @@ pub fn app(control: Arc<Control>) -> Router {
         .route("/admin/audit", get(audit))
         .route("/admin/status", get(status))
         .route("/admin/reload", post(reload))
+        .route(
+            "/admin/holds/{flag}",
+            get(hold_status).post(hold).delete(release_hold),
+        )
         .layer(axum::middleware::from_fn_with_state(
             control.clone(),
             authenticate,
@@ -353,6 +357,79 @@ async fn kill(
     }
     .await;
     result.into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct HoldRequest {
+    /// The hold ends by itself after this many milliseconds (1 to 30000).
+    max_ms: u64,
+    reason: String,
+}
+
+/// The flag must route something on this replica: a typo must not look like a hold.
+fn known_flag(control: &Control, flag: &str) -> Result<(), Refusal> {
+    if control.table.load().routes.iter().any(|r| r.flag == flag) {
+        Ok(())
+    } else {
+        Err(Refusal(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route uses the flag {flag:?}"),
+        ))
+    }
+}
+
+/// `GET /admin/holds/{flag}`: held or not, writes in flight and waiting.
+async fn hold_status(State(control): State<Arc<Control>>, Path(flag): Path<String>) -> Response {
+    match known_flag(&control, &flag) {
+        Ok(()) => Json(json!({"flag": flag, "hold": control.holds.status(&flag)})).into_response(),
+        Err(r) => r.into_response(),
+    }
+}
+
+/// `POST /admin/holds/{flag}`: new writes of the flag's routes wait on this replica until the
+/// hold is released or `max_ms` passes (operators).
+async fn hold(
+    State(control): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
+    Path(flag): Path<String>,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = (|| {
+        known_flag(&control, &flag)?;
+        let body: HoldRequest = parse_json(&body)?;
+        let reason = required_reason(&body.reason)?;
+        if !(1..=30_000).contains(&body.max_ms) {
+            return Err(Refusal(
+                StatusCode::BAD_REQUEST,
+                "invalid_body",
+                "max_ms must be 1 to 30000".into(),
+            ));
+        }
+        let status = control
+            .holds
+            .hold(&flag, std::time::Duration::from_millis(body.max_ms));
+        tracing::warn!(%flag, actor = %caller.name, %reason, max_ms = body.max_ms, "writes held");
+        Ok(Json(json!({"flag": flag, "hold": status})))
+    })();
+    result.into_response()
+}
+
+/// `DELETE /admin/holds/{flag}`: the held writes go on to wherever the flag now routes them.
+async fn release_hold(
+    State(control): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
+    Path(flag): Path<String>,
+) -> Response {
+    match known_flag(&control, &flag) {
+        Ok(()) => {
+            let status = control.holds.release(&flag);
+            tracing::warn!(%flag, actor = %caller.name, "writes released");
+            Json(json!({"flag": flag, "hold": status})).into_response()
+        }
+        Err(r) => r.into_response(),
+    }
 }
 
 #[derive(Deserialize)]

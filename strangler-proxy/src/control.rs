@@ -39,6 +39,8 @@ pub struct Control {
     pub local_off: ArcSwap<std::collections::HashMap<String, u64>>,
     /// Per flag: the version auto-rollback last saw and the second it saw it change.
     pub(crate) slo_seen: Mutex<std::collections::HashMap<String, (u64, u64)>>,
+    /// Write holds per flag (ownership switches).
+    pub holds: crate::hold::Holds,
 }
 
 impl Control {
@@ -73,6 +75,7 @@ impl Control {
             jwks: Default::default(),
             local_off: ArcSwap::default(),
             slo_seen: Mutex::default(),
+            holds: Default::default(),
         })
     }
 

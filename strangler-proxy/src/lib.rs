@@ -7,6 +7,7 @@ pub mod breaker;
 pub mod config;
 pub mod control;
 pub mod header_edit;
+pub mod hold;
 pub mod jwks;
 pub mod live;
 pub mod metrics;

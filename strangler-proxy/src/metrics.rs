@@ -16,6 +16,8 @@ pub struct Metrics {
     pub fallbacks: IntCounterVec,
     pub circuit: IntGaugeVec,
     pub rejected: IntCounterVec,
+    /// Write requests that waited for a hold (ownership switch), by flag.
+    pub writes_held: IntCounterVec,
     pub config_version: IntGauge,
     pub config_reloads: IntCounterVec,
     pub flags_generation: IntGauge,
@@ -102,6 +104,11 @@ impl Metrics {
                 "strangler_rejected_total",
                 "Requests refused by the proxy itself, by reason",
                 &["reason"],
+            ),
+            writes_held: counter(
+                "strangler_writes_held_total",
+                "Write requests that waited for a hold of their flag (ownership switch)",
+                &["flag"],
             ),
             config_version: gauge(
                 "strangler_config_version",

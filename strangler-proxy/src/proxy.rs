@@ -69,6 +69,8 @@ pub struct RequestState {
     body_bytes: usize,
     status: u16,
     shadow: Option<Box<ShadowCapture>>,
+    /// A write request, counted in flight for its flag's hold until the request is done.
+    write: Option<crate::hold::InFlight>,
 }
 
 impl RequestState {
@@ -263,6 +265,19 @@ impl ProxyHttp for StranglerProxy {
             return Ok(false);
         };
         ctx.route = Some(index);
+        if !read_only {
+            // During an ownership switch the flag's writes wait here, before the routing
+            // decision, so that once released they go to the new owner.
+            let (inflight, waited) = self.control.holds.enter_write(&route.flag).await;
+            if waited {
+                self.control
+                    .metrics
+                    .writes_held
+                    .with_label_values(&[route.flag.as_str()])
+                    .inc();
+            }
+            ctx.write = Some(inflight);
+        }
         let user = table
             .user_keys
             .extract(session.req_header(), &self.control.jwks);
