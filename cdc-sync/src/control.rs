@@ -49,42 +49,47 @@ pub struct ControlState {
 /// The control row of `stream` in `offsets_db` of the target at `pool`.
 pub struct Control {
     pool: Pool,
+    /// The quoted offsets database.
+    db: String,
     table: String,
     stream: String,
 }
 
 impl Control {
-    /// The control of `config`'s stream, creating its table when missing.
-    pub async fn open(config: &StreamConfig) -> Result<Self, CdcError> {
+    /// The control of `config`'s stream; connects only when used.
+    pub fn new(config: &StreamConfig) -> Result<Self, CdcError> {
         let opts =
             mysql_async::Opts::from_url(&config.target_url).map_err(mysql_async::Error::from)?;
-        let pool = Pool::new(opts);
-        let db = quote_ident(&config.offsets_db);
-        let table = format!("{db}.`cdc_control`");
-        let mut conn = pool.get_conn().await?;
-        conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {db}"))
+        Ok(Self {
+            pool: Pool::new(opts),
+            db: quote_ident(&config.offsets_db),
+            table: format!("{}.`cdc_control`", quote_ident(&config.offsets_db)),
+            stream: config.name.clone(),
+        })
+    }
+
+    /// Creates the control table when missing.
+    async fn ensure_table(&self, conn: &mut mysql_async::Conn) -> Result<(), CdcError> {
+        conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", self.db))
             .await?;
         conn.query_drop(format!(
-            "CREATE TABLE IF NOT EXISTS {table} (
+            "CREATE TABLE IF NOT EXISTS {} (
                stream VARCHAR(100) NOT NULL PRIMARY KEY,
                desired VARCHAR(16) NOT NULL,
                changed_by VARCHAR(128) NOT NULL,
                reason VARCHAR(500) NOT NULL,
                changed_at DATETIME(6) NOT NULL
-             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4"
+             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+            self.table
         ))
         .await?;
-        drop(conn);
-        Ok(Self {
-            pool,
-            table,
-            stream: config.name.clone(),
-        })
+        Ok(())
     }
 
     /// The current control state; `running` when never set.
     pub async fn state(&self) -> Result<ControlState, CdcError> {
         let mut conn = self.pool.get_conn().await?;
+        self.ensure_table(&mut conn).await?;
         let row: Option<(String, String, String, String)> = conn
             .exec_first(
                 format!(
@@ -118,6 +123,7 @@ impl Control {
     /// Asks the stream to run or pause.
     pub async fn set(&self, desired: Desired, actor: &str, reason: &str) -> Result<(), CdcError> {
         let mut conn = self.pool.get_conn().await?;
+        self.ensure_table(&mut conn).await?;
         conn.exec_drop(
             format!(
                 "INSERT INTO {} (stream, desired, changed_by, reason, changed_at) \
@@ -149,12 +155,29 @@ pub async fn run_controlled(
     metrics: Metrics,
     mut terminate: tokio::sync::watch::Receiver<bool>,
 ) -> Result<(), CdcError> {
-    let control = Control::open(config).await?;
+    let control = Control::new(config)?;
+    let mut retry = Duration::from_millis(200);
     loop {
         if *terminate.borrow() {
             return Ok(());
         }
-        if control.state().await?.desired == Desired::Paused {
+        let desired = match control.state().await {
+            Ok(state) => {
+                retry = Duration::from_millis(200);
+                state.desired
+            }
+            Err(e) => {
+                // The target is where the stream writes too: until it answers, nothing can run.
+                tracing::warn!(stream = %config.name, error = %e, "control row unreadable; retrying");
+                tokio::select! {
+                    _ = tokio::time::sleep(retry) => {}
+                    _ = terminate.changed() => return Ok(()),
+                }
+                retry = (retry * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        if desired == Desired::Paused {
             metrics.paused.set(1);
             metrics.running.set(0);
             tokio::select! {

@@ -5,7 +5,7 @@
 use std::time::Duration;
 
 mod common;
-use common::{TABLE, exec, spawn_stream};
+use common::{exec, spawn_stream};
 use mysql_async::prelude::Queryable;
 
 async fn count(url: &str) -> u64 {
@@ -24,26 +24,13 @@ async fn wait_count(url: &str, expected: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_paused_stream_holds_its_offset_across_restarts_and_resumes_without_loss() {
-    let (m, s) = (testkit::monolith_server(), testkit::services_server());
-    let src = m.create_database("ctl_src").await.unwrap();
-    let dst = s.create_database("ctl_dst").await.unwrap();
-    exec(&src.url, TABLE).await;
-    exec(&dst.url, TABLE).await;
-    let dir = testkit::TempDir::new("cdc-control").unwrap();
-    let config = dir.path().join("stream.toml");
-    let port = testkit::free_port();
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"ctl{}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = 4601\nlisten = \"127.0.0.1:{port}\"\n\n[[tables]]\nsource = \"{}.orders\"\ntarget = \"{}.orders\"\n",
-            std::process::id(),
-            m.root_url(),
-            s.root_url(),
-            src.name,
-            dst.name
-        ),
-    )
-    .unwrap();
+    let common::OrdersStream {
+        src,
+        dst,
+        dir,
+        config,
+        port,
+    } = common::orders_stream("ctl", 4601).await;
     let base = format!("http://127.0.0.1:{port}");
     let http = reqwest::Client::new();
     let status = || async {

@@ -10,26 +10,13 @@ use common::{TABLE, burst, converge, exec, fingerprint, spawn_stream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_burst_then_restart_loses_and_doubles_nothing() {
-    let (m, s) = (testkit::monolith_server(), testkit::services_server());
-    let src = m.create_database("crash_src").await.unwrap();
-    let dst = s.create_database("crash_dst").await.unwrap();
-    exec(&src.url, TABLE).await;
-    exec(&dst.url, TABLE).await;
-    let dir = testkit::TempDir::new("cdc-crash").unwrap();
-    let config = dir.path().join("stream.toml");
-    let port = testkit::free_port();
-    std::fs::write(
-        &config,
-        format!(
-            "name = \"crash{}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = 4501\nlisten = \"127.0.0.1:{port}\"\n\n[[tables]]\nsource = \"{}.orders\"\ntarget = \"{}.orders\"\n",
-            std::process::id(),
-            m.root_url(),
-            s.root_url(),
-            src.name,
-            dst.name
-        ),
-    )
-    .unwrap();
+    let common::OrdersStream {
+        src,
+        dst,
+        dir,
+        config,
+        port,
+    } = common::orders_stream("crash", 4501).await;
     let spawn = |n: u32| spawn_stream(&config, dir.path(), n, "cdc.log");
     let mut process = spawn(1);
     for _ in 0..100 {

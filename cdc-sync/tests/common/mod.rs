@@ -178,3 +178,44 @@ pub async fn start(config: cdc_sync::config::StreamConfig) -> Running {
         metrics,
     }
 }
+
+/// A direct stream from a fresh database on the monolith server to a fresh one on the services
+/// server, both holding [`TABLE`]: its config file in a temp folder, listening on a free port.
+pub struct OrdersStream {
+    pub src: testkit::TestDatabase,
+    pub dst: testkit::TestDatabase,
+    pub dir: testkit::TempDir,
+    pub config: std::path::PathBuf,
+    pub port: u16,
+}
+
+/// The stream `<prefix><pid>` with binlog reader id `reader_server_id`.
+pub async fn orders_stream(prefix: &str, reader_server_id: u32) -> OrdersStream {
+    let (m, s) = (testkit::monolith_server(), testkit::services_server());
+    let src = m.create_database(&format!("{prefix}_src")).await.unwrap();
+    let dst = s.create_database(&format!("{prefix}_dst")).await.unwrap();
+    exec(&src.url, TABLE).await;
+    exec(&dst.url, TABLE).await;
+    let dir = testkit::TempDir::new(&format!("cdc-{prefix}")).unwrap();
+    let config = dir.path().join("stream.toml");
+    let port = testkit::free_port();
+    std::fs::write(
+        &config,
+        format!(
+            "name = \"{prefix}{}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = {reader_server_id}\nlisten = \"127.0.0.1:{port}\"\n\n[[tables]]\nsource = \"{}.orders\"\ntarget = \"{}.orders\"\n",
+            std::process::id(),
+            m.root_url(),
+            s.root_url(),
+            src.name,
+            dst.name
+        ),
+    )
+    .unwrap();
+    OrdersStream {
+        src,
+        dst,
+        dir,
+        config,
+        port,
+    }
+}

@@ -15,7 +15,7 @@ pub(crate) async fn set(
     let actor = actor
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "cli".into());
-    let control = Control::open(&config).await?;
+    let control = Control::new(&config)?;
     control.set(desired, &actor, reason).await?;
     let state = control.state().await?;
     println!(

@@ -18,7 +18,7 @@ pub(crate) async fn stream(
         .init();
     let metrics = Metrics::new(&config.name);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let control = std::sync::Arc::new(cdc_sync::control::Control::open(&config).await?);
+    let control = std::sync::Arc::new(cdc_sync::control::Control::new(&config)?);
     let app = {
         let m = metrics.clone();
         let r = metrics.clone();

@@ -102,6 +102,59 @@ fn wait_ready(port: u16, what: &str, guard: &ProcessGuard) -> Fallible<()> {
     ))
 }
 
+/// One cdc-sync stream of the stack, direct mode.
+struct Stream {
+    /// The stream's name (its offsets row).
+    name: &'static str,
+    /// The process's name in the supervisor's log.
+    process: &'static str,
+    /// Config `<file>.toml` beside `cdc-monolith-to-services.toml`, log `logs/<file>.log`, pid
+    /// file `<file>.pid`.
+    file: &'static str,
+    source_url: String,
+    target_url: String,
+    reader_server_id: u32,
+    port: u16,
+    /// Its `[[tables]]`.
+    tables: String,
+}
+
+/// Writes the stream's config and starts it; returns once it answers `/healthz`.
+fn start_stream(
+    stream: &Stream,
+    cdc_bin: &Path,
+    beside: &Path,
+    logs: &Path,
+) -> Fallible<Supervised> {
+    let config = beside.with_file_name(format!("{}.toml", stream.file));
+    let text = format!(
+        "name = \"{}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = {}\nlisten = \"127.0.0.1:{}\"\n{}",
+        stream.name,
+        stream.source_url,
+        stream.target_url,
+        stream.reader_server_id,
+        stream.port,
+        stream.tables
+    );
+    std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
+    let log = logs.join(format!("{}.log", stream.file));
+    let _ = std::fs::remove_file(&log);
+    let process = Supervised::start(
+        stream.process,
+        cdc_bin,
+        vec![
+            "stream".to_string(),
+            "--config".to_string(),
+            config.display().to_string(),
+        ],
+        vec![],
+        beside.with_file_name(format!("{}.pid", stream.file)),
+        log,
+    )?;
+    wait_healthy(stream.port, &process)?;
+    Ok(process)
+}
+
 /// Whether `count_sql` (a `SELECT COUNT(*)`) reaches 1 at `url` within 10 s.
 async fn row_appears(url: &str, count_sql: &str) -> bool {
     use mysql_async::prelude::Queryable;
@@ -352,31 +405,23 @@ fn run(args: Args) -> Fallible<()> {
         .canonicalize()
         .map_err(|e| e.to_string())?
         .join("cdc-monolith-to-services.toml");
-    let mut cdc_text = format!(
-        "name = \"monolith-to-services\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = 4001\nlisten = \"127.0.0.1:{}\"\n",
-        monolith_db.root_url(),
-        services_db.root_url(),
-        args.cdc_port
-    );
     // Every domain's tables, as declared: users, products, inventory, orders into their services'
     // own schemas; notifications into the mirror until notification-service owns them.
-    cdc_text.push_str(&domains.cdc_tables_toml(phases::Direction::MonolithToServices, &[]));
-    std::fs::write(&cdc_config, cdc_text).map_err(|e| e.to_string())?;
-    let cdc_log = logs.join("cdc-sync.log");
-    let _ = std::fs::remove_file(&cdc_log);
-    let cdc = Supervised::start(
-        "cdc-sync",
+    let cdc = start_stream(
+        &Stream {
+            name: "monolith-to-services",
+            process: "cdc-sync",
+            file: "cdc-monolith-to-services",
+            source_url: monolith_db.root_url(),
+            target_url: services_db.root_url(),
+            reader_server_id: 4001,
+            port: args.cdc_port,
+            tables: domains.cdc_tables_toml(phases::Direction::MonolithToServices, &[]),
+        },
         &cdc_bin,
-        vec![
-            "stream".to_string(),
-            "--config".to_string(),
-            cdc_config.display().to_string(),
-        ],
-        vec![],
-        args.state_dir.join("cdc-sync.pid"),
-        cdc_log.clone(),
+        &cdc_config,
+        &logs,
     )?;
-    wait_healthy(args.cdc_port, &cdc)?;
 
     eprintln!("starting notification-service, its SMTP sink and the services' event stream…");
     let smtp_port = args.monolith_port + 11;
@@ -424,62 +469,44 @@ fn run(args: Args) -> Fallible<()> {
         notification_service.guard(),
     )?;
     // The services' outboxes → notification-service's inbox, on the services server.
-    let events_config = cdc_config.with_file_name("cdc-service-events.toml");
-    std::fs::write(
-        &events_config,
-        format!(
-            "name = \"service-events\"\nsource_url = \"{url}\"\ntarget_url = \"{url}\"\nreader_server_id = 4002\nlisten = \"127.0.0.1:{}\"\n\n\
-             [[tables]]\nsource = \"user_svc.outbox\"\ntarget = \"notification_svc.inbox\"\n\n\
-             [[tables]]\nsource = \"order_svc.outbox\"\ntarget = \"notification_svc.inbox\"\n",
-            args.cdc_port + 1,
-            url = services_db.root_url(),
-        ),
-    )
-    .map_err(|e| e.to_string())?;
-    let events_log = logs.join("cdc-service-events.log");
-    let _ = std::fs::remove_file(&events_log);
-    let events = Supervised::start(
-        "cdc-sync (events)",
+    let events = start_stream(
+        &Stream {
+            name: "service-events",
+            process: "cdc-sync (events)",
+            file: "cdc-service-events",
+            source_url: services_db.root_url(),
+            target_url: services_db.root_url(),
+            reader_server_id: 4002,
+            port: args.cdc_port + 1,
+            tables: "\n[[tables]]\nsource = \"user_svc.outbox\"\ntarget = \"notification_svc.inbox\"\n\n\
+                     [[tables]]\nsource = \"order_svc.outbox\"\ntarget = \"notification_svc.inbox\"\n"
+                .into(),
+        },
         &cdc_bin,
-        vec![
-            "stream".to_string(),
-            "--config".to_string(),
-            events_config.display().to_string(),
-        ],
-        vec![],
-        args.state_dir.join("cdc-service-events.pid"),
-        events_log.clone(),
+        &cdc_config,
+        &logs,
     )?;
-    wait_healthy(args.cdc_port + 1, &events)?;
 
     eprintln!("starting cdc-sync (services → monolith, direct mode)…");
     // Every domain's service copy streams back into `shop`: the services' writes reach the
     // monolith, so sending a domain back loses nothing. The applier's own writes carry marker
     // rows, so neither stream sends the other's rows back again.
-    let reverse_config = cdc_config.with_file_name("cdc-services-to-monolith.toml");
-    let mut reverse_text = format!(
-        "name = \"services-to-monolith\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = 4003\nlisten = \"127.0.0.1:{}\"\n",
-        services_db.root_url(),
-        monolith_db.root_url(),
-        args.cdc_port + 2
-    );
-    reverse_text.push_str(&domains.cdc_tables_toml(phases::Direction::ServicesToMonolith, &[]));
-    std::fs::write(&reverse_config, reverse_text).map_err(|e| e.to_string())?;
-    let reverse_log = logs.join("cdc-services-to-monolith.log");
-    let _ = std::fs::remove_file(&reverse_log);
-    let reverse = Supervised::start(
-        "cdc-sync (reverse)",
+    let reverse = start_stream(
+        &Stream {
+            name: "services-to-monolith",
+            process: "cdc-sync (reverse)",
+            file: "cdc-services-to-monolith",
+            source_url: services_db.root_url(),
+            target_url: monolith_db.root_url(),
+            reader_server_id: 4003,
+            port: args.cdc_port + 2,
+            tables: domains.cdc_tables_toml(phases::Direction::ServicesToMonolith, &[]),
+        },
         &cdc_bin,
-        vec![
-            "stream".to_string(),
-            "--config".to_string(),
-            reverse_config.display().to_string(),
-        ],
-        vec![],
-        args.state_dir.join("cdc-services-to-monolith.pid"),
-        reverse_log.clone(),
+        &cdc_config,
+        &logs,
     )?;
-    wait_healthy(args.cdc_port + 2, &reverse)?;
+    let reverse_log = reverse.log().to_path_buf();
 
     eprintln!("starting strangler-proxy…");
     let state = args.state_dir.canonicalize().map_err(|e| e.to_string())?;
@@ -713,7 +740,7 @@ fn run(args: Args) -> Fallible<()> {
         }
         // The supervisor: cdc-sync killed with SIGKILL comes back by itself, and the write below
         // still replicates (it resumes from its committed offset).
-        let pidfile = args.state_dir.join("cdc-sync.pid");
+        let pidfile = args.state_dir.join("cdc-monolith-to-services.pid");
         let read_pid =
             || -> Option<u32> { std::fs::read_to_string(&pidfile).ok()?.trim().parse().ok() };
         let killed = read_pid().ok_or("no cdc-sync pid file")?;
