@@ -155,6 +155,6 @@ mod tests {
             assert!(unique.contains(&"stream".to_string()), "{name}");
             series += 1;
         }
-        assert_eq!(series, 11, "{text}");
+        assert_eq!(series, 12, "{text}");
     }
 }
