@@ -36,6 +36,8 @@ pub enum PhaseError {
     Conflict { domain: String, now: Phase },
     #[error("the controller lease is held by {holder} until {until}")]
     LeaseHeld { holder: String, until: String },
+    #[error("the proxy's flags: {0}")]
+    Flags(String),
     #[error("phase store: {0}")]
     Store(#[from] mysql_async::Error),
 }

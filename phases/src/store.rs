@@ -258,6 +258,35 @@ impl PhaseStore {
         Ok(())
     }
 
+    /// The mode each of `flags` serves now, read from the proxy's flag table `table` in the same
+    /// database (`None` for a flag that is not there, or that is no route mode). Empty when the
+    /// proxy has not created its table yet.
+    pub async fn route_modes(
+        &self,
+        table: &str,
+        flags: &[&str],
+    ) -> Result<Vec<Option<flags::RouteMode>>, PhaseError> {
+        let mut conn = self.pool.get_conn().await?;
+        let exists: Option<u64> = conn
+            .exec_first(
+                "SELECT COUNT(*) FROM information_schema.tables \
+                 WHERE table_schema = DATABASE() AND table_name = ?",
+                (table,),
+            )
+            .await?;
+        if exists != Some(1) {
+            return Ok(vec![None; flags.len()]);
+        }
+        let set = flags::source::mysql::MysqlSource::new(self.pool.clone(), table)
+            .load()
+            .await
+            .map_err(|e| PhaseError::Flags(e.to_string()))?;
+        Ok(flags
+            .iter()
+            .map(|f| set.get(f).and_then(|flag| flags::RouteMode::of(flag)))
+            .collect())
+    }
+
     /// Gives the lease up if `holder` has it.
     pub async fn release_lease(&self, holder: &str) -> Result<(), PhaseError> {
         let mut conn = self.pool.get_conn().await?;

@@ -70,8 +70,32 @@ async fn status_plan_and_history_read_the_store() {
         .await
         .unwrap();
     let url = db.url.as_str();
+    // The proxy's flag table, where someone put users on a canary outside the phases.
+    let pool = mysql_async::Pool::new(url);
+    let flags_table = flags::source::mysql::MysqlSource::new(pool.clone(), "strangler_flags");
+    flags_table.ensure_table().await.unwrap();
+    flags_table
+        .seed(
+            &flags::FlagSet::new([
+                flags::RouteMode::Canary { percent: 10.0 }.to_flag("route.users", 0, "salt"),
+                flags::RouteMode::Monolith.to_flag("route.orders", 0, "salt"),
+            ])
+            .unwrap(),
+            "test",
+        )
+        .await
+        .unwrap();
 
-    let table = stdout(&strangler(&["phase", "--database-url", url, "status"]));
+    let out = strangler(&["phase", "--database-url", url, "status"]);
+    let table = stdout(&out);
+    let warnings = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        warnings.contains(
+            "warning: users: the flag route.users serves canary 10% but the phase backfilling fixes monolith"
+        ),
+        "{warnings}"
+    );
+    assert!(!warnings.contains("orders"), "{warnings}");
     let users_line = table.lines().find(|l| l.starts_with("users")).unwrap();
     assert!(
         users_line.contains("backfilling") && users_line.contains("ops@shop"),
@@ -93,6 +117,9 @@ async fn status_plan_and_history_read_the_store() {
     assert_eq!(json[0]["domain"], "users");
     assert_eq!(json[0]["phase"], "backfilling");
     assert_eq!(json[0]["owner"], "monolith");
+    assert_eq!(json[0]["route_mode_now"]["mode"], "canary");
+    assert_eq!(json[2]["route_mode_now"]["mode"], "monolith");
+    assert!(json[1]["route_mode_now"].is_null());
 
     let plan: serde_json::Value = serde_json::from_str(&stdout(&strangler(&[
         "phase",

@@ -68,6 +68,9 @@ enum PhaseCommand {
     Status {
         #[arg(long)]
         json: bool,
+        /// The proxy's flag table in the same database (its `[flags] table`).
+        #[arg(long, default_value = "strangler_flags")]
+        flag_table: String,
     },
     /// The moves from the domain's phase to `--to` (default service-primary), with their gates.
     Plan {
@@ -137,21 +140,66 @@ fn domains(decl: &Declaration, what: DomainsCommand) {
     }
 }
 
+/// A route mode as operators read it: `monolith`, `shadow`, `canary 10%`, `service`.
+fn mode_text(mode: flags::RouteMode) -> String {
+    match mode {
+        flags::RouteMode::Canary { percent } => format!("canary {percent}%"),
+        other => text(other),
+    }
+}
+
+/// A unit-like enum's serialized name (`kebab-case` owners and directions, route modes' `mode`).
+fn text<T: serde::Serialize>(value: T) -> String {
+    match serde_json::to_value(value).expect("JSON") {
+        serde_json::Value::String(s) => s,
+        serde_json::Value::Object(m) => m
+            .get("mode")
+            .and_then(|v| v.as_str())
+            .unwrap_or("?")
+            .to_string(),
+        _ => "?".into(),
+    }
+}
+
 async fn phase(decl: &Declaration, url: &str, what: PhaseCommand) -> Result<(), PhaseError> {
     let store = PhaseStore::open(url).await?;
     let names: Vec<&str> = decl.domains.iter().map(|d| d.name.as_str()).collect();
     match what {
-        PhaseCommand::Status { json } => {
+        PhaseCommand::Status { json, flag_table } => {
             let states = store.states(&names).await?;
+            let flag_keys: Vec<&str> = decl.domains.iter().map(|d| d.flag.as_str()).collect();
+            let now = store.route_modes(&flag_table, &flag_keys).await?;
+            // A flag moved outside the phases (stranglerctl, the page, an auto-rollback) is
+            // shown, and said, so an operator never trusts a phase the routes do not follow.
+            let drift: Vec<String> = states
+                .iter()
+                .zip(&now)
+                .zip(&flag_keys)
+                .filter_map(|((s, now), flag)| {
+                    let fixed = s.phase.effect().route_mode;
+                    let now = now.as_ref()?;
+                    (*now != fixed).then(|| {
+                        format!(
+                            "warning: {}: the flag {flag} serves {} but the phase {} fixes {}",
+                            s.domain,
+                            mode_text(*now),
+                            s.phase,
+                            mode_text(fixed)
+                        )
+                    })
+                })
+                .collect();
             if json {
                 let rows: Vec<serde_json::Value> = states
                     .iter()
-                    .map(|s| {
+                    .zip(&now)
+                    .map(|(s, now)| {
                         let e = s.phase.effect();
                         serde_json::json!({
                             "domain": s.domain, "phase": s.phase, "version": s.version,
                             "owner": e.owner, "replication": e.replication,
                             "route_mode": e.route_mode, "reads_only": e.reads_only,
+                            "route_mode_now": now,
                             "changed_at": s.changed_at, "changed_by": s.changed_by,
                         })
                     })
@@ -159,40 +207,33 @@ async fn phase(decl: &Declaration, url: &str, what: PhaseCommand) -> Result<(), 
                 println!("{}", serde_json::to_string_pretty(&rows).expect("JSON"));
             } else {
                 println!(
-                    "{:<14} {:<16} {:<9} {:<20} {:<26} CHANGED",
-                    "DOMAIN", "PHASE", "OWNER", "REPLICATION", "ROUTES"
+                    "{:<14} {:<16} {:<9} {:<20} {:<20} {:<20} CHANGED",
+                    "DOMAIN", "PHASE", "OWNER", "REPLICATION", "ROUTES", "ROUTES NOW"
                 );
-                for s in &states {
+                for (s, now) in states.iter().zip(&now) {
                     let e = s.phase.effect();
-                    let routes = match e.route_mode {
-                        flags::RouteMode::Canary { percent } => {
-                            format!("canary {percent}% (reads)")
-                        }
-                        other => serde_json::to_value(other).expect("JSON")["mode"]
-                            .as_str()
-                            .unwrap_or("?")
-                            .to_string(),
-                    };
+                    let mut routes = mode_text(e.route_mode);
+                    if e.reads_only {
+                        routes.push_str(" (reads)");
+                    }
                     let changed = if s.changed_at.is_empty() {
                         "never".to_string()
                     } else {
                         format!("{} by {}", s.changed_at, s.changed_by)
                     };
                     println!(
-                        "{:<14} {:<16} {:<9} {:<20} {:<26} {changed}",
+                        "{:<14} {:<16} {:<9} {:<20} {:<20} {:<20} {changed}",
                         s.domain,
                         s.phase.to_string(),
-                        serde_json::to_value(e.owner)
-                            .expect("JSON")
-                            .as_str()
-                            .unwrap_or("?"),
-                        serde_json::to_value(e.replication)
-                            .expect("JSON")
-                            .as_str()
-                            .unwrap_or("?"),
+                        text(e.owner),
+                        text(e.replication),
                         routes,
+                        now.map_or_else(|| "-".to_string(), mode_text),
                     );
                 }
+            }
+            for line in &drift {
+                eprintln!("{line}");
             }
         }
         PhaseCommand::Plan {
@@ -222,14 +263,8 @@ async fn phase(decl: &Declaration, url: &str, what: PhaseCommand) -> Result<(), 
                         i + 1,
                         s.from,
                         s.to,
-                        serde_json::to_value(s.effect.owner)
-                            .expect("JSON")
-                            .as_str()
-                            .unwrap_or("?"),
-                        serde_json::to_value(s.effect.replication)
-                            .expect("JSON")
-                            .as_str()
-                            .unwrap_or("?"),
+                        text(s.effect.owner),
+                        text(s.effect.replication),
                         if s.effect.reads_only {
                             ", reads only"
                         } else {
