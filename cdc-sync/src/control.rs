@@ -53,6 +53,9 @@ pub struct Control {
     db: String,
     table: String,
     stream: String,
+    /// Whether the table is known to exist: DDL, even `IF NOT EXISTS`, goes to the binlog, so
+    /// it is sent once, not on every poll.
+    ready: std::sync::atomic::AtomicBool,
 }
 
 impl Control {
@@ -65,11 +68,16 @@ impl Control {
             db: quote_ident(&config.offsets_db),
             table: format!("{}.`cdc_control`", quote_ident(&config.offsets_db)),
             stream: config.name.clone(),
+            ready: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
     /// Creates the control table when missing.
     async fn ensure_table(&self, conn: &mut mysql_async::Conn) -> Result<(), CdcError> {
+        use std::sync::atomic::Ordering;
+        if self.ready.load(Ordering::Relaxed) {
+            return Ok(());
+        }
         conn.query_drop(format!("CREATE DATABASE IF NOT EXISTS {}", self.db))
             .await?;
         conn.query_drop(format!(
@@ -83,6 +91,7 @@ impl Control {
             self.table
         ))
         .await?;
+        self.ready.store(true, Ordering::Relaxed);
         Ok(())
     }
 
