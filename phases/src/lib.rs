@@ -1,15 +1,18 @@
 //! Migration phases: the one declaration of the shop's domains (`domains`), what each phase of
 //! a domain fixes and which moves and gates lead between them (`phase`, `plan`), and where the
-//! phases, their audit trail and the controller's lease are kept (`store`).
+//! phases, their audit trail and the controller's lease are kept (`store`); the ownership
+//! switch that moves a domain's writes without losing one (`switch`).
 
 pub mod domains;
 pub mod error;
 pub mod phase;
 pub mod plan;
 pub mod store;
+pub mod switch;
 
 pub use domains::{Declaration, Direction, Domain, Route, TableMapping};
 pub use error::PhaseError;
 pub use phase::{Effect, Gate, Owner, Phase, Replication};
 pub use plan::{Step, plan};
 pub use store::{AuditEntry, DomainState, Move, PhaseStore};
+pub use switch::{Switch, SwitchError, SwitchReport, switch};
