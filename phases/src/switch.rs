@@ -286,7 +286,7 @@ async fn drain_and_flip(
         .map_err(|e| SwitchError::Position(e.to_string()))?;
     let mark = format!("{}:{}", head.file, head.pos);
     // 3. The draining stream applied past the mark. It stores its offset for other activity
-    // about once a second, so the mark is beaten again while waiting.
+    // every `IDLE_OFFSET_EVERY`, so the mark is beaten again while waiting.
     let target = mysql_async::Pool::new(
         mysql_async::Opts::from_url(&s.stream_target_url).map_err(mysql_async::Error::from)?,
     );
@@ -316,7 +316,7 @@ async fn drain_and_flip(
                 ms: waiting.elapsed().as_millis() as u64,
             });
         }
-        if last_beat.elapsed() > Duration::from_millis(400) {
+        if last_beat.elapsed() > cdc_sync::transport::direct::IDLE_OFFSET_EVERY {
             conn.exec_drop(beat, (&s.flag,)).await?;
             last_beat = Instant::now();
         }

@@ -15,6 +15,11 @@ use crate::source::binlog::BinlogSource;
 use crate::source::position::initial_offset;
 
 /// Runs `config` in direct mode until `stop` fires or a non-retryable error stops it.
+/// How often activity that changes no mapped row still moves the stored offset: the bound on
+/// how long an ownership switch waits for a stream to pass its mark (4 offset writes a second at
+/// most, only while the source is busy with other tables).
+pub const IDLE_OFFSET_EVERY: Duration = Duration::from_millis(250);
+
 pub async fn run(
     config: &StreamConfig,
     metrics: Metrics,
@@ -60,11 +65,12 @@ pub async fn run(
                             }
                             // Nothing to apply: another stream's own writes are skipped outright
                             // (else two streams would bounce offset updates forever), and other
-                            // activity only moves the stored offset about once a second.
+                            // activity only moves the stored offset every IDLE_OFFSET_EVERY (an
+                            // ownership switch waits on it to pass its binlog mark).
                             let keep = !txn.events.is_empty()
                                 || (!txn.marked
                                     && (!batch.is_empty()
-                                        || last_offset_write.elapsed() >= Duration::from_secs(1)));
+                                        || last_offset_write.elapsed() >= IDLE_OFFSET_EVERY));
                             if keep {
                                 events += txn.events.len();
                                 batch.push(txn);
