@@ -6,7 +6,7 @@ use std::path::Path;
 use std::time::Duration;
 
 mod common;
-use common::{TABLE, burst, converge, exec, fingerprint, spawn_stream};
+use common::{TABLE, burst, converge, converge_or_show, exec, fingerprint, spawn_stream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_mid_burst_then_restart_loses_and_doubles_nothing() {
@@ -35,7 +35,7 @@ async fn kill_9_mid_burst_then_restart_loses_and_doubles_nothing() {
         process = spawn(round + 2);
     }
     writer.await.unwrap();
-    converge(&src.url, &dst.url, 60).await;
+    converge_or_show(&src.url, &dst.url, 60, Some(&dir.path().join("cdc.log"))).await;
     let (rows, _) = fingerprint(&dst.url).await;
     assert!(rows > 1000, "{rows}");
     // The data may converge before the third process has logged its start: wait for it.

@@ -29,6 +29,11 @@ pub async fn fingerprint(url: &str) -> (u64, u64) {
 }
 
 pub async fn converge(src: &str, dst: &str, secs: u64) {
+    converge_or_show(src, dst, secs, None).await
+}
+
+/// [`converge`], showing the end of the stream's `log` when it fails.
+pub async fn converge_or_show(src: &str, dst: &str, secs: u64, log: Option<&std::path::Path>) {
     let want = fingerprint(src).await;
     for _ in 0..secs * 10 {
         if fingerprint(dst).await == want {
@@ -36,8 +41,15 @@ pub async fn converge(src: &str, dst: &str, secs: u64) {
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+    let tail = log
+        .and_then(|l| std::fs::read_to_string(l).ok())
+        .map(|t| {
+            let lines: Vec<&str> = t.lines().collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        })
+        .unwrap_or_default();
     panic!(
-        "target {:?} never matched source {want:?}",
+        "target {:?} never matched source {want:?}\n{tail}",
         fingerprint(dst).await
     );
 }
