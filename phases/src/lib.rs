@@ -3,6 +3,7 @@
 //! phases, their audit trail and the controller's lease are kept (`store`); the ownership
 //! switch that moves a domain's writes without losing one (`switch`).
 
+pub mod config;
 pub mod domains;
 pub mod error;
 pub mod phase;
@@ -10,6 +11,7 @@ pub mod plan;
 pub mod store;
 pub mod switch;
 
+pub use config::{Bounds, ControllerConfig};
 pub use domains::{Declaration, Direction, Domain, Route, TableMapping};
 pub use error::PhaseError;
 pub use phase::{Effect, Gate, Owner, Phase, Replication};

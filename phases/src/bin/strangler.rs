@@ -32,6 +32,21 @@ enum Command {
         #[command(subcommand)]
         what: DomainsCommand,
     },
+    /// Move a domain's writes to the other side without losing one: hold them on every proxy
+    /// replica, drain, wait until the old owner's stream applied everything, flip, release.
+    Switch {
+        domain: String,
+        /// The new owner: `service` or `monolith`.
+        #[arg(long, value_enum)]
+        to: Side,
+        /// The controller's config (proxies, servers, streams, bounds).
+        #[arg(long, env = "STRANGLER_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        json: bool,
+    },
     /// Where domains stand and how they move.
     Phase {
         /// The `strangler` database (flags, phases, audit).
@@ -54,6 +69,12 @@ enum DomainsCommand {
         #[arg(long = "domain")]
         domains: Vec<String>,
     },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Side {
+    Service,
+    Monolith,
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -107,6 +128,19 @@ fn main() -> ExitCode {
             domains(&decl, what);
             Ok(())
         }
+        Command::Switch {
+            domain,
+            to,
+            config,
+            reason,
+            json,
+        } => {
+            return tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(switch(&decl, &domain, to, &config, &reason, json));
+        }
         Command::Phase { database_url, what } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -137,6 +171,81 @@ fn domains(decl: &Declaration, what: DomainsCommand) {
             let names: Vec<&str> = domains.iter().map(String::as_str).collect();
             print!("{}", decl.cdc_tables_toml(direction, &names));
         }
+    }
+}
+
+/// `strangler switch`: exit 0 switched, 1 aborted (previous state back), 2 bad input.
+async fn switch(
+    decl: &Declaration,
+    domain: &str,
+    to: Side,
+    config: &std::path::Path,
+    reason: &str,
+    json: bool,
+) -> ExitCode {
+    let fail = |e: &dyn std::fmt::Display, code: u8| {
+        eprintln!("error: {e}");
+        ExitCode::from(code)
+    };
+    let d = match decl.domain(domain) {
+        Ok(d) => d,
+        Err(e) => return fail(&e, 2),
+    };
+    let c = match phases::ControllerConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e, 2),
+    };
+    if reason.trim().is_empty() {
+        return fail(&"--reason must say why", 2);
+    }
+    let (to_mode, old_owner, stream, target) = match to {
+        Side::Service => (
+            "service",
+            &c.monolith_url,
+            &c.to_services_stream,
+            &c.services_url,
+        ),
+        Side::Monolith => (
+            "monolith",
+            &c.services_url,
+            &c.to_monolith_stream,
+            &c.monolith_url,
+        ),
+    };
+    let plan = phases::Switch {
+        flag: d.flag.clone(),
+        route: d.routes[0].name.clone(),
+        to_mode: to_mode.into(),
+        proxies: c.proxies.clone(),
+        admin_token: c.admin_token.clone(),
+        old_owner_url: old_owner.clone(),
+        stream: stream.clone(),
+        stream_target_url: target.clone(),
+        offsets_db: c.offsets_db.clone(),
+        hold: c.bounds.hold(),
+        drain: c.bounds.drain(),
+        catch_up: c.bounds.catch_up(),
+        actor: std::env::var("USER").unwrap_or_else(|_| "cli".into()),
+        reason: reason.into(),
+    };
+    match phases::switch(&plan).await {
+        Ok(report) => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report).expect("JSON"));
+            } else {
+                println!(
+                    "{domain}: writes now go to the {to_mode}; writes paused {} ms ({} released), \
+                     in flight drained after {} ms, {stream} applied past {} after {} ms",
+                    report.paused_ms,
+                    report.released_writes,
+                    report.drained_ms,
+                    report.mark,
+                    report.caught_up_ms
+                );
+            }
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(&e, 1),
     }
 }
 

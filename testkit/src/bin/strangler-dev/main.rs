@@ -522,6 +522,19 @@ fn run(args: Args) -> Fallible<()> {
         .proxy_flags
         .canonicalize()
         .map_err(|e| format!("{}: {e}", args.proxy_flags.display()))?;
+    // The controller's config: `strangler switch users --to service --config .dev-stack/strangler.toml`.
+    let controller_config = state.join("strangler.toml");
+    std::fs::write(
+        &controller_config,
+        format!(
+            "proxies = [\"http://127.0.0.1:{}\"]\nmonolith_url = \"{}\"\nservices_url = \"{}\"\n\
+             to_services_stream = \"monolith-to-services\"\nto_monolith_stream = \"services-to-monolith\"\n",
+            args.proxy_admin_port,
+            monolith_db.root_url(),
+            services_db.root_url()
+        ),
+    )
+    .map_err(|e| e.to_string())?;
     let proxy_config = state.join("proxy.toml");
     std::fs::write(
         &proxy_config,
@@ -951,8 +964,68 @@ fn run(args: Args) -> Fallible<()> {
                 "the user made on user-service cannot log in on the monolith: {answer}"
             ));
         }
+        // The ownership switch: users' writes to user-service and back, through the proxy. A
+        // user registered while the service owned the writes logs in on the monolith after the
+        // switch back: the reverse stream had applied it before the flip.
+        let switch = |to: &str| -> Fallible<String> {
+            let out = Command::new(args.bin_dir.join("strangler"))
+                .args(["--domains"])
+                .arg(&args.domains)
+                .args([
+                    "switch",
+                    "users",
+                    "--to",
+                    to,
+                    "--reason",
+                    "dev check",
+                    "--config",
+                ])
+                .arg(&controller_config)
+                .output()
+                .map_err(|e| format!("running strangler: {e}"))?;
+            if !out.status.success() {
+                return Err(format!(
+                    "strangler switch users --to {to}: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        };
+        let proxy_call = |request: String| -> Fallible<String> {
+            let mut s = std::net::TcpStream::connect(("127.0.0.1", args.proxy_port))
+                .map_err(|e| e.to_string())?;
+            s.write_all(request.as_bytes()).map_err(|e| e.to_string())?;
+            let mut answer = String::new();
+            let _ = s.read_to_string(&mut answer);
+            Ok(answer)
+        };
+        let post = |path: &str, body: &str| {
+            format!(
+                "POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nConnection: close\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+        };
+        let switched = switch("service")?;
+        let body =
+            r#"{"email":"dev-switch@example.com","password":"password123","name":"Dev Switch"}"#;
+        let answer = proxy_call(post("/api/users/register", body))?;
+        if !answer.starts_with("HTTP/1.1 201") || !answer.contains("x-strangler-backend: service") {
+            return Err(format!(
+                "registering after the switch to user-service: {answer}"
+            ));
+        }
+        let back = switch("monolith")?;
+        let body = r#"{"email":"dev-switch@example.com","password":"password123"}"#;
+        let answer = proxy_call(post("/api/users/login", body))?;
+        if !answer.starts_with("HTTP/1.1 200") || !answer.contains("x-strangler-backend: monolith")
+        {
+            return Err(format!(
+                "the user registered while user-service owned the writes cannot log in on the monolith after the switch back: {answer}"
+            ));
+        }
+        eprint!("{switched}{back}");
         println!(
-            "check passed: every component answered, stranglerctl moved a route and read it back from the audit trail, cdc-sync check-source found the monolith's binlog settings right, a write through the proxy replicated to user-service and logs in there, cdc-sync killed with SIGKILL was restarted by the supervisor, the catalog backfilled into product-service answers as the monolith, an order went through order-service's saga and came back into shop.orders by the reverse stream, a registration's welcome e-mail arrived over SMTP, and that user came back into shop.users and logs in on the monolith; stopping."
+            "check passed: every component answered, stranglerctl moved a route and read it back from the audit trail, cdc-sync check-source found the monolith's binlog settings right, a write through the proxy replicated to user-service and logs in there, cdc-sync killed with SIGKILL was restarted by the supervisor, the catalog backfilled into product-service answers as the monolith, an order went through order-service's saga and came back into shop.orders by the reverse stream, a registration's welcome e-mail arrived over SMTP, and that user came back into shop.users and logs in on the monolith, strangler switch moved users' writes to user-service and back with a user registered in between logging in on the monolith; stopping."
         );
         return Ok(());
     }

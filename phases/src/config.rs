@@ -1,0 +1,113 @@
+//! The controller's config (`strangler --config strangler.toml`): the proxy replicas it drives,
+//! the two servers, the streams that drain each side, and the switch's bounds.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+use crate::error::PhaseError;
+
+/// Everything `strangler switch` needs.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct ControllerConfig {
+    /// Every proxy replica's admin API, `http://host:port`.
+    pub proxies: Vec<String>,
+    /// An operator token of the admin API (none on a loopback dev stack).
+    #[serde(default)]
+    pub admin_token: Option<String>,
+    /// The monolith's server and the services' server (`mysql://user:pass@host:port`).
+    pub monolith_url: String,
+    pub services_url: String,
+    /// The stream monolith → services (it drains the monolith's writes) and its reverse.
+    pub to_services_stream: String,
+    pub to_monolith_stream: String,
+    /// The streams' `offsets_db`.
+    #[serde(default = "default_offsets_db")]
+    pub offsets_db: String,
+    #[serde(default)]
+    pub bounds: Bounds,
+}
+
+/// How long each step of a switch may take, in milliseconds.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields, default)]
+pub struct Bounds {
+    pub hold_ms: u64,
+    pub drain_ms: u64,
+    pub catch_up_ms: u64,
+}
+
+impl Default for Bounds {
+    fn default() -> Self {
+        Self {
+            hold_ms: 5_000,
+            drain_ms: 3_000,
+            catch_up_ms: 4_000,
+        }
+    }
+}
+
+impl Bounds {
+    pub fn hold(&self) -> Duration {
+        Duration::from_millis(self.hold_ms)
+    }
+    pub fn drain(&self) -> Duration {
+        Duration::from_millis(self.drain_ms)
+    }
+    pub fn catch_up(&self) -> Duration {
+        Duration::from_millis(self.catch_up_ms)
+    }
+}
+
+fn default_offsets_db() -> String {
+    "strangler_cdc".into()
+}
+
+impl ControllerConfig {
+    /// Reads and checks `path`: at least one proxy; the hold longer than drain and catch-up
+    /// together (else the proxies would let writes go before the flip).
+    pub fn load(path: &Path) -> Result<Self, PhaseError> {
+        let bad = |reason: String| PhaseError::Declaration {
+            path: path.display().to_string(),
+            reason,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let c: Self = toml::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if c.proxies.is_empty() {
+            return Err(bad("`proxies` names no proxy replica".into()));
+        }
+        let b = c.bounds;
+        if b.hold_ms == 0 || b.hold_ms > 30_000 || b.hold_ms <= b.drain_ms + b.catch_up_ms {
+            return Err(bad(format!(
+                "bounds: hold_ms ({}) must be at most 30000 and longer than drain_ms + catch_up_ms ({})",
+                b.hold_ms,
+                b.drain_ms + b.catch_up_ms
+            )));
+        }
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bounds_must_leave_the_hold_longest() {
+        let dir = std::env::temp_dir().join(format!("strangler-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s.toml");
+        let base = "proxies = [\"http://127.0.0.1:8001\"]\nmonolith_url = \"mysql://root@127.0.0.1:13306\"\nservices_url = \"mysql://root@127.0.0.1:13307\"\nto_services_stream = \"m2s\"\nto_monolith_stream = \"s2m\"\n";
+        std::fs::write(&path, base).unwrap();
+        let c = ControllerConfig::load(&path).unwrap();
+        assert_eq!(c.offsets_db, "strangler_cdc");
+        std::fs::write(&path, format!("{base}[bounds]\nhold_ms = 2000\n")).unwrap();
+        let err = ControllerConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("longer than drain_ms + catch_up_ms"), "{err}");
+        std::fs::write(&path, base.replace("proxies", "proxys")).unwrap();
+        assert!(ControllerConfig::load(&path).is_err());
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}
