@@ -42,9 +42,9 @@ pub struct Bounds {
 impl Default for Bounds {
     fn default() -> Self {
         Self {
-            hold_ms: 5_000,
+            hold_ms: 10_000,
             drain_ms: 3_000,
-            catch_up_ms: 4_000,
+            catch_up_ms: 5_000,
         }
     }
 }
@@ -69,7 +69,7 @@ impl ControllerConfig {
     /// Reads and checks `path`: at least one proxy; the hold longer than drain and catch-up
     /// together (else the proxies would let writes go before the flip).
     pub fn load(path: &Path) -> Result<Self, PhaseError> {
-        let bad = |reason: String| PhaseError::Declaration {
+        let bad = |reason: String| PhaseError::Config {
             path: path.display().to_string(),
             reason,
         };
@@ -103,6 +103,7 @@ mod tests {
         std::fs::write(&path, base).unwrap();
         let c = ControllerConfig::load(&path).unwrap();
         assert_eq!(c.offsets_db, "strangler_cdc");
+        assert_eq!(c.bounds, Bounds::default());
         std::fs::write(&path, format!("{base}[bounds]\nhold_ms = 2000\n")).unwrap();
         let err = ControllerConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("longer than drain_ms + catch_up_ms"), "{err}");

@@ -8,6 +8,8 @@ use crate::phase::Phase;
 pub enum PhaseError {
     #[error("domain declaration {path}: {reason}")]
     Declaration { path: String, reason: String },
+    #[error("controller config {path}: {reason}")]
+    Config { path: String, reason: String },
     #[error("no domain {name:?}; declared: {}", known.join(", "))]
     UnknownDomain { name: String, known: Vec<String> },
     #[error("{domain} is already {phase}")]
