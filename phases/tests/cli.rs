@@ -201,3 +201,37 @@ async fn status_plan_and_history_read_the_store() {
     ]);
     assert_eq!(down.status.code(), Some(1));
 }
+
+#[test]
+fn switch_refuses_bad_input_before_touching_anything() {
+    let dir = testkit::TempDir::new("switch-cli").unwrap();
+    let config = dir.path().join("strangler.toml");
+    let good = "proxies = [\"http://127.0.0.1:1\"]\nmonolith_url = \"mysql://root@127.0.0.1:1\"\nservices_url = \"mysql://root@127.0.0.1:1\"\nto_services_stream = \"m2s\"\nto_monolith_stream = \"s2m\"\n";
+    let run = |args: &[&str]| {
+        let mut all = vec!["switch"];
+        all.extend_from_slice(args);
+        strangler(&all)
+    };
+    let path = config.to_str().unwrap();
+    std::fs::write(&config, format!("{good}[bounds]\nhold_ms = 1000\n")).unwrap();
+    let out = run(&[
+        "users", "--to", "service", "--config", path, "--reason", "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hold_ms"));
+    std::fs::write(&config, good).unwrap();
+    let out = run(&[
+        "payments", "--to", "service", "--config", path, "--reason", "x",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let out = run(&[
+        "users", "--to", "service", "--config", path, "--reason", " ",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    // A proxy that does not answer: nothing held, nothing flipped, exit 1 naming it.
+    let out = run(&[
+        "users", "--to", "service", "--config", path, "--reason", "x",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("proxy http://127.0.0.1:1"));
+}
