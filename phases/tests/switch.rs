@@ -230,24 +230,18 @@ async fn writes_move_owner_without_one_lost_and_a_stuck_stream_aborts_the_switch
     };
     let err = phases::switch(&back).await.unwrap_err();
     assert!(matches!(err, SwitchError::CatchUp { .. }), "{err}");
-    let route: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{admin}/admin/routes/users"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(route["mode"], "service");
-    let hold: serde_json::Value = http
-        .get(format!("http://127.0.0.1:{admin}/admin/holds/route.users"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(hold["hold"]["held"], false);
+    let admin_json = |path: &'static str| {
+        let http = http.clone();
+        async move {
+            let r = http.get(format!("http://127.0.0.1:{admin}{path}")).send();
+            r.await.unwrap().json::<serde_json::Value>().await.unwrap()
+        }
+    };
+    assert_eq!(admin_json("/admin/routes/users").await["mode"], "service");
+    assert_eq!(
+        admin_json("/admin/holds/route.users").await["hold"]["held"],
+        false
+    );
     tokio::time::sleep(Duration::from_millis(200)).await;
 
     writing.store(false, Ordering::SeqCst);
