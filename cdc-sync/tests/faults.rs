@@ -19,13 +19,8 @@ async fn kill_9_mid_burst_then_restart_loses_and_doubles_nothing() {
     } = common::orders_stream("crash", 4501).await;
     let spawn = |n: u32| spawn_stream(&config, dir.path(), n, "cdc.log");
     let mut process = spawn(1);
-    for _ in 0..100 {
-        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Ready means its start position is fixed: the whole burst is in its range.
+    common::wait_ready(port).await;
     let writer = tokio::spawn(burst(src.url.clone(), 1, 1500));
     // Kill it hard while the burst is flowing, twice.
     for round in 0..2 {

@@ -65,6 +65,7 @@ async fn kafka_mode_survives_kill_9_mid_burst_and_writes_debezium_records() {
     let spawn = |n: u32| spawn_stream(&config, dir.path(), n, &format!("cdc{n}.log"));
     let mut process = spawn(1);
     wait_port(port).await;
+    common::wait_ready(port).await;
     // Let it create the topics and settle its group before writing.
     tokio::time::sleep(Duration::from_secs(2)).await;
     let writer = tokio::spawn(burst(src.url.clone(), 1, 1200));

@@ -231,3 +231,16 @@ pub async fn orders_stream(prefix: &str, reader_server_id: u32) -> OrdersStream 
         port,
     }
 }
+
+/// Waits until the stream process listening on `port` answers `/readyz` with 200: it has fixed
+/// its start position, so writes from here on are in its range (an open port is not enough).
+pub async fn wait_ready(port: u16) {
+    let url = format!("http://127.0.0.1:{port}/readyz");
+    for _ in 0..600 {
+        if reqwest::get(&url).await.is_ok_and(|r| r.status() == 200) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("the stream on port {port} never became ready");
+}
