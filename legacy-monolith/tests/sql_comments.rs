@@ -4,8 +4,7 @@
 
 mod common;
 
-use axum::body::Body;
-use axum::http::{Request, StatusCode};
+use axum::http::StatusCode;
 use common::Shop;
 use mysql_async::prelude::*;
 use serde_json::{Value, json};
@@ -59,31 +58,6 @@ impl Log {
             .await
             .unwrap()
     }
-}
-
-async fn traced_call(
-    shop: &Shop,
-    method: &str,
-    path: &str,
-    token: Option<&str>,
-    body: Option<Value>,
-    traceparent: Option<&str>,
-) -> (StatusCode, Value) {
-    let mut req = Request::builder().method(method).uri(path);
-    if let Some(t) = token {
-        req = req.header("authorization", format!("Bearer {t}"));
-    }
-    if let Some(tp) = traceparent {
-        req = req.header("traceparent", tp);
-    }
-    let req = match body {
-        Some(b) => req
-            .header("content-type", "application/json")
-            .body(Body::from(b.to_string())),
-        None => req.body(Body::empty()),
-    }
-    .unwrap();
-    shop.raw(req).await
 }
 
 /// The trace id in a statement's sqlcommenter comment, if it ends with one.
@@ -221,7 +195,9 @@ async fn every_statement_of_a_request_carries_its_trace_context() {
         let tp = trace(n as u32);
         let trace_id = &tp[3..35];
         log.clear().await;
-        let (got, value) = traced_call(&shop, method, &path, token, body, Some(&tp)).await;
+        let (got, value) = shop
+            .call_traced(method, &path, token, body, Some(&tp))
+            .await;
         assert_eq!(got, status, "{method} {path}: {value}");
         let statements = log.statements().await;
         let traced: Vec<&String> = statements
@@ -248,20 +224,22 @@ async fn every_statement_of_a_request_carries_its_trace_context() {
 
     // The order just placed: its cancellation, with no trace header and with a broken one; the
     // monolith starts a trace of its own, one per request.
-    let (_, orders) = traced_call(&shop, "GET", "/api/orders", Some(&customer), None, None).await;
+    let (_, orders) = shop
+        .call_traced("GET", "/api/orders", Some(&customer), None, None)
+        .await;
     let order_id = orders["items"][0]["id"].as_u64().unwrap();
     let mut seen = Vec::new();
     for header in [None, Some("00-zzzz-broken-01")] {
         log.clear().await;
-        let (s, v) = traced_call(
-            &shop,
-            "GET",
-            &format!("/api/orders/{order_id}"),
-            Some(&customer),
-            None,
-            header,
-        )
-        .await;
+        let (s, v) = shop
+            .call_traced(
+                "GET",
+                &format!("/api/orders/{order_id}"),
+                Some(&customer),
+                None,
+                header,
+            )
+            .await;
         assert_eq!(s, StatusCode::OK, "{v}");
         let ids: Vec<String> = log
             .statements()

@@ -44,9 +44,24 @@ impl Shop {
         token: Option<&str>,
         body: Option<Value>,
     ) -> (StatusCode, Value) {
+        self.call_traced(method, path, token, body, None).await
+    }
+
+    /// [`Shop::call`] with a W3C `traceparent` header when given.
+    pub async fn call_traced(
+        &self,
+        method: &str,
+        path: &str,
+        token: Option<&str>,
+        body: Option<Value>,
+        traceparent: Option<&str>,
+    ) -> (StatusCode, Value) {
         let mut req = Request::builder().method(method).uri(path);
         if let Some(t) = token {
             req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(tp) = traceparent {
+            req = req.header("traceparent", tp);
         }
         let req = match body {
             Some(b) => req
