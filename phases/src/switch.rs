@@ -5,6 +5,7 @@
 
 use std::time::{Duration, Instant};
 
+use cdc_sync::model::transaction::position_key;
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
@@ -205,16 +206,6 @@ impl Admin<'_> {
     }
 }
 
-/// A binlog position, ordered by file (same base name, numbered) then offset.
-fn position_key(file: &str, pos: u64) -> (u64, u64) {
-    let number = file
-        .rsplit('.')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0);
-    (number, pos)
-}
-
 /// Runs the switch; on failure the previous mode is back and the holds are released.
 pub async fn switch(s: &Switch) -> Result<SwitchReport, SwitchError> {
     let admin = Admin {
@@ -330,16 +321,4 @@ async fn drain_and_flip(
     drop(tconn);
     target.disconnect().await?;
     Ok((mark, drained_ms, caught_up_ms))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn positions_order_by_file_number_then_offset() {
-        assert!(position_key("binlog.000010", 4) > position_key("binlog.000009", 999_999));
-        assert!(position_key("binlog.000003", 500) >= position_key("binlog.000003", 500));
-        assert!(position_key("binlog.000003", 499) < position_key("binlog.000003", 500));
-    }
 }
