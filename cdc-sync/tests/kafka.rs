@@ -254,7 +254,7 @@ async fn broker_outage_is_survived() {
     exec(&src.url, TABLE).await;
     exec(&dst.url, TABLE).await;
     let name = format!("kfreeze{}", std::process::id());
-    let config = cdc_sync::config::StreamConfig::parse(&stream_toml(
+    let mut config = cdc_sync::config::StreamConfig::parse(&stream_toml(
         &name,
         (&m.root_url(), &src.name),
         (&s.root_url(), &dst.name),
@@ -263,6 +263,13 @@ async fn broker_outage_is_survived() {
         testkit::free_port(),
     ))
     .unwrap();
+    // Its start is fixed before the writes (a loaded machine may start the publisher after them).
+    let pool = mysql_async::Pool::new(m.root_url().as_str());
+    let at = cdc_sync::source::binlog::BinlogSource::current_position(&pool, Default::default())
+        .await
+        .unwrap();
+    pool.disconnect().await.unwrap();
+    config.start_position = Some(format!("{}:{}", at.file, at.pos));
     let metrics = cdc_sync::metrics::Metrics::new(&name);
     let (stop, rx) = tokio::sync::watch::channel(false);
     let task = {
