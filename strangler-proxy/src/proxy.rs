@@ -79,12 +79,15 @@ impl RequestState {
     }
 }
 
+/// `metrics::MODES[CANARY]` is `canary`.
+const CANARY: usize = 2;
+
 /// The mode's index in `metrics::MODES`.
 fn mode_index(mode: Option<RouteMode>) -> usize {
     match mode {
         Some(RouteMode::Monolith) | None => 0,
         Some(RouteMode::Shadow) => 1,
-        Some(RouteMode::Canary { .. }) => 2,
+        Some(RouteMode::Canary { .. }) => CANARY,
         Some(RouteMode::Service) => 3,
     }
 }
@@ -311,6 +314,9 @@ impl ProxyHttp for StranglerProxy {
             (None, None) => "monolith",
         };
         match decision {
+            // A canary routes reads only: the monolith owns the domain's writes until the
+            // whole domain moves (unless the route lets a canary write).
+            "service" if ctx.mode == CANARY && !read_only && !route.canary_writes => {}
             "service" => {
                 if !route.service.any_healthy() {
                     ctx.fallback = Some("unhealthy");

@@ -85,6 +85,10 @@ pub struct ChangeView {
     pub after: ModeView,
     /// Every route decided by this flag.
     pub routes: Vec<String>,
+    /// Set for a canary whose routes send its users' reads only to the service: their writes
+    /// stay on the monolith, which owns them (a route's `canary_writes` lifts this).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
 }
 
 /// A flag read as a route mode.
@@ -319,15 +323,30 @@ impl Control {
     }
 
     fn change_view(&self, change: flags::source::mysql::Change) -> ChangeView {
-        let routes = self
-            .table
-            .load()
+        let table = self.table.load();
+        let decided: Vec<_> = table
             .routes
             .iter()
             .filter(|r| r.flag == change.after.key)
-            .map(|r| r.name.clone())
             .collect();
+        let reads_only: Vec<&str> = decided
+            .iter()
+            .filter(|r| !r.canary_writes)
+            .map(|r| r.name.as_str())
+            .collect();
+        let canary = matches!(
+            RouteMode::of(&change.after),
+            Some(RouteMode::Canary { .. })
+        );
+        let note = (canary && change.after.on && !reads_only.is_empty()).then(|| {
+            format!(
+                "a canary routes reads only: writes on {} stay on the monolith, which owns them until the domain moves",
+                reads_only.join(", ")
+            )
+        });
+        let routes = decided.iter().map(|r| r.name.clone()).collect();
         ChangeView {
+            note,
             audit_id: change.audit_id,
             flag: change.after.key.clone(),
             before: change.before.as_ref().map(ModeView::of),

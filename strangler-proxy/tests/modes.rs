@@ -101,6 +101,59 @@ async fn every_mode_and_sticky_canary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_canary_routes_reads_only_unless_the_route_lets_it_write() {
+    let (monolith, mstate) = common::monolith_on(testkit::monolith_server(), "shop").await;
+    let (service, sstate) = common::monolith_on(testkit::services_server(), "product_svc").await;
+    product(&mstate, "10.00").await;
+    product(&sstate, "10.00").await;
+    let routes = "[[routes]]\nname = \"products\"\nprefix = \"/api/products\"\nflag = \"route.products\"\nservice = \"svc\"\n\n\
+                  [[routes]]\nname = \"inventory\"\nprefix = \"/api/inventory\"\nflag = \"route.inventory\"\nservice = \"svc\"\ncanary_writes = true\n";
+    let proxy = Proxy::start(
+        &upstreams(monolith.addr, service.addr, routes),
+        &["route.products", "route.inventory"],
+    )
+    .await;
+    let canary = RouteMode::Canary { percent: 99.0 };
+    proxy.set_mode("route.products", canary).await;
+    proxy.set_mode("route.inventory", canary).await;
+    let mut checked = 0;
+    for i in 0..20 {
+        let user = format!("user-{i}");
+        let (_, read, _) = proxy.get_as("/api/products/1", &user).await;
+        if read != "service" {
+            continue;
+        }
+        checked += 1;
+        let write = |path: &'static str| {
+            proxy
+                .client
+                .post(proxy.url(path))
+                .header("x-user-id", user.as_str())
+                .json(&serde_json::json!({"delta": 1}))
+                .send()
+        };
+        // The same user's write goes to the monolith, which owns the domain's rows...
+        let r = write("/api/products/1/inventory/adjust").await.unwrap();
+        assert_eq!(r.headers()["x-strangler-backend"], "monolith", "{user}");
+        // ...unless the route lets a canary write.
+        let r = write("/api/inventory/1").await.unwrap();
+        assert_eq!(r.headers()["x-strangler-backend"], "service", "{user}");
+    }
+    assert!(checked >= 15, "only {checked} of 20 users on the 99% canary");
+    // Fully on the service, writes follow.
+    proxy.set_mode("route.products", RouteMode::Service).await;
+    let r = proxy
+        .client
+        .post(proxy.url("/api/products/1/inventory/adjust"))
+        .header("x-user-id", "user-0")
+        .json(&serde_json::json!({"delta": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-strangler-backend"], "service");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn shadow_serves_the_monolith_and_counts_mismatches() {
     let (monolith, mstate) = common::monolith_on(testkit::monolith_server(), "shop").await;
     let (service, sstate) = common::monolith_on(testkit::services_server(), "product_svc").await;

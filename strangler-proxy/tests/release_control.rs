@@ -64,6 +64,13 @@ async fn roles_mode_changes_audit_and_kill_switch() {
         json!({"mode": "canary", "percent": 50.0, "on": true, "version": 2})
     );
     assert_eq!(body["routes"], json!(["orders"]));
+    // A canary says that it routes reads only.
+    assert!(
+        body["note"]
+            .as_str()
+            .is_some_and(|n| n.contains("reads only") && n.contains("orders")),
+        "{body}"
+    );
     let mut on_service = 0;
     for i in 0..200 {
         let user = format!("user-{i}");
@@ -317,6 +324,7 @@ async fn the_cli_for_release_managers() {
     .unwrap();
     assert!(ok, "{err}");
     assert!(out.contains("orders: monolith -> canary 10%"), "{out}");
+    assert!(out.contains("note: a canary routes reads only"), "{out}");
     let (ok, out, _) = run(Some(VIEWER), &["routes", "--json"]).await.unwrap();
     assert!(ok);
     let routes: Value = serde_json::from_str(&out).unwrap();

@@ -195,7 +195,7 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             }
             let path = format!("/admin/routes/{}/mode", encode(&route));
             let v = api.call(reqwest::Method::PUT, &path, Some(body)).await?;
-            let human = format!(
+            let mut human = format!(
                 "{route}: {} -> {} (flag {} v{}, audit #{}; routes: {})\n",
                 v["before"]
                     .as_object()
@@ -206,6 +206,9 @@ async fn run(cli: Cli) -> Result<String, Failure> {
                 v["audit_id"],
                 list(&v["routes"]),
             );
+            if let Some(note) = v["note"].as_str() {
+                human.push_str(&format!("note: {note}\n"));
+            }
             (v, human)
         }
         Command::Kill { service, reason } => {
