@@ -380,10 +380,141 @@ pub async fn verify(
     }
     report.seconds = started.elapsed().as_secs_f64();
     report.rows_per_second = report.source_rows as f64 / report.seconds.max(1e-9);
+    record(&mut dc, opts, &report).await?;
     drop((sc, dc));
     src.pool.disconnect().await?;
     dst.pool.disconnect().await?;
     Ok(report)
+}
+
+/// Every verify's result, kept in the target's `offsets_db` so that a migration gate can ask
+/// whether the last one was clean, how old it is, and whether a backfill ran since.
+async fn ensure_results_table(c: &mut Conn, offsets_db: &str) -> Result<(), CdcError> {
+    let db = quote_ident(offsets_db);
+    c.query_drop(format!("CREATE DATABASE IF NOT EXISTS {db}"))
+        .await?;
+    c.query_drop(format!(
+        "CREATE TABLE IF NOT EXISTS {db}.cdc_verify (
+           id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+           stream VARCHAR(100) NOT NULL, source_table VARCHAR(200) NOT NULL,
+           target_table VARCHAR(200) NOT NULL, clean TINYINT(1) NOT NULL,
+           source_rows BIGINT UNSIGNED NOT NULL, target_rows BIGINT UNSIGNED NOT NULL,
+           differences BIGINT UNSIGNED NOT NULL, repaired BIGINT UNSIGNED NOT NULL,
+           seconds DOUBLE NOT NULL, finished_at DATETIME(3) NOT NULL,
+           KEY idx_cdc_verify_table (stream, source_table, id))"
+    ))
+    .await?;
+    Ok(())
+}
+
+async fn record(c: &mut Conn, opts: &VerifyOptions, r: &VerifyReport) -> Result<(), CdcError> {
+    ensure_results_table(c, &opts.offsets_db).await?;
+    let differences = (r.missing.len() + r.extra.len() + r.different.len()) as u64;
+    c.exec_drop(
+        format!(
+            "INSERT INTO {}.cdc_verify (stream, source_table, target_table, clean, source_rows, \
+             target_rows, differences, repaired, seconds, finished_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, UTC_TIMESTAMP(3))",
+            quote_ident(&opts.offsets_db)
+        ),
+        (
+            &opts.stream,
+            &r.source,
+            &r.target,
+            r.clean(),
+            r.source_rows,
+            r.target_rows,
+            differences,
+            r.repaired,
+            r.seconds,
+        ),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The last recorded verify of one table of a stream, with what happened since.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct VerifyRecord {
+    pub source: String,
+    pub target: String,
+    pub clean: bool,
+    pub source_rows: u64,
+    pub target_rows: u64,
+    /// Rows missing, extra or different when it finished.
+    pub differences: u64,
+    /// UTC `YYYY-MM-DD HH:MM:SS.fff`.
+    pub finished_at: String,
+    pub age_seconds: f64,
+    /// The status of the table's backfill when it last changed after this verify finished
+    /// (`running`, `done`, …): the verify no longer vouches for the copy.
+    pub backfill_since: Option<String>,
+}
+
+/// The last verify of `source_table` recorded for `stream` in `target_url`'s `offsets_db`, if any.
+pub async fn last_result(
+    target_url: &str,
+    offsets_db: &str,
+    stream: &str,
+    source_table: &str,
+) -> Result<Option<VerifyRecord>, CdcError> {
+    let p = pool(target_url)?;
+    let mut c = p.get_conn().await?;
+    ensure_results_table(&mut c, offsets_db).await?;
+    crate::backfill::progress::ensure_progress_table(&mut c, offsets_db).await?;
+    let db = quote_ident(offsets_db);
+    type Row = (
+        String,
+        String,
+        bool,
+        u64,
+        u64,
+        u64,
+        String,
+        f64,
+        Option<String>,
+    );
+    let row: Option<Row> = c
+        .exec_first(
+            format!(
+                "SELECT v.source_table, v.target_table, v.clean, v.source_rows, v.target_rows, \
+                 v.differences, CAST(v.finished_at AS CHAR), \
+                 TIMESTAMPDIFF(MICROSECOND, v.finished_at, UTC_TIMESTAMP(3)) / 1e6, \
+                 (SELECT b.status FROM {db}.cdc_backfill b WHERE b.stream = v.stream \
+                  AND b.source_table = v.source_table AND b.updated_at >= v.finished_at) \
+                 FROM {db}.cdc_verify v WHERE v.stream = ? AND v.source_table = ? \
+                 ORDER BY v.id DESC LIMIT 1"
+            ),
+            (stream, source_table),
+        )
+        .await?;
+    drop(c);
+    p.disconnect().await?;
+    Ok(row.map(
+        |(
+            source,
+            target,
+            clean,
+            source_rows,
+            target_rows,
+            differences,
+            finished_at,
+            age,
+            since,
+        )| {
+            VerifyRecord {
+                source,
+                target,
+                clean,
+                source_rows,
+                target_rows,
+                differences,
+                finished_at,
+                age_seconds: age,
+                backfill_since: since,
+            }
+        },
+    ))
 }
 
 /// Rewrites differing and missing rows from the source and deletes extra ones, each target

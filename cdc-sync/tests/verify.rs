@@ -115,12 +115,34 @@ async fn verify_finds_and_repairs_corruption_and_stays_clean_under_writes() {
         "{report}"
     );
     assert_eq!(report["extra"], serde_json::json!(["99999"]), "{report}");
+    // Each run is recorded in the target for the migration gates: the last one, unclean.
+    let stream = format!("verify{}", std::process::id());
+    let table = format!("{}.orders", src.name);
+    let last = cdc_sync::verify::last_result(&s.root_url(), "strangler_cdc", &stream, &table)
+        .await
+        .unwrap()
+        .expect("a recorded verify");
+    assert!(!last.clean && last.differences == 5, "{last:?}");
 
     let (code, report) = run_verify(&config, &["--repair"]);
     assert_eq!(code, 0, "{report}");
     assert_eq!(report["repaired"], 5, "{report}");
     let (code, report) = run_verify(&config, &[]);
     assert_eq!(code, 0, "{report}");
+    let last = cdc_sync::verify::last_result(&s.root_url(), "strangler_cdc", &stream, &table)
+        .await
+        .unwrap()
+        .expect("a recorded verify");
+    assert!(last.clean && last.differences == 0, "{last:?}");
+    assert!(
+        last.age_seconds < 60.0 && last.backfill_since.is_none(),
+        "{last:?}"
+    );
+    let other =
+        cdc_sync::verify::last_result(&s.root_url(), "strangler_cdc", "no-such-stream", &table)
+            .await
+            .unwrap();
+    assert!(other.is_none());
 
     // An unknown table is refused with the tables the config maps.
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sync"))
