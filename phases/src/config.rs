@@ -1,7 +1,8 @@
 //! The controller's config (`strangler --config strangler.toml`): the proxy replicas it drives,
-//! the two servers, the streams that drain each side, and the switch's bounds.
+//! the two servers, the streams that drain each side (names, admin APIs, the monolith → services
+//! stream's config for backfills and verifies), the switch's bounds and the gates' bounds.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
@@ -9,7 +10,7 @@ use serde::Deserialize;
 use crate::error::PhaseError;
 
 /// Everything `strangler switch` needs.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct ControllerConfig {
     /// Every proxy replica's admin API, `http://host:port`.
@@ -23,11 +24,56 @@ pub struct ControllerConfig {
     /// The stream monolith → services (it drains the monolith's writes) and its reverse.
     pub to_services_stream: String,
     pub to_monolith_stream: String,
+    /// Each stream's admin API (`cdc-sync --listen`), `http://host:port`: its state and lag.
+    #[serde(default)]
+    pub to_services_admin: Option<String>,
+    #[serde(default)]
+    pub to_monolith_admin: Option<String>,
+    /// The monolith → services stream's cdc-sync config: the controller starts backfills and
+    /// runs verifies through its table mappings.
+    #[serde(default)]
+    pub to_services_config: Option<PathBuf>,
     /// The streams' `offsets_db`.
     #[serde(default = "default_offsets_db")]
     pub offsets_db: String,
     #[serde(default)]
     pub bounds: Bounds,
+    #[serde(default)]
+    pub gates: GateBounds,
+}
+
+/// What each gate accepts.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateBounds {
+    /// Longest the owner's stream may take to apply everything written before the check.
+    pub max_lag_ms: u64,
+    /// Oldest a clean verify may be to vouch for a copy.
+    pub max_verify_age_secs: u64,
+    /// Fewest shadow comparisons, fleet-wide, to judge a mismatch rate on.
+    pub shadow_min_compared: u64,
+    pub shadow_max_mismatch_rate: f64,
+    /// Fewest canary requests, fleet-wide over the proxies' last minute, to judge on.
+    pub canary_min_requests: u64,
+    pub canary_max_error_rate: f64,
+    pub canary_max_p99_ms: f64,
+    /// How long a controller's lease lasts without renewal.
+    pub lease_secs: u32,
+}
+
+impl Default for GateBounds {
+    fn default() -> Self {
+        Self {
+            max_lag_ms: 5_000,
+            max_verify_age_secs: 24 * 3600,
+            shadow_min_compared: 100,
+            shadow_max_mismatch_rate: 0.01,
+            canary_min_requests: 50,
+            canary_max_error_rate: 0.01,
+            canary_max_p99_ms: 500.0,
+            lease_secs: 300,
+        }
+    }
 }
 
 /// How long each step of a switch may take, in milliseconds.
@@ -86,6 +132,16 @@ impl ControllerConfig {
                 b.drain_ms + b.catch_up_ms
             )));
         }
+        let g = c.gates;
+        let rate = |r: f64| (0.0..=1.0).contains(&r);
+        if !rate(g.shadow_max_mismatch_rate) || !rate(g.canary_max_error_rate) {
+            return Err(bad(
+                "gates: shadow_max_mismatch_rate and canary_max_error_rate are 0 to 1".into(),
+            ));
+        }
+        if g.lease_secs < 10 {
+            return Err(bad("gates: lease_secs must be at least 10".into()));
+        }
         Ok(c)
     }
 }
@@ -107,6 +163,14 @@ mod tests {
         std::fs::write(&path, format!("{base}[bounds]\nhold_ms = 2000\n")).unwrap();
         let err = ControllerConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("longer than drain_ms + catch_up_ms"), "{err}");
+        assert_eq!(c.gates, GateBounds::default());
+        std::fs::write(
+            &path,
+            format!("{base}[gates]\nshadow_max_mismatch_rate = 5.0\n"),
+        )
+        .unwrap();
+        let err = ControllerConfig::load(&path).unwrap_err().to_string();
+        assert!(err.contains("0 to 1"), "{err}");
         std::fs::write(&path, base.replace("proxies", "proxys")).unwrap();
         assert!(ControllerConfig::load(&path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

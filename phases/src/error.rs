@@ -38,6 +38,27 @@ pub enum PhaseError {
     Conflict { domain: String, now: Phase },
     #[error("the controller lease is held by {holder} until {until}")]
     LeaseHeld { holder: String, until: String },
+    #[error("{domain} cannot go to {to}: {failures} (use --force to override, audited)")]
+    Gates {
+        domain: String,
+        to: Phase,
+        failures: String,
+    },
+    #[error("--force needs the operator role; {who} is a {role}")]
+    Forbidden { who: String, role: String },
+    #[error("{0}")]
+    Direction(String),
+    #[error(
+        "{domain}: decommissioning is not automated yet (stop the reverse stream for its tables, \
+         remove its monolith routes and make its tables read-only by hand: runbooks/phases.md)"
+    )]
+    Decommission { domain: String },
+    #[error("{domain} did not move to {to}: {reason}")]
+    Action {
+        domain: String,
+        to: Phase,
+        reason: String,
+    },
     #[error("the proxy's flags: {0}")]
     Flags(String),
     #[error("phase store: {0}")]

@@ -1,20 +1,26 @@
 //! Migration phases: the one declaration of the shop's domains (`domains`), what each phase of
 //! a domain fixes and which moves and gates lead between them (`phase`, `plan`), and where the
 //! phases, their audit trail and the controller's lease are kept (`store`); the ownership
-//! switch that moves a domain's writes without losing one (`switch`).
+//! switch that moves a domain's writes without losing one (`switch`); the gates measured on the
+//! live system (`gates`) and the controller that makes one gated move (`controller`).
 
 pub mod config;
+pub mod controller;
 pub mod domains;
 pub mod error;
+pub mod gates;
 pub mod phase;
 pub mod plan;
+pub mod proxies;
 pub mod store;
 pub mod switch;
 
-pub use config::{Bounds, ControllerConfig};
+pub use config::{Bounds, ControllerConfig, GateBounds};
+pub use controller::{Controller, Request, Transition, Way};
 pub use domains::{Declaration, Direction, Domain, Route, TableMapping};
 pub use error::PhaseError;
+pub use gates::GateResult;
 pub use phase::{Effect, Gate, Owner, Phase, Replication};
 pub use plan::{Step, plan};
 pub use store::{AuditEntry, DomainState, Move, PhaseStore};
-pub use switch::{Switch, SwitchError, SwitchReport, switch};
+pub use switch::{CaughtUp, Drain, Switch, SwitchError, SwitchReport, catch_up, switch};

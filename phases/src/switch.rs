@@ -9,6 +9,8 @@ use cdc_sync::model::transaction::position_key;
 use mysql_async::prelude::Queryable;
 use serde::Serialize;
 
+use crate::proxies::{Proxies, ProxyError};
+
 /// Where the switch acts and how long each step may take.
 #[derive(Debug, Clone)]
 pub struct Switch {
@@ -79,8 +81,17 @@ pub enum SwitchError {
 }
 
 struct Admin<'a> {
-    http: reqwest::Client,
+    proxies: Proxies,
     switch: &'a Switch,
+}
+
+impl From<ProxyError> for SwitchError {
+    fn from(e: ProxyError) -> Self {
+        SwitchError::Proxy {
+            proxy: e.proxy,
+            message: e.message,
+        }
+    }
 }
 
 impl Admin<'_> {
@@ -91,28 +102,7 @@ impl Admin<'_> {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> Result<serde_json::Value, SwitchError> {
-        let mut req = self
-            .http
-            .request(method, format!("{proxy}{path}"))
-            .header("x-strangler-source", "cli")
-            .timeout(Duration::from_secs(5));
-        if let Some(t) = &self.switch.admin_token {
-            req = req.bearer_auth(t);
-        }
-        if let Some(b) = body {
-            req = req.json(&b);
-        }
-        let fail = |message: String| SwitchError::Proxy {
-            proxy: proxy.to_string(),
-            message,
-        };
-        let resp = req.send().await.map_err(|e| fail(e.to_string()))?;
-        let status = resp.status();
-        let value: serde_json::Value = resp.json().await.map_err(|e| fail(e.to_string()))?;
-        if !status.is_success() {
-            return Err(fail(format!("{status}: {value}")));
-        }
-        Ok(value)
+        Ok(self.proxies.call(method, proxy, path, body).await?)
     }
 
     async fn hold_all(&self) -> Result<(), SwitchError> {
@@ -209,7 +199,7 @@ impl Admin<'_> {
 /// Runs the switch; on failure the previous mode is back and the holds are released.
 pub async fn switch(s: &Switch) -> Result<SwitchReport, SwitchError> {
     let admin = Admin {
-        http: reqwest::Client::new(),
+        proxies: Proxies::new(s.proxies.clone(), s.admin_token.clone()),
         switch: s,
     };
     let before = admin.mode().await?;
@@ -258,10 +248,64 @@ async fn drain_and_flip(
         }
     }
     let drained_ms = started.elapsed().as_millis() as u64;
-    // 2. Mark the old owner's binlog: every write acknowledged before now is before the mark.
+    // 2–3. Every write acknowledged before now is before a mark the draining stream applied.
+    let drain = Drain {
+        source_url: s.old_owner_url.clone(),
+        stream: s.stream.clone(),
+        target_url: s.stream_target_url.clone(),
+        offsets_db: s.offsets_db.clone(),
+    };
+    let mark = catch_up(&drain, &s.flag, s.catch_up).await?.mark;
+    let caught_up_ms = started.elapsed().as_millis() as u64;
+    // 4. Flip; the release follows in `switch`.
+    admin.set_mode(&s.to_mode).await?;
+    Ok((mark, drained_ms, caught_up_ms))
+}
+
+/// A stream draining one side's writes into the other.
+#[derive(Debug, Clone)]
+pub struct Drain {
+    /// The side it reads (root or a user that may write `strangler_switch`).
+    pub source_url: String,
+    pub stream: String,
+    /// The side it applies to, where its `offsets_db.cdc_offsets` is.
+    pub target_url: String,
+    pub offsets_db: String,
+}
+
+/// How a stream caught up with a mark.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct CaughtUp {
+    /// The source's binlog position marked, `file:pos`.
+    pub mark: String,
+    pub ms: u64,
+}
+
+/// Marks the source's binlog now (a row `tag` in `strangler_switch.marks`) and waits up to
+/// `bound` until the stream has applied past the mark: everything written before the call is
+/// then on the target. The mark is beaten again while waiting, since an idle stream stores its
+/// offset only every `IDLE_OFFSET_EVERY`.
+pub async fn catch_up(d: &Drain, tag: &str, bound: Duration) -> Result<CaughtUp, SwitchError> {
     let owner = mysql_async::Pool::new(
-        mysql_async::Opts::from_url(&s.old_owner_url).map_err(mysql_async::Error::from)?,
+        mysql_async::Opts::from_url(&d.source_url).map_err(mysql_async::Error::from)?,
     );
+    let target = mysql_async::Pool::new(
+        mysql_async::Opts::from_url(&d.target_url).map_err(mysql_async::Error::from)?,
+    );
+    let result = mark_and_wait(d, tag, bound, &owner, &target).await;
+    let _ = owner.disconnect().await;
+    let _ = target.disconnect().await;
+    result
+}
+
+async fn mark_and_wait(
+    d: &Drain,
+    tag: &str,
+    bound: Duration,
+    owner: &mysql_async::Pool,
+    target: &mysql_async::Pool,
+) -> Result<CaughtUp, SwitchError> {
+    let started = Instant::now();
     let mut conn = owner.get_conn().await?;
     conn.query_drop("CREATE DATABASE IF NOT EXISTS strangler_switch")
         .await?;
@@ -271,26 +315,20 @@ async fn drain_and_flip(
     )
     .await?;
     let beat = "REPLACE INTO strangler_switch.marks VALUES (?, UTC_TIMESTAMP(6))";
-    conn.exec_drop(beat, (&s.flag,)).await?;
-    let head = cdc_sync::source::binlog::BinlogSource::current_position(&owner, Default::default())
+    conn.exec_drop(beat, (tag,)).await?;
+    let head = cdc_sync::source::binlog::BinlogSource::current_position(owner, Default::default())
         .await
         .map_err(|e| SwitchError::Position(e.to_string()))?;
     let mark = format!("{}:{}", head.file, head.pos);
-    // 3. The draining stream applied past the mark. It stores its offset for other activity
-    // every `IDLE_OFFSET_EVERY`, so the mark is beaten again while waiting.
-    let target = mysql_async::Pool::new(
-        mysql_async::Opts::from_url(&s.stream_target_url).map_err(mysql_async::Error::from)?,
-    );
     let mut tconn = target.get_conn().await?;
     let sql = format!(
         "SELECT file, pos FROM `{}`.cdc_offsets WHERE stream = ?",
-        s.offsets_db.replace('`', "``")
+        d.offsets_db.replace('`', "``")
     );
-    let waiting = Instant::now();
     let mut last_beat = Instant::now();
     loop {
         // A stream that never applied anything has no offsets table yet: nothing applied.
-        let applied: Option<(String, u64)> = match tconn.exec_first(&sql, (&s.stream,)).await {
+        let applied: Option<(String, u64)> = match tconn.exec_first(&sql, (&d.stream,)).await {
             Err(mysql_async::Error::Server(e)) if e.code == 1146 => None,
             other => other?,
         };
@@ -299,26 +337,22 @@ async fn drain_and_flip(
         {
             break;
         }
-        if waiting.elapsed() > s.catch_up {
+        if started.elapsed() > bound {
             return Err(SwitchError::CatchUp {
-                stream: s.stream.clone(),
+                stream: d.stream.clone(),
                 mark,
                 applied: applied.map_or("nothing".into(), |(f, p)| format!("{f}:{p}")),
-                ms: waiting.elapsed().as_millis() as u64,
+                ms: started.elapsed().as_millis() as u64,
             });
         }
         if last_beat.elapsed() > cdc_sync::transport::direct::IDLE_OFFSET_EVERY {
-            conn.exec_drop(beat, (&s.flag,)).await?;
+            conn.exec_drop(beat, (tag,)).await?;
             last_beat = Instant::now();
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let caught_up_ms = started.elapsed().as_millis() as u64;
-    // 4. Flip; the release follows in `switch`.
-    admin.set_mode(&s.to_mode).await?;
-    drop(conn);
-    owner.disconnect().await?;
-    drop(tconn);
-    target.disconnect().await?;
-    Ok((mark, drained_ms, caught_up_ms))
+    Ok(CaughtUp {
+        mark,
+        ms: started.elapsed().as_millis() as u64,
+    })
 }

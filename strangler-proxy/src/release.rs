@@ -334,10 +334,7 @@ impl Control {
             .filter(|r| !r.canary_writes)
             .map(|r| r.name.as_str())
             .collect();
-        let canary = matches!(
-            RouteMode::of(&change.after),
-            Some(RouteMode::Canary { .. })
-        );
+        let canary = matches!(RouteMode::of(&change.after), Some(RouteMode::Canary { .. }));
         let note = (canary && change.after.on && !reads_only.is_empty()).then(|| {
             format!(
                 "a canary routes reads only: writes on {} stay on the monolith, which owns them until the domain moves",

@@ -139,7 +139,10 @@ async fn a_canary_routes_reads_only_unless_the_route_lets_it_write() {
         let r = write("/api/inventory/1").await.unwrap();
         assert_eq!(r.headers()["x-strangler-backend"], "service", "{user}");
     }
-    assert!(checked >= 15, "only {checked} of 20 users on the 99% canary");
+    assert!(
+        checked >= 15,
+        "only {checked} of 20 users on the 99% canary"
+    );
     // Fully on the service, writes follow.
     proxy.set_mode("route.products", RouteMode::Service).await;
     let r = proxy

@@ -1,6 +1,7 @@
 //! `strangler`: the migration's CLI. `domains routes|streams` render the proxy's routes and
 //! cdc-sync's table mappings from the one declaration; `phase status|plan|history` show where
-//! each domain stands, the moves to a target with their gates, and the audit trail.
+//! each domain stands, the moves to a target with their gates, and the audit trail;
+//! `phase advance|rollback` make one gated move; `switch` moves only the writes.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -71,6 +72,21 @@ enum DomainsCommand {
     },
 }
 
+/// What every move takes.
+#[derive(clap::Args, Debug)]
+struct Act {
+    /// The controller's config (proxies, servers, streams, bounds, gates).
+    #[arg(long, env = "STRANGLER_CONFIG")]
+    config: PathBuf,
+    #[arg(long)]
+    reason: String,
+    /// Move although gates fail (operator role; audited as forced).
+    #[arg(long)]
+    force: bool,
+    #[arg(long)]
+    json: bool,
+}
+
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum Side {
     Service,
@@ -103,6 +119,28 @@ enum PhaseCommand {
         canary_steps: Vec<u8>,
         #[arg(long)]
         json: bool,
+    },
+    /// Moves the domain one phase forward (to `--to`, or the next phase), once every gate of
+    /// the move passes.
+    Advance {
+        domain: String,
+        /// The target phase (`shadow`, `canary 25%`, …); by default the next one.
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        act: Act,
+        /// Canary percentages an advance from shadow or a canary steps through.
+        #[arg(long, value_delimiter = ',', default_value = "10,50")]
+        canary_steps: Vec<u8>,
+    },
+    /// Moves the domain back (to `--to`, by default `monolith`): writes the service owns are
+    /// drained back to the monolith before it takes them again.
+    Rollback {
+        domain: String,
+        #[arg(long)]
+        to: Option<String>,
+        #[command(flatten)]
+        act: Act,
     },
     /// The domain's audited moves, newest first.
     History {
@@ -149,7 +187,12 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e @ (PhaseError::Store(_) | PhaseError::LeaseHeld { .. })) => {
+        Err(
+            e @ (PhaseError::Store(_)
+            | PhaseError::LeaseHeld { .. }
+            | PhaseError::Gates { .. }
+            | PhaseError::Action { .. }),
+        ) => {
             eprintln!("error: {e}");
             ExitCode::from(1)
         }
@@ -388,6 +431,35 @@ async fn phase(decl: &Declaration, url: &str, what: PhaseCommand) -> Result<(), 
                 }
             }
         }
+        PhaseCommand::Advance {
+            domain,
+            to,
+            act,
+            canary_steps,
+        } => {
+            let to = to.map(|t| t.parse::<Phase>()).transpose()?;
+            let request = phases::Request {
+                domain: &domain,
+                way: phases::Way::Advance,
+                to,
+                canary_steps: &canary_steps,
+                reason: &act.reason,
+                force: act.force,
+            };
+            act_on(decl, store.clone(), &act, &request).await?;
+        }
+        PhaseCommand::Rollback { domain, to, act } => {
+            let to = to.map(|t| t.parse::<Phase>()).transpose()?;
+            let request = phases::Request {
+                domain: &domain,
+                way: phases::Way::Rollback,
+                to,
+                canary_steps: &[],
+                reason: &act.reason,
+                force: act.force,
+            };
+            act_on(decl, store.clone(), &act, &request).await?;
+        }
         PhaseCommand::History {
             domain,
             limit,
@@ -412,6 +484,38 @@ async fn phase(decl: &Declaration, url: &str, what: PhaseCommand) -> Result<(), 
                 }
             }
         }
+    }
+    Ok(())
+}
+
+/// `phase advance|rollback`: one gated move; exit 0 moved, 1 refused or failed (nothing
+/// changed), 2 bad input.
+async fn act_on(
+    decl: &Declaration,
+    store: PhaseStore,
+    act: &Act,
+    request: &phases::Request<'_>,
+) -> Result<(), PhaseError> {
+    let config = phases::ControllerConfig::load(&act.config)?;
+    let controller = phases::Controller::new(config, decl.clone(), store);
+    let t = controller.run(request).await?;
+    if act.json {
+        println!("{}", serde_json::to_string_pretty(&t).expect("JSON"));
+        return Ok(());
+    }
+    println!(
+        "{}: {} → {} by {}{}",
+        t.domain,
+        t.from,
+        t.to,
+        t.actor,
+        if t.forced { " (FORCED)" } else { "" }
+    );
+    for g in &t.gates {
+        println!("  {} {}", if g.passed { "pass" } else { "FAIL" }, g.message);
+    }
+    for a in &t.actions {
+        println!("  did: {a}");
     }
     Ok(())
 }

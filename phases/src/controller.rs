@@ -1,0 +1,565 @@
+//! `strangler phase advance|rollback`: one gated move of a domain, made by the one controller
+//! holding the lease: measure the move's gates, refuse naming each failed gate and its figure
+//! (unless an operator forces it, audited), act (backfill, verify, route mode, ownership switch,
+//! streams), record the move with its figures.
+
+use serde::Serialize;
+use serde_json::json;
+
+use crate::config::ControllerConfig;
+use crate::domains::{Declaration, Domain};
+use crate::error::PhaseError;
+use crate::gates::{GateResult, Measure, drain_of, stream_status};
+use crate::phase::{Owner, Phase};
+use crate::proxies::Proxies;
+use crate::store::{DomainState, Move, PhaseStore};
+use crate::switch::{Switch, SwitchReport};
+
+/// Which way a move goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Way {
+    Advance,
+    Rollback,
+}
+
+/// A move asked for.
+#[derive(Debug, Clone)]
+pub struct Request<'a> {
+    pub domain: &'a str,
+    pub way: Way,
+    /// The target; by default the next phase (advance) or `monolith` (rollback).
+    pub to: Option<Phase>,
+    /// Canary percentages an advance from shadow or a canary steps through.
+    pub canary_steps: &'a [u8],
+    pub reason: &'a str,
+    /// Move even though gates fail (operator role; audited as forced).
+    pub force: bool,
+}
+
+/// A move made.
+#[derive(Debug, Clone, Serialize)]
+pub struct Transition {
+    pub domain: String,
+    pub from: Phase,
+    pub to: Phase,
+    pub actor: String,
+    pub forced: bool,
+    pub gates: Vec<GateResult>,
+    /// What the controller did, in order.
+    pub actions: Vec<String>,
+    pub switch: Option<SwitchReport>,
+    pub state: DomainState,
+}
+
+/// The controller: the config, the declaration, the phase store and the proxies it drives.
+pub struct Controller {
+    pub config: ControllerConfig,
+    pub decl: Declaration,
+    store: PhaseStore,
+    proxies: Proxies,
+}
+
+impl Controller {
+    pub fn new(config: ControllerConfig, decl: Declaration, store: PhaseStore) -> Self {
+        let proxies = Proxies::new(config.proxies.clone(), config.admin_token.clone());
+        Self {
+            config,
+            decl,
+            store,
+            proxies,
+        }
+    }
+
+    /// Who the proxies say the caller is: `(name, role)`.
+    async fn whoami(&self) -> Result<(String, String), PhaseError> {
+        let v = self
+            .proxies
+            .call(
+                reqwest::Method::GET,
+                &self.config.proxies[0],
+                "/admin/whoami",
+                None,
+            )
+            .await
+            .map_err(|e| PhaseError::Flags(e.to_string()))?;
+        Ok((
+            v["name"].as_str().unwrap_or("unknown").to_string(),
+            v["role"].as_str().unwrap_or("viewer").to_string(),
+        ))
+    }
+
+    /// Makes one move, holding the controller lease meanwhile.
+    pub async fn run(&self, req: &Request<'_>) -> Result<Transition, PhaseError> {
+        if req.reason.trim().is_empty() {
+            return Err(PhaseError::Direction("--reason must say why".into()));
+        }
+        let domain = self.decl.domain(req.domain)?.clone();
+        let (who, role) = self.whoami().await?;
+        if req.force && role != "operator" {
+            return Err(PhaseError::Forbidden { who, role });
+        }
+        let holder = format!(
+            "{who}@{}:{}",
+            std::env::var("HOSTNAME").unwrap_or_else(|_| "localhost".into()),
+            std::process::id()
+        );
+        self.store
+            .acquire_lease(&holder, self.config.gates.lease_secs)
+            .await?;
+        let result = self.locked(req, &domain, &who).await;
+        let _ = self.store.release_lease(&holder).await;
+        result
+    }
+
+    async fn locked(
+        &self,
+        req: &Request<'_>,
+        domain: &Domain,
+        who: &str,
+    ) -> Result<Transition, PhaseError> {
+        let state = self.store.states(&[domain.name.as_str()]).await?.remove(0);
+        let from = state.phase;
+        let to = self.target(req, from)?;
+        from.check_move(&domain.name, to)?;
+        if to == Phase::Decommissioned {
+            return Err(PhaseError::Decommission {
+                domain: domain.name.clone(),
+            });
+        }
+        let failed = |reason: String| PhaseError::Action {
+            domain: domain.name.clone(),
+            to,
+            reason,
+        };
+        let mut actions = Vec::new();
+        let owner_now = from.effect().owner;
+        let owner_next = to.effect().owner;
+
+        // Before measuring: a move into `verified` or `service-primary` verifies afresh; one
+        // that hands the writes over makes sure the stream that will carry them back runs.
+        if from.is_advance(to) && matches!(to, Phase::Verified | Phase::ServicePrimary) {
+            self.verify_tables(domain, to == Phase::Verified, &mut actions)
+                .await
+                .map_err(failed)?;
+        }
+        if owner_next != owner_now {
+            self.ensure_running(owner_next, req.reason, who, &mut actions)
+                .await
+                .map_err(failed)?;
+        }
+
+        let measure = Measure {
+            config: &self.config,
+            decl: &self.decl,
+            domain,
+            proxies: &self.proxies,
+        };
+        let mut gates = Vec::new();
+        for gate in from.gates(to) {
+            gates.push(measure.measure(gate, owner_now).await);
+        }
+        let failures: Vec<&str> = gates
+            .iter()
+            .filter(|g| !g.passed)
+            .map(|g| g.message.as_str())
+            .collect();
+        if !failures.is_empty() {
+            if !req.force {
+                return Err(PhaseError::Gates {
+                    domain: domain.name.clone(),
+                    to,
+                    failures: failures.join("; "),
+                });
+            }
+            actions.push(format!("forced past: {}", failures.join("; ")));
+        }
+
+        // Act.
+        let mut switch = None;
+        if to == Phase::Backfilling {
+            self.start_backfills(domain, &mut actions)
+                .await
+                .map_err(failed)?;
+        }
+        let mode_now = self.route_mode(domain).await.map_err(failed)?;
+        if owner_next != owner_now {
+            let report = self
+                .switch(domain, owner_next, req.reason)
+                .await
+                .map_err(failed)?;
+            actions.push(format!(
+                "switched the writes to the {}: paused {} ms, {} held write(s) released",
+                match owner_next {
+                    Owner::Service => "service",
+                    Owner::Monolith => "monolith",
+                },
+                report.paused_ms,
+                report.released_writes
+            ));
+            switch = Some(report);
+        }
+        let wanted = to.effect().route_mode;
+        let served = if switch.is_some() {
+            self.route_mode(domain).await.map_err(failed)?
+        } else {
+            mode_now
+        };
+        if served != Some(wanted) {
+            self.set_mode(domain, wanted, req.reason)
+                .await
+                .map_err(failed)?;
+            actions.push(format!(
+                "routes of {} now {}",
+                domain.flag,
+                mode_name(wanted)
+            ));
+        }
+
+        let figures = json!(gates);
+        let state = self
+            .store
+            .record(Move {
+                domain: &domain.name,
+                from: &state,
+                to,
+                actor: who,
+                reason: req.reason,
+                gates: json!({"gates": figures, "actions": actions, "switch": switch}),
+                forced: req.force && !failures.is_empty(),
+            })
+            .await?;
+        Ok(Transition {
+            domain: domain.name.clone(),
+            from,
+            to,
+            actor: who.to_string(),
+            forced: req.force && !failures.is_empty(),
+            gates,
+            actions,
+            switch,
+            state,
+        })
+    }
+
+    /// The move's target: the one asked for, or the default, in the right direction.
+    fn target(&self, req: &Request<'_>, from: Phase) -> Result<Phase, PhaseError> {
+        let to = match (req.way, req.to) {
+            (_, Some(to)) => to,
+            (Way::Rollback, None) => Phase::Monolith,
+            (Way::Advance, None) => {
+                crate::plan::plan(req.domain, from, Phase::ServicePrimary, req.canary_steps)?
+                    .first()
+                    .map(|s| s.to)
+                    .unwrap_or(Phase::Decommissioned)
+            }
+        };
+        match req.way {
+            Way::Advance if to != from && !from.is_advance(to) => {
+                Err(PhaseError::Direction(format!(
+                    "{to} is behind {from}: use `phase rollback {} --to \"{to}\"`",
+                    req.domain
+                )))
+            }
+            Way::Rollback if to != from && from.is_advance(to) => {
+                Err(PhaseError::Direction(format!(
+                    "{to} is ahead of {from}: use `phase advance {} --to \"{to}\"`",
+                    req.domain
+                )))
+            }
+            _ => Ok(to),
+        }
+    }
+
+    /// The monolith → services stream's config, which the controller backfills and verifies
+    /// through.
+    fn stream_config(&self) -> Result<cdc_sync::config::StreamConfig, String> {
+        let path = self.config.to_services_config.as_ref().ok_or(
+            "the controller config names no `to_services_config` (the monolith → services stream's cdc-sync config)",
+        )?;
+        let c = cdc_sync::config::StreamConfig::load(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
+        if c.name != self.config.to_services_stream {
+            return Err(format!(
+                "{} is stream {:?}, not to_services_stream {:?}",
+                path.display(),
+                c.name,
+                self.config.to_services_stream
+            ));
+        }
+        Ok(c)
+    }
+
+    /// The stream's mappings of the domain's tables.
+    fn domain_tables(
+        &self,
+        domain: &Domain,
+        config: &cdc_sync::config::StreamConfig,
+    ) -> Result<Vec<cdc_sync::model::mapping::TableMapping>, String> {
+        let mut out = Vec::new();
+        for m in self.decl.mappings(
+            crate::domains::Direction::MonolithToServices,
+            &[domain.name.as_str()],
+        ) {
+            let t = config
+                .tables
+                .iter()
+                .find(|t| t.source == m.source)
+                .ok_or_else(|| {
+                    format!(
+                        "stream {} does not carry {} (render its tables with `strangler domains streams`)",
+                        config.name, m.source
+                    )
+                })?;
+            out.push(t.clone());
+        }
+        Ok(out)
+    }
+
+    /// Asks the running stream to backfill each of the domain's tables.
+    async fn start_backfills(
+        &self,
+        domain: &Domain,
+        actions: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let config = self.stream_config()?;
+        for t in self.domain_tables(domain, &config)? {
+            let req = cdc_sync::backfill::Request {
+                table: t.source.clone(),
+                chunk_size: 5_000,
+                max_rows_per_sec: 0,
+                max_lag_seconds: 30.0,
+                resume: false,
+                parallel: 1,
+            };
+            let data = serde_json::to_value(&req).map_err(|e| e.to_string())?;
+            cdc_sync::backfill::send_signal(&config, "backfill", &data)
+                .await
+                .map_err(|e| format!("cannot ask {} to backfill {}: {e}", config.name, t.source))?;
+            actions.push(format!("asked {} to backfill {}", config.name, t.source));
+        }
+        Ok(())
+    }
+
+    /// Verifies every table of the domain (recorded for the verify gate); with
+    /// `backfilled`, each table's backfill must be done first.
+    async fn verify_tables(
+        &self,
+        domain: &Domain,
+        backfilled: bool,
+        actions: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let config = self.stream_config()?;
+        for t in self.domain_tables(domain, &config)? {
+            if backfilled {
+                let p = cdc_sync::backfill::progress(&config, &t.source)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                match p {
+                    Some(p) if p.status == "done" => {}
+                    Some(p) => {
+                        return Err(format!(
+                            "the backfill of {} is {} ({} of about {} rows)",
+                            t.source, p.status, p.rows_copied, p.rows_estimate
+                        ));
+                    }
+                    None => return Err(format!("{} has not been backfilled", t.source)),
+                }
+            }
+            let opts = cdc_sync::verify::VerifyOptions {
+                stream: config.name.clone(),
+                offsets_db: config.offsets_db.clone(),
+                mode: config.mode,
+                ..Default::default()
+            };
+            let r = cdc_sync::verify::verify(
+                &config.source_url,
+                &config.target_url,
+                &t,
+                &opts,
+                |_, _| {},
+            )
+            .await
+            .map_err(|e| format!("verify {}: {e}", t.source))?;
+            actions.push(format!(
+                "verified {}: {} rows, {}",
+                t.source,
+                r.source_rows,
+                if r.clean() {
+                    "clean".to_string()
+                } else {
+                    format!(
+                        "{} differing",
+                        r.missing.len() + r.extra.len() + r.different.len()
+                    )
+                }
+            ));
+        }
+        Ok(())
+    }
+
+    /// The stream that will drain `owner`'s writes runs: resumed if paused, refused if down.
+    async fn ensure_running(
+        &self,
+        owner: Owner,
+        reason: &str,
+        who: &str,
+        actions: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let (drain, admin) = drain_of(&self.config, owner);
+        let Some(admin) = admin else {
+            return Err(format!(
+                "the controller config names no admin API for {}, which must carry the new owner's writes back",
+                drain.stream
+            ));
+        };
+        let status = stream_status(admin).await?;
+        if status.paused {
+            let body = json!({"actor": who, "reason": format!("ownership moves: {reason}")});
+            let r = reqwest::Client::new()
+                .post(format!("{admin}/resume"))
+                .json(&body)
+                .timeout(std::time::Duration::from_secs(5))
+                .send()
+                .await
+                .map_err(|e| e.to_string())?;
+            if !r.status().is_success() {
+                return Err(format!("{admin}/resume: {}", r.status()));
+            }
+            actions.push(format!(
+                "resumed {} (paused by {}: {})",
+                drain.stream, status.changed_by, status.reason
+            ));
+            for _ in 0..100 {
+                let s = stream_status(admin).await?;
+                if s.running && !s.paused {
+                    return Ok(());
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            return Err(format!("{} did not resume within 10 s", drain.stream));
+        }
+        if !status.running {
+            return Err(format!(
+                "{} is not running: the new owner's writes would not reach the other side",
+                drain.stream
+            ));
+        }
+        Ok(())
+    }
+
+    /// The ownership switch to `owner`.
+    async fn switch(
+        &self,
+        domain: &Domain,
+        owner: Owner,
+        reason: &str,
+    ) -> Result<SwitchReport, String> {
+        let (drain, _) = drain_of(&self.config, owner_other(owner));
+        let c = &self.config;
+        let s = Switch {
+            flag: domain.flag.clone(),
+            route: domain.routes[0].name.clone(),
+            to_mode: match owner {
+                Owner::Service => "service",
+                Owner::Monolith => "monolith",
+            }
+            .into(),
+            proxies: c.proxies.clone(),
+            admin_token: c.admin_token.clone(),
+            old_owner_url: drain.source_url,
+            stream: drain.stream,
+            stream_target_url: drain.target_url,
+            offsets_db: drain.offsets_db,
+            hold: c.bounds.hold(),
+            drain: c.bounds.drain(),
+            catch_up: c.bounds.catch_up(),
+            actor: "strangler phase".into(),
+            reason: reason.into(),
+        };
+        crate::switch::switch(&s).await.map_err(|e| e.to_string())
+    }
+
+    /// The mode the domain's routes serve now (first replica).
+    async fn route_mode(&self, domain: &Domain) -> Result<Option<flags::RouteMode>, String> {
+        let v = self
+            .proxies
+            .call(
+                reqwest::Method::GET,
+                &self.config.proxies[0],
+                &format!("/admin/routes/{}", domain.routes[0].name),
+                None,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        let percent = v["percent"].as_f64();
+        Ok(v["mode"]
+            .as_str()
+            .and_then(|m| flags::RouteMode::parse(m, percent).ok()))
+    }
+
+    /// Sets the domain's route mode and waits until every replica serves it.
+    async fn set_mode(
+        &self,
+        domain: &Domain,
+        mode: flags::RouteMode,
+        reason: &str,
+    ) -> Result<(), String> {
+        let route = &domain.routes[0].name;
+        let (name, percent) = mode_parts(mode);
+        self.proxies
+            .call(
+                reqwest::Method::PUT,
+                &self.config.proxies[0],
+                &format!("/admin/routes/{route}/mode"),
+                Some(json!({"mode": name, "percent": percent, "reason": reason})),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        for p in &self.config.proxies {
+            let started = std::time::Instant::now();
+            loop {
+                let v = self
+                    .proxies
+                    .call(
+                        reqwest::Method::GET,
+                        p,
+                        &format!("/admin/routes/{route}"),
+                        None,
+                    )
+                    .await
+                    .map_err(|e| e.to_string())?;
+                if v["mode"] == name && v["percent"].as_f64() == Some(percent) {
+                    break;
+                }
+                if started.elapsed() > std::time::Duration::from_secs(10) {
+                    return Err(format!("{p} still serves {} after 10 s", v["mode"]));
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+fn owner_other(owner: Owner) -> Owner {
+    match owner {
+        Owner::Service => Owner::Monolith,
+        Owner::Monolith => Owner::Service,
+    }
+}
+
+fn mode_parts(mode: flags::RouteMode) -> (&'static str, f64) {
+    match mode {
+        flags::RouteMode::Monolith => ("monolith", 0.0),
+        flags::RouteMode::Shadow => ("shadow", 0.0),
+        flags::RouteMode::Canary { percent } => ("canary", percent),
+        flags::RouteMode::Service => ("service", 100.0),
+    }
+}
+
+fn mode_name(mode: flags::RouteMode) -> String {
+    match mode {
+        flags::RouteMode::Canary { percent } => format!("canary {percent}%"),
+        other => mode_parts(other).0.to_string(),
+    }
+}
