@@ -491,10 +491,9 @@ impl Controller {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let percent = v["percent"].as_f64();
-        Ok(v["mode"]
-            .as_str()
-            .and_then(|m| flags::RouteMode::parse(m, percent).ok()))
+        let mode = v["mode"].as_str().unwrap_or("custom");
+        let percent = (mode == "canary").then(|| v["percent"].as_f64()).flatten();
+        Ok(flags::RouteMode::parse(mode, percent).ok())
     }
 
     /// Sets the domain's route mode and waits until every replica serves it.
@@ -506,12 +505,16 @@ impl Controller {
     ) -> Result<(), String> {
         let route = &domain.routes[0].name;
         let (name, percent) = mode_parts(mode);
+        let mut body = json!({"mode": name, "reason": reason});
+        if name == "canary" {
+            body["percent"] = json!(percent);
+        }
         self.proxies
             .call(
                 reqwest::Method::PUT,
                 &self.config.proxies[0],
                 &format!("/admin/routes/{route}/mode"),
-                Some(json!({"mode": name, "percent": percent, "reason": reason})),
+                Some(body),
             )
             .await
             .map_err(|e| e.to_string())?;

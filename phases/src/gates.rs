@@ -39,6 +39,7 @@ impl GateResult {
 pub struct StreamStatus {
     pub stream: String,
     pub running: bool,
+    /// Asked to pause (it follows within a poll; a resumed stream catches up on its own).
     pub paused: bool,
     pub lag_seconds: f64,
     pub changed_by: String,
@@ -92,7 +93,7 @@ pub async fn stream_status(admin: &str) -> Result<StreamStatus, String> {
     Ok(StreamStatus {
         stream: text("stream"),
         running: v["running"].as_bool().unwrap_or(false),
-        paused: v["paused"].as_bool().unwrap_or(false),
+        paused: v["desired"] == "paused",
         lag_seconds: v["lag_seconds"].as_f64().unwrap_or(0.0),
         changed_by: text("changed_by"),
         reason: text("reason"),
@@ -132,18 +133,15 @@ impl Measure<'_> {
             None => None,
         };
         if let Some(s) = &status
-            && (!s.running || s.paused)
+            && s.paused
         {
             return GateResult::new(
                 gate,
                 false,
                 json!({"stream": drain.stream, "status": s}),
                 format!(
-                    "stream {} is {} (by {}: {})",
-                    drain.stream,
-                    if s.paused { "paused" } else { "not running" },
-                    s.changed_by,
-                    s.reason
+                    "stream {} is paused (by {}: {})",
+                    drain.stream, s.changed_by, s.reason
                 ),
             );
         }
@@ -166,8 +164,12 @@ impl Measure<'_> {
                 false,
                 json!({"stream": drain.stream, "mark": mark, "applied": applied, "waited_ms": ms, "bound_ms": bound}),
                 format!(
-                    "{} had not applied the owner's writes up to {mark} after {ms} ms (bound {bound} ms; at {applied})",
-                    drain.stream
+                    "{} had not applied the owner's writes up to {mark} after {ms} ms (bound {bound} ms; at {applied}{})",
+                    drain.stream,
+                    match &status {
+                        Some(s) if !s.running => "; the stream is not running",
+                        _ => "",
+                    }
                 ),
             ),
             Err(e) => GateResult::new(

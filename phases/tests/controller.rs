@@ -1,0 +1,578 @@
+//! `strangler phase advance|rollback` against real parts: two private MariaDB servers, the real
+//! cdc-sync binary streaming both ways (with its admin API), the real proxy binary (flags in
+//! MySQL, operator and viewer tokens), and a monolith and a service stand-in that read and write
+//! their own copy of `users`. A domain goes monolith → backfilling → verified → shadow →
+//! canary → service-primary and back to monolith; on the way every gate refuses once, naming
+//! its figure, the lease and the operator role are enforced, and a forced move is audited.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::{Json, State};
+use axum::http::{HeaderMap, StatusCode};
+use mysql_async::prelude::Queryable;
+
+const OPERATOR: &str = "operator-token-0123456789";
+const VIEWER: &str = "viewer-token-0123456789";
+
+async fn exec(url: &str, sql: &str) {
+    let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+    c.query_drop(sql).await.unwrap();
+    c.disconnect().await.unwrap();
+}
+
+/// A statement the streams do not see (kept out of the binlog): a corruption, not a write.
+async fn exec_unlogged(url: &str, sql: &str) {
+    let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+    c.query_drop("SET SESSION sql_log_bin = 0").await.unwrap();
+    c.query_drop(sql).await.unwrap();
+    c.disconnect().await.unwrap();
+}
+
+async fn names(url: &str) -> Vec<(u64, String)> {
+    let mut c = mysql_async::Conn::from_url(url).await.unwrap();
+    let rows = c
+        .query("SELECT id, name FROM users ORDER BY id")
+        .await
+        .unwrap();
+    c.disconnect().await.unwrap();
+    rows
+}
+
+/// The shop's `users` API on one side: register writes a row, `me` reads it.
+fn side(pool: mysql_async::Pool) -> Router {
+    async fn me(State(pool): State<mysql_async::Pool>, h: HeaderMap) -> (StatusCode, String) {
+        let id: u64 = h
+            .get("x-user-id")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
+        let mut c = pool.get_conn().await.unwrap();
+        let name: Option<String> = c
+            .exec_first("SELECT name FROM users WHERE id = ?", (id,))
+            .await
+            .unwrap();
+        match name {
+            Some(n) => (
+                StatusCode::OK,
+                serde_json::json!({"id": id, "name": n}).to_string(),
+            ),
+            None => (StatusCode::NOT_FOUND, "{\"error\":\"not_found\"}".into()),
+        }
+    }
+    async fn register(
+        State(pool): State<mysql_async::Pool>,
+        Json(body): Json<serde_json::Value>,
+    ) -> (StatusCode, String) {
+        let mut c = pool.get_conn().await.unwrap();
+        c.exec_drop(
+            "INSERT INTO users (name) VALUES (?)",
+            (body["name"].as_str().unwrap_or("?"),),
+        )
+        .await
+        .unwrap();
+        let id = c.last_insert_id().unwrap_or(0);
+        (
+            StatusCode::CREATED,
+            serde_json::json!({"id": id}).to_string(),
+        )
+    }
+    Router::new()
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/api/users/me", axum::routing::get(me))
+        .route("/api/users/register", axum::routing::post(register))
+        .with_state(pool)
+}
+
+async fn serve(app: Router) -> std::net::SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    addr
+}
+
+/// A binary of this workspace's build, next to the test's own folder.
+fn binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: build it (cargo build --workspace)",
+        bin.display()
+    );
+    bin
+}
+
+async fn wait_ok(url: &str) {
+    let http = reqwest::Client::new();
+    for _ in 0..400 {
+        if http
+            .get(url)
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success())
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{url} never answered");
+}
+
+struct Cli {
+    domains: PathBuf,
+    database_url: String,
+}
+
+impl Cli {
+    /// `strangler phase …`: exit code, stdout, stderr.
+    fn phase(&self, args: &[&str]) -> (i32, String, String) {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_strangler"))
+            .arg("--domains")
+            .arg(&self.domains)
+            .args(["phase", "--database-url", &self.database_url])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    /// A move that must succeed; its JSON transition.
+    fn moved(&self, args: &[&str]) -> serde_json::Value {
+        let (code, out, err) = self.phase(&[args, &["--json"]].concat());
+        assert_eq!(code, 0, "{args:?}: {out}{err}");
+        serde_json::from_str(&out).unwrap()
+    }
+
+    /// A move that must be refused; its message.
+    fn refused(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.phase(args);
+        assert_ne!(code, 0, "{args:?} was not refused: {out}");
+        err
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn spawn(bin: &Path, args: &[&str], dir: &Path, name: &str) -> testkit::ProcessGuard {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    testkit::ProcessGuard::spawn(
+        bin,
+        &args,
+        &dir.join(format!("{name}.pid")),
+        &dir.join(format!("{name}.log")),
+    )
+    .unwrap()
+}
+
+/// GET /api/users/me as `users` through the proxy; the backends that answered.
+async fn browse(port: u16, users: impl Iterator<Item = u64>) -> Vec<String> {
+    let http = reqwest::Client::new();
+    let mut backends = Vec::new();
+    for u in users {
+        let r = http
+            .get(format!("http://127.0.0.1:{port}/api/users/me"))
+            .header("x-user-id", u.to_string())
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "user {u}");
+        backends.push(r.headers()["x-strangler-backend"].to_str().unwrap().into());
+    }
+    backends
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
+    let opts = |name: &str, id| testkit::MariaDbOptions::new(name, id);
+    let m = testkit::MariaDb::start(opts("ctl-monolith", 41)).unwrap();
+    let s = testkit::MariaDb::start(opts("ctl-services", 42)).unwrap();
+    let src = m.create_database("ctl_shop").await.unwrap();
+    let dst = s.create_database("ctl_user_svc").await.unwrap();
+    let strangler = m.create_database("ctl_strangler").await.unwrap();
+    let table =
+        "CREATE TABLE users (id BIGINT PRIMARY KEY AUTO_INCREMENT, name VARCHAR(80) NOT NULL)";
+    exec(&src.url, table).await;
+    exec(&dst.url, table).await;
+    let mut c = mysql_async::Conn::from_url(src.url.as_str()).await.unwrap();
+    for id in 1..=200u64 {
+        c.exec_drop(
+            "INSERT INTO users (id, name) VALUES (?, ?)",
+            (id, format!("user {id}")),
+        )
+        .await
+        .unwrap();
+    }
+    c.disconnect().await.unwrap();
+
+    let dir = testkit::TempDir::new("controller").unwrap();
+    let d = dir.path();
+    let domains = d.join("domains.toml");
+    std::fs::write(
+        &domains,
+        format!(
+            "monolith_schema = \"{}\"\nmonolith_upstream = \"monolith\"\n\n[[domains]]\nname = \"users\"\nservice = \"svc\"\n\
+             flag = \"route.users\"\ntables = {{ users = \"{}.users\" }}\n\n\
+             [[domains.routes]]\nname = \"users.me\"\nmethods = [\"GET\"]\npath = \"/api/users/me\"\n\n\
+             [[domains.routes]]\nname = \"users.register\"\nmethods = [\"POST\"]\npath = \"/api/users/register\"\n",
+            src.name, dst.name
+        ),
+    )
+    .unwrap();
+    let decl = phases::Declaration::load(&domains).unwrap();
+
+    // Both streams, from the declaration, each with its admin API.
+    let pid = std::process::id();
+    let (m2s, s2m) = (format!("ctl-m2s-{pid}"), format!("ctl-s2m-{pid}"));
+    let (m2s_port, s2m_port) = (testkit::free_port(), testkit::free_port());
+    let stream_config = |name: &str,
+                         from: &testkit::MariaDb,
+                         to: &testkit::MariaDb,
+                         reader: u32,
+                         port: u16,
+                         dir: phases::Direction| {
+        format!(
+            "name = \"{name}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = {reader}\nlisten = \"127.0.0.1:{port}\"\n\n{}",
+            from.root_url(),
+            to.root_url(),
+            decl.cdc_tables_toml(dir, &[])
+        )
+    };
+    let m2s_config = d.join("m2s.toml");
+    std::fs::write(
+        &m2s_config,
+        stream_config(
+            &m2s,
+            &m,
+            &s,
+            4941,
+            m2s_port,
+            phases::Direction::MonolithToServices,
+        ),
+    )
+    .unwrap();
+    let s2m_config = d.join("s2m.toml");
+    std::fs::write(
+        &s2m_config,
+        stream_config(
+            &s2m,
+            &s,
+            &m,
+            4942,
+            s2m_port,
+            phases::Direction::ServicesToMonolith,
+        ),
+    )
+    .unwrap();
+    let cdc = binary("cdc-sync");
+    let conf = |p: &Path| p.display().to_string();
+    let _m2s = spawn(&cdc, &["stream", "--config", &conf(&m2s_config)], d, "m2s");
+    let _s2m = spawn(&cdc, &["stream", "--config", &conf(&s2m_config)], d, "s2m");
+    let m2s_admin = format!("http://127.0.0.1:{m2s_port}");
+    let s2m_admin = format!("http://127.0.0.1:{s2m_port}");
+    wait_ok(&format!("{m2s_admin}/readyz")).await;
+    wait_ok(&format!("{s2m_admin}/readyz")).await;
+
+    // The proxy in front of both sides.
+    let monolith = serve(side(mysql_async::Pool::new(src.url.as_str()))).await;
+    let service = serve(side(mysql_async::Pool::new(dst.url.as_str()))).await;
+    let seed = d.join("seed.json");
+    std::fs::write(&seed, "{\"flags\":{}}").unwrap();
+    flags::source::file::FileSource::new(&seed)
+        .put(flags::RouteMode::Monolith.to_flag("route.users", 0, "salt"))
+        .unwrap();
+    let (port, admin) = (testkit::free_port(), testkit::free_port());
+    let proxy_config = d.join("proxy.toml");
+    std::fs::write(
+        &proxy_config,
+        format!(
+            "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\ndebug_header = true\n\
+             upgrade_sock = \"{}\"\n\n[control]\ntokens = [\n  {{ name = \"ops\", token = \"{OPERATOR}\", role = \"operator\" }},\n  \
+             {{ name = \"watcher\", token = \"{VIEWER}\", role = \"viewer\" }},\n]\n\n\
+             [flags]\nsource = \"mysql\"\nurl = \"{}\"\nseed = \"{}\"\npoll_ms = 50\n\n\
+             [user_key]\nheader = \"x-user-id\"\n\n[auto_rollback]\nenabled = false\n\n\
+             [upstreams.monolith]\nbackends = [\"{monolith}\"]\nhealth_interval_ms = 100\n\n\
+             [upstreams.svc]\nbackends = [\"{service}\"]\nhealth_interval_ms = 100\n\n{}",
+            d.join("proxy.sock").display(),
+            strangler.url,
+            seed.display(),
+            decl.proxy_routes_toml()
+        ),
+    )
+    .unwrap();
+    let _proxy = spawn(
+        &binary("strangler-proxy"),
+        &["--config", &conf(&proxy_config)],
+        d,
+        "proxy",
+    );
+    wait_ok(&format!("http://127.0.0.1:{admin}/readyz")).await;
+
+    let controller = |token: &str| {
+        format!(
+            "proxies = [\"http://127.0.0.1:{admin}\"]\nadmin_token = \"{token}\"\n\
+             monolith_url = \"{}\"\nservices_url = \"{}\"\n\
+             to_services_stream = \"{m2s}\"\nto_monolith_stream = \"{s2m}\"\n\
+             to_services_admin = \"{m2s_admin}\"\nto_monolith_admin = \"{s2m_admin}\"\n\
+             to_services_config = \"{}\"\n\n[gates]\nshadow_min_compared = 20\ncanary_min_requests = 10\n",
+            m.root_url(),
+            s.root_url(),
+            m2s_config.display()
+        )
+    };
+    let config = d.join("strangler.toml");
+    std::fs::write(&config, controller(OPERATOR)).unwrap();
+    let viewer_config = d.join("viewer.toml");
+    std::fs::write(&viewer_config, controller(VIEWER)).unwrap();
+    let cli = Cli {
+        domains: domains.clone(),
+        database_url: strangler.url.clone(),
+    };
+    let cfg = conf(&config);
+    let act = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        v.extend([
+            "--config".into(),
+            cfg.clone(),
+            "--reason".into(),
+            "migration".into(),
+        ]);
+        v
+    };
+
+    // monolith → backfilling: the owner's stream must keep up; paused, it refuses.
+    let (code, _, err) = std::process::Command::new(&cdc)
+        .args([
+            "pause",
+            "--config",
+            &conf(&m2s_config),
+            "--reason",
+            "maintenance",
+        ])
+        .output()
+        .map(|o| {
+            (
+                o.status.code(),
+                o.stdout,
+                String::from_utf8_lossy(&o.stderr).into_owned(),
+            )
+        })
+        .unwrap();
+    assert_eq!(code, Some(0), "{err}");
+    let err = cli.refused(&strs(&act(&["advance", "users"])));
+    assert!(
+        err.contains("replication-lag") && err.contains("paused"),
+        "{err}"
+    );
+    let out = std::process::Command::new(&cdc)
+        .args(["resume", "--config", &conf(&m2s_config), "--reason", "done"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let t = cli.moved(&strs(&act(&["advance", "users"])));
+    assert_eq!(t["to"], "backfilling", "{t}");
+    assert!(
+        t["actions"][0].as_str().unwrap().contains("backfill"),
+        "{t}"
+    );
+
+    // backfilling → verified: once the backfill is done, a fresh verify must be clean.
+    for _ in 0..200 {
+        if names(&dst.url).await.len() == 200 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    exec_unlogged(&dst.url, "UPDATE users SET name = 'tampered' WHERE id = 7").await;
+    let err = cli.refused(&strs(&act(&["advance", "users"])));
+    assert!(
+        err.contains("verify-clean") && err.contains("1 differing rows"),
+        "{err}"
+    );
+    exec_unlogged(&dst.url, "UPDATE users SET name = 'user 7' WHERE id = 7").await;
+    let t = cli.moved(&strs(&act(&["advance", "users"])));
+    assert_eq!(t["to"], "verified", "{t}");
+
+    // verified → shadow: ids from the two sides must not collide.
+    let err = cli.refused(&strs(&act(&["advance", "users"])));
+    assert!(
+        err.contains("id-ranges") && err.contains("monolith increment 1 offset 1"),
+        "{err}"
+    );
+    m.execute("SET GLOBAL auto_increment_increment = 2, auto_increment_offset = 1")
+        .await
+        .unwrap();
+    s.execute("SET GLOBAL auto_increment_increment = 2, auto_increment_offset = 2")
+        .await
+        .unwrap();
+    let t = cli.moved(&strs(&act(&["advance", "users"])));
+    assert_eq!(t["to"], "shadow", "{t}");
+
+    // shadow → canary: enough comparisons, few mismatches, fleet-wide.
+    let err = cli.refused(&strs(&act(&["advance", "users"])));
+    assert!(
+        err.contains("shadow-mismatches") && err.contains("compared requests"),
+        "{err}"
+    );
+    assert!(browse(port, 1..=30).await.iter().all(|b| b == "monolith"));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let t = cli.moved(&strs(&act(&["advance", "users", "--to", "canary 30%"])));
+    assert_eq!(t["to"], "canary 30%", "{t}");
+
+    // A viewer cannot force; an operator can, and it is audited.
+    let viewer = conf(&viewer_config);
+    let err = cli.refused(&[
+        "advance", "users", "--config", &viewer, "--reason", "x", "--force",
+    ]);
+    assert!(err.contains("needs the operator role"), "{err}");
+    // Another controller's lease stops this one.
+    let store = phases::PhaseStore::open(&strangler.url).await.unwrap();
+    store.acquire_lease("someone-else", 60).await.unwrap();
+    let err = cli.refused(&strs(&act(&["advance", "users"])));
+    assert!(err.contains("lease is held by someone-else"), "{err}");
+    store.release_lease("someone-else").await.unwrap();
+
+    // canary → service-primary: the canary must have served enough requests.
+    let err = cli.refused(&strs(&act(&[
+        "advance",
+        "users",
+        "--to",
+        "service-primary",
+    ])));
+    assert!(
+        err.contains("canary-health") && err.contains("requests"),
+        "{err}"
+    );
+    let served = browse(port, 1..=200).await;
+    let on_service = served.iter().filter(|b| *b == "service").count();
+    assert!(
+        (20..=110).contains(&on_service),
+        "{on_service} of 200 on the canary"
+    );
+    // The proxies count completed seconds only.
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let t = cli.moved(&strs(&act(&[
+        "advance",
+        "users",
+        "--to",
+        "service-primary",
+    ])));
+    assert_eq!(t["to"], "service-primary", "{t}");
+    assert!(t["switch"]["paused_ms"].as_u64().unwrap() < 10_000, "{t}");
+
+    // The service owns the writes now; they flow back to the monolith.
+    let http = reqwest::Client::new();
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/api/users/register"))
+        .json(&serde_json::json!({"name": "registered on the service"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-strangler-backend"], "service");
+    let id = r.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_u64()
+        .unwrap();
+    assert_eq!(id % 2, 0, "the service numbers even ids");
+
+    // Back to the monolith in one command: the service's writes are there before it takes any.
+    let t = cli.moved(&strs(&act(&["rollback", "users"])));
+    assert_eq!(
+        (t["from"].as_str(), t["to"].as_str()),
+        (Some("service-primary"), Some("monolith")),
+        "{t}"
+    );
+    assert!(
+        names(&src.url)
+            .await
+            .contains(&(id, "registered on the service".into())),
+        "the service's write never reached the monolith"
+    );
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/api/users/register"))
+        .json(&serde_json::json!({"name": "back on the monolith"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-strangler-backend"], "monolith");
+
+    // Moving the wrong way is refused with the command to use.
+    let err = cli.refused(&strs(&act(&["rollback", "users", "--to", "shadow"])));
+    assert!(err.contains("use `phase advance"), "{err}");
+
+    // The audit trail: every move, who, the gates' figures.
+    let (code, out, err) = cli.phase(&["history", "users", "--json"]);
+    assert_eq!(code, 0, "{err}");
+    let history: Vec<serde_json::Value> = serde_json::from_str(&out).unwrap();
+    let moves: Vec<&str> = history
+        .iter()
+        .rev()
+        .map(|e| e["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        moves,
+        [
+            "backfilling",
+            "verified",
+            "shadow",
+            "canary 30%",
+            "service-primary",
+            "monolith"
+        ]
+    );
+    assert!(history.iter().all(|e| e["actor"] == "ops"), "{out}");
+    let primary = &history[1];
+    let gates: Vec<&str> = primary["gates"]["gates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|g| g["gate"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        gates,
+        [
+            "canary-health",
+            "replication-lag",
+            "verify-clean",
+            "id-ranges"
+        ]
+    );
+    assert!(primary["gates"]["switch"]["mark"].is_string(), "{primary}");
+
+    // A forced move past a failing gate is marked as such, with what was overridden.
+    let pause = |what: &str| {
+        let out = std::process::Command::new(&cdc)
+            .args([what, "--config", &conf(&m2s_config), "--reason", "test"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    pause("pause");
+    let t = cli.moved(&strs(&act(&["advance", "users", "--force"])));
+    assert_eq!(
+        (t["to"].as_str(), t["forced"].as_bool()),
+        (Some("backfilling"), Some(true)),
+        "{t}"
+    );
+    assert!(
+        t["actions"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("forced past: replication-lag"),
+        "{t}"
+    );
+    pause("resume");
+    let (_, out, _) = cli.phase(&["history", "users", "--limit", "1", "--json"]);
+    assert!(out.contains("\"forced\": true"), "{out}");
+}
