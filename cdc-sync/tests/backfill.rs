@@ -392,6 +392,64 @@ async fn composite_and_text_primary_keys_are_backfilled() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backfill_asked_while_another_runs_waits_for_it_then_runs() {
+    let s = setup("q", 6000, 5151).await;
+    let ddl = "CREATE TABLE later (id INT PRIMARY KEY, sku VARCHAR(40) NOT NULL)";
+    exec(&s.src_url, ddl).await;
+    exec(&s.dst_url, ddl).await;
+    exec(
+        &s.src_url,
+        "INSERT INTO later SELECT id, sku FROM items WHERE id <= 1500",
+    )
+    .await;
+    let text = std::fs::read_to_string(&s.config).unwrap();
+    let dst_db = s.dst_url.rsplit('/').next().unwrap().to_string();
+    std::fs::write(
+        &s.config,
+        format!(
+            "{text}\n[[tables]]\nsource = \"{}.later\"\ntarget = \"{dst_db}.later\"\n",
+            s.src_db
+        ),
+    )
+    .unwrap();
+    let _stream = spawn_stream(&s, 1);
+    // Both asked at once: one copies, the other is queued and follows; neither is dropped.
+    let first = cli_in_background(&s, &["backfill", "--table", "items", "--chunk-size", "300"]);
+    let second = async {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        cli_in_background(&s, &["backfill", "--table", "later", "--chunk-size", "300"]).await
+    };
+    let (first, second) = tokio::join!(first, second);
+    testkit::assert_success(&first, "backfill items");
+    testkit::assert_success(&second, "backfill later");
+    let done = cli(&s, &["snapshot-status", "--json"]);
+    let done: serde_json::Value =
+        serde_json::from_str(&testkit::assert_success(&done, "snapshot-status")).unwrap();
+    let rows: Vec<(String, u64)> = done
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            assert_eq!(p["status"], "done", "{done}");
+            (
+                p["table"]
+                    .as_str()
+                    .unwrap()
+                    .rsplit('.')
+                    .next()
+                    .unwrap()
+                    .to_string(),
+                p["rows_copied"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rows,
+        [("items".to_string(), 6000), ("later".to_string(), 1500)]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_mode_backfill_publishes_snapshot_events_and_verifies_clean() {
     let broker = testkit::Tansu::start().unwrap();
     let s = setup_with("kafka", 3_000, 5151, Some(&broker.bootstrap_servers())).await;

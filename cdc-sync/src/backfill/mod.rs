@@ -84,6 +84,9 @@ pub struct Backfills {
     /// Kafka mode: chunks become snapshot events instead of target writes.
     emit: bool,
     active: Option<Active>,
+    /// Requests that came while another table was being copied, in order (`queued` in the
+    /// progress table, so a restarted stream takes them up again).
+    queued: std::collections::VecDeque<Request>,
 }
 
 impl Backfills {
@@ -96,6 +99,7 @@ impl Backfills {
             metrics,
             emit: false,
             active: None,
+            queued: std::collections::VecDeque::new(),
         })
     }
 
@@ -112,15 +116,17 @@ impl Backfills {
         &self.signal
     }
 
-    /// Restarts a backfill that was running when the stream stopped.
+    /// Restarts a backfill that was running when the stream stopped, and queues again those
+    /// that were waiting for it.
     pub async fn resume_unfinished(&mut self) -> Result<(), CdcError> {
         let p = pool(&self.config.target_url)?;
         let mut c = p.get_conn().await?;
         ensure_progress_table(&mut c, &self.config.offsets_db).await?;
-        let row: Option<String> = c
-            .exec_first(
+        let rows: Vec<(String, String)> = c
+            .exec(
                 format!(
-                    "SELECT request FROM `{}`.cdc_backfill WHERE stream = ? AND status = 'running' LIMIT 1",
+                    "SELECT status, request FROM `{}`.cdc_backfill WHERE stream = ? \
+                     AND status IN ('running', 'queued') ORDER BY status = 'queued', updated_at",
                     self.config.offsets_db
                 ),
                 (&self.config.name,),
@@ -128,11 +134,24 @@ impl Backfills {
             .await?;
         drop(c);
         p.disconnect().await?;
-        if let Some(text) = row {
+        for (status, text) in rows {
             let mut req: Request = serde_json::from_str(&text)
                 .map_err(|e| CdcError::Config(format!("stored backfill request: {e}")))?;
-            req.resume = true;
-            tracing::info!(table = %req.table, "resuming the backfill that was running");
+            if status == "running" {
+                req.resume = true;
+                tracing::info!(table = %req.table, "resuming the backfill that was running");
+            }
+            self.start(req).await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the next queued backfill once none runs.
+    async fn start_queued(&mut self) -> Result<(), CdcError> {
+        if self.active.is_none()
+            && let Some(req) = self.queued.pop_front()
+        {
+            tracing::info!(table = %req.table, "starting the next queued backfill");
             self.start(req).await?;
         }
         Ok(())
@@ -140,6 +159,8 @@ impl Backfills {
 
     /// Looks at one transaction in stream order: signals, watermarks, keys changed in a window.
     pub async fn observe(&mut self, txn: &Transaction) -> Result<Step, CdcError> {
+        // A backfill that ended by a pause or a failure (`reap`) lets the next one go.
+        self.start_queued().await?;
         let mut step = Step::Nothing;
         for ev in &txn.events {
             let table = ev.schema.qualified();
@@ -255,7 +276,7 @@ impl Backfills {
         }
         tx.commit().await?;
         self.finish(chunk, written);
-        Ok(())
+        self.start_queued().await
     }
 
     /// Kafka mode: the chunk's rows (minus those changed in its window) as snapshot events,
@@ -332,7 +353,7 @@ impl Backfills {
         conn.exec_drop(sql, params).await?;
         drop(conn);
         self.finish(chunk, emitted);
-        Ok(())
+        self.start_queued().await
     }
 
     /// Metrics and the reader's acknowledgement of a written chunk; forgets a finished backfill.
@@ -361,7 +382,7 @@ impl Backfills {
         }
     }
 
-    /// Starts (or resumes) a backfill; one table at a time per stream.
+    /// Starts (or resumes) a backfill; one table at a time per stream, the others queued.
     async fn start(&mut self, req: Request) -> Result<(), CdcError> {
         // A paused backfill whose readers are still winding down (a throttle sleep, a chunk in
         // flight) is dropped, which stops them: its progress is in the target.
@@ -369,7 +390,13 @@ impl Backfills {
             && !a.paused.load(Ordering::SeqCst)
             && a.tasks.iter().any(|t| !t.is_finished())
         {
-            tracing::warn!(running = %a.table, requested = %req.table, "a backfill is already running; request ignored");
+            if a.table == req.table || self.queued.iter().any(|q| q.table == req.table) {
+                tracing::warn!(table = %req.table, "this backfill is already running or queued; request ignored");
+                return Ok(());
+            }
+            tracing::info!(running = %a.table, queued = %req.table, "a backfill is running; this one waits for it");
+            set_status(&self.config, &req.table, "queued", None, Some(&req)).await?;
+            self.queued.push_back(req);
             return Ok(());
         }
         self.active = None;

@@ -254,13 +254,25 @@ fn run(args: Args) -> Fallible<()> {
     let logs = args.state_dir.join("logs");
     std::fs::create_dir_all(&logs).map_err(|e| format!("creating {}: {e}", logs.display()))?;
     let logs = logs.canonicalize().map_err(|e| e.to_string())?;
+    // Written once the stack is up; gone while it is not.
+    let _ = std::fs::remove_file(args.state_dir.join("stack.json"));
 
     eprintln!("starting MariaDB servers…");
     let mut monolith_opts = MariaDbOptions::new("dev-monolith", MONOLITH_SERVER_ID);
     monolith_opts.port = (args.monolith_db_port != 0).then_some(args.monolith_db_port);
+    // New rows get odd ids on the monolith's server and even ids on the services' server, for
+    // every client (the applications also set it per session): the id-ranges gate checks this.
+    monolith_opts.extra_args = vec![
+        "--auto-increment-increment=2".into(),
+        "--auto-increment-offset=1".into(),
+    ];
     let monolith_db = MariaDb::start(monolith_opts).map_err(|e| e.to_string())?;
     let mut services_opts = MariaDbOptions::new("dev-services", SERVICES_SERVER_ID);
     services_opts.port = (args.services_db_port != 0).then_some(args.services_db_port);
+    services_opts.extra_args = vec![
+        "--auto-increment-increment=2".into(),
+        "--auto-increment-offset=2".into(),
+    ];
     let services_db = MariaDb::start(services_opts).map_err(|e| e.to_string())?;
     let shop_url = monolith_db.url("shop");
 
@@ -528,10 +540,15 @@ fn run(args: Args) -> Fallible<()> {
         &controller_config,
         format!(
             "proxies = [\"http://127.0.0.1:{}\"]\nmonolith_url = \"{}\"\nservices_url = \"{}\"\n\
-             to_services_stream = \"monolith-to-services\"\nto_monolith_stream = \"services-to-monolith\"\n",
+             to_services_stream = \"monolith-to-services\"\nto_monolith_stream = \"services-to-monolith\"\n\
+             to_services_admin = \"http://127.0.0.1:{}\"\nto_monolith_admin = \"http://127.0.0.1:{}\"\n\
+             to_services_config = \"{}\"\n",
             args.proxy_admin_port,
             monolith_db.root_url(),
-            services_db.root_url()
+            services_db.root_url(),
+            args.cdc_port,
+            args.cdc_port + 2,
+            cdc_config.display()
         ),
     )
     .map_err(|e| e.to_string())?;
@@ -576,6 +593,28 @@ fn run(args: Args) -> Fallible<()> {
         ],
         &state,
     );
+
+    // What a drill (strangler-drill --stack DIR) needs to drive and hurt the running stack.
+    let pid = |name: &str| state.join(format!("{name}.pid")).display().to_string();
+    let stack = serde_json::json!({
+        "proxy": format!("http://127.0.0.1:{}", args.proxy_port),
+        "admin": format!("http://127.0.0.1:{}", args.proxy_admin_port),
+        "strangler_db": monolith_db.url("strangler"),
+        "monolith_db": monolith_db.root_url(),
+        "services_db": services_db.root_url(),
+        "controller_config": controller_config.display().to_string(),
+        "domains": args.domains.canonicalize().map_err(|e| e.to_string())?.display().to_string(),
+        "to_services_config": cdc_config.display().to_string(),
+        "pids": {
+            "cdc-sync": pid("cdc-monolith-to-services"),
+            "cdc-sync (reverse)": pid("cdc-services-to-monolith"),
+            "user-service": pid("user-service"),
+            "order-service": pid("order-service"),
+            "product-service": pid("product-service"),
+            "legacy-monolith": pid("legacy-monolith"),
+        },
+    });
+    std::fs::write(state.join("stack.json"), stack.to_string()).map_err(|e| e.to_string())?;
 
     println!();
     println!("Strangler dev stack is up:");
@@ -1053,6 +1092,7 @@ fn run(args: Args) -> Fallible<()> {
         }
     });
     eprintln!("stopping…");
+    let _ = std::fs::remove_file(state.join("stack.json"));
     drop(supervisor);
     drop(services_db);
     drop(monolith_db);
