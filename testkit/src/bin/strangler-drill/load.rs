@@ -17,6 +17,8 @@ pub enum Kind {
     Browse,
     Product,
     Me,
+    /// The caller's orders (a read of the orders domain).
+    History,
     Profile,
     Register,
     Login,
@@ -29,7 +31,7 @@ impl Kind {
     pub fn idempotent(self) -> bool {
         matches!(
             self,
-            Kind::Browse | Kind::Product | Kind::Me | Kind::Profile
+            Kind::Browse | Kind::Product | Kind::Me | Kind::History | Kind::Profile
         )
     }
 
@@ -38,6 +40,7 @@ impl Kind {
             Kind::Browse => "browse",
             Kind::Product => "product",
             Kind::Me => "me",
+            Kind::History => "history",
             Kind::Profile => "profile",
             Kind::Register => "register",
             Kind::Login => "login",
@@ -56,6 +59,8 @@ pub struct Counts {
     pub server_errors: u64,
     /// No answer at all.
     pub transport_errors: u64,
+    /// How many of each error status.
+    pub statuses: BTreeMap<u16, u64>,
 }
 
 /// A registration the shop acknowledged.
@@ -141,8 +146,10 @@ async fn worker(w: u32, s: Shoppers, ledger: Arc<Mutex<Ledger>>, running: Arc<At
             Kind::Browse
         } else if roll < 50 {
             Kind::Product
-        } else if roll < 70 {
+        } else if roll < 60 {
             Kind::Me
+        } else if roll < 70 {
+            Kind::History
         } else if roll < 85 {
             Kind::Profile
         } else if roll < 92 {
@@ -193,7 +200,7 @@ async fn worker(w: u32, s: Shoppers, ledger: Arc<Mutex<Ledger>>, running: Arc<At
                 let a = &mut accounts[pick];
                 login(&http, &ledger, &s.proxy, a).await;
             }
-            Kind::Me | Kind::Profile | Kind::Order => {
+            Kind::Me | Kind::History | Kind::Profile | Kind::Order => {
                 let a = &mut accounts[pick];
                 if a.token.is_none() && !login(&http, &ledger, &s.proxy, a).await {
                     continue;
@@ -204,6 +211,7 @@ async fn worker(w: u32, s: Shoppers, ledger: Arc<Mutex<Ledger>>, running: Arc<At
                     let name = format!("Drill {w} update {n}");
                     let req = match kind {
                         Kind::Me => http.get(format!("{}/api/users/me", s.proxy)),
+                        Kind::History => http.get(format!("{}/api/orders?per_page=5", s.proxy)),
                         Kind::Profile => http
                             .put(format!("{}/api/users/me", s.proxy))
                             .json(&json!({"name": name})),
@@ -284,6 +292,9 @@ async fn send(
     let mut l = ledger.lock().expect("ledger");
     let c = l.counts.entry(kind).or_default();
     c.sent += 1;
+    if let Some(s) = status.filter(|s| *s >= 400) {
+        *c.statuses.entry(s).or_default() += 1;
+    }
     match status {
         Some(s) if s < 300 => c.ok += 1,
         Some(s) if s < 500 => c.client_errors += 1,
