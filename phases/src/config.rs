@@ -18,6 +18,10 @@ pub struct ControllerConfig {
     /// An operator token of the admin API (none on a loopback dev stack).
     #[serde(default)]
     pub admin_token: Option<String>,
+    /// The token the proxies present to `strangler serve` (their `[phases] token`); required
+    /// when it listens beyond loopback.
+    #[serde(default)]
+    pub api_token: Option<String>,
     /// The monolith's server and the services' server (`mysql://user:pass@host:port`).
     pub monolith_url: String,
     pub services_url: String,
@@ -138,6 +142,9 @@ impl ControllerConfig {
             return Err(bad(
                 "gates: shadow_max_mismatch_rate and canary_max_error_rate are 0 to 1".into(),
             ));
+        }
+        if c.api_token.as_ref().is_some_and(|t| t.len() < 16) {
+            return Err(bad("api_token must be at least 16 characters".into()));
         }
         if g.lease_secs < 10 {
             return Err(bad("gates: lease_secs must be at least 10".into()));

@@ -34,6 +34,26 @@ pub struct Request<'a> {
     pub reason: &'a str,
     /// Move even though gates fail (operator role; audited as forced).
     pub force: bool,
+    /// Who asks, as the proxies' admin API authenticated them; `None`: ask the proxies who the
+    /// controller's own token is.
+    pub caller: Option<Caller>,
+}
+
+/// Who asks for a move.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Caller {
+    pub name: String,
+    /// `operator` may move domains; `viewer` may only look.
+    pub role: String,
+}
+
+/// A domain's next move and its gates, measured now.
+#[derive(Debug, Clone, Serialize)]
+pub struct Preview {
+    pub state: DomainState,
+    /// The default advance (none when decommissioned).
+    pub next: Option<Phase>,
+    pub gates: Vec<GateResult>,
 }
 
 /// A move made.
@@ -94,8 +114,11 @@ impl Controller {
             return Err(PhaseError::Direction("--reason must say why".into()));
         }
         let domain = self.decl.domain(req.domain)?.clone();
-        let (who, role) = self.whoami().await?;
-        if req.force && role != "operator" {
+        let (who, role) = match &req.caller {
+            Some(c) => (c.name.clone(), c.role.clone()),
+            None => self.whoami().await?,
+        };
+        if role != "operator" {
             return Err(PhaseError::Forbidden { who, role });
         }
         let holder = format!(
@@ -239,6 +262,34 @@ impl Controller {
             switch,
             state,
         })
+    }
+
+    /// The phase store.
+    pub fn store(&self) -> &PhaseStore {
+        &self.store
+    }
+
+    /// Where `domain` stands, its default next move and that move's gates, measured now.
+    pub async fn preview(&self, domain: &str, canary_steps: &[u8]) -> Result<Preview, PhaseError> {
+        let d = self.decl.domain(domain)?.clone();
+        let state = self.store.states(&[domain]).await?.remove(0);
+        let next = crate::plan::plan(domain, state.phase, Phase::ServicePrimary, canary_steps)
+            .ok()
+            .and_then(|steps| steps.first().map(|s| s.to))
+            .or((state.phase == Phase::ServicePrimary).then_some(Phase::Decommissioned));
+        let mut gates = Vec::new();
+        if let Some(to) = next {
+            let measure = Measure {
+                config: &self.config,
+                decl: &self.decl,
+                domain: &d,
+                proxies: &self.proxies,
+            };
+            for gate in state.phase.gates(to) {
+                gates.push(measure.measure(gate, state.phase.effect().owner).await);
+            }
+        }
+        Ok(Preview { state, next, gates })
     }
 
     /// The move's target: the one asked for, or the default, in the right direction.

@@ -44,7 +44,7 @@ pub enum PhaseError {
         to: Phase,
         failures: String,
     },
-    #[error("--force needs the operator role; {who} is a {role}")]
+    #[error("moving a domain needs the operator role; {who} is a {role}")]
     Forbidden { who: String, role: String },
     #[error("{0}")]
     Direction(String),

@@ -4,6 +4,7 @@
 //! switch that moves a domain's writes without losing one (`switch`); the gates measured on the
 //! live system (`gates`) and the controller that makes one gated move (`controller`).
 
+pub mod api;
 pub mod config;
 pub mod controller;
 pub mod domains;
@@ -16,7 +17,7 @@ pub mod store;
 pub mod switch;
 
 pub use config::{Bounds, ControllerConfig, GateBounds};
-pub use controller::{Controller, Request, Transition, Way};
+pub use controller::{Caller, Controller, Preview, Request, Transition, Way};
 pub use domains::{Declaration, Direction, Domain, Route, TableMapping};
 pub use error::PhaseError;
 pub use gates::GateResult;

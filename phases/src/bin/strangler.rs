@@ -1,7 +1,8 @@
 //! `strangler`: the migration's CLI. `domains routes|streams` render the proxy's routes and
 //! cdc-sync's table mappings from the one declaration; `phase status|plan|history` show where
 //! each domain stands, the moves to a target with their gates, and the audit trail;
-//! `phase advance|rollback` make one gated move; `switch` moves only the writes.
+//! `phase advance|rollback` make one gated move; `switch` moves only the writes; `serve` runs
+//! the controller's API behind the proxies' `/admin/phases`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -47,6 +48,19 @@ enum Command {
         reason: String,
         #[arg(long)]
         json: bool,
+    },
+    /// The controller's HTTP API, which the proxies' admin API forwards `/admin/phases…` to.
+    Serve {
+        #[arg(long, env = "STRANGLER_CONFIG")]
+        config: PathBuf,
+        /// The `strangler` database (flags, phases, audit).
+        #[arg(long, env = "STRANGLER_DATABASE_URL")]
+        database_url: String,
+        #[arg(long, default_value = "127.0.0.1:9600")]
+        listen: std::net::SocketAddr,
+        /// Canary percentages an advance from shadow or a canary steps through.
+        #[arg(long, value_delimiter = ',', default_value = "10,50")]
+        canary_steps: Vec<u8>,
     },
     /// Where domains stand and how they move.
     Phase {
@@ -179,6 +193,16 @@ fn main() -> ExitCode {
                 .expect("a runtime")
                 .block_on(switch(&decl, &domain, to, &config, &reason, json));
         }
+        Command::Serve {
+            config,
+            database_url,
+            listen,
+            canary_steps,
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()
+            .expect("a runtime")
+            .block_on(serve(decl, &config, &database_url, listen, canary_steps)),
         Command::Phase { database_url, what } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -445,6 +469,7 @@ async fn phase(decl: &Declaration, url: &str, what: PhaseCommand) -> Result<(), 
                 canary_steps: &canary_steps,
                 reason: &act.reason,
                 force: act.force,
+                caller: None,
             };
             act_on(decl, store.clone(), &act, &request).await?;
         }
@@ -457,6 +482,7 @@ async fn phase(decl: &Declaration, url: &str, what: PhaseCommand) -> Result<(), 
                 canary_steps: &[],
                 reason: &act.reason,
                 force: act.force,
+                caller: None,
             };
             act_on(decl, store.clone(), &act, &request).await?;
         }
@@ -518,4 +544,27 @@ async fn act_on(
         println!("  did: {a}");
     }
     Ok(())
+}
+
+/// `strangler serve`: the controller's API until SIGTERM or Ctrl-C.
+async fn serve(
+    decl: Declaration,
+    config: &std::path::Path,
+    url: &str,
+    listen: std::net::SocketAddr,
+    canary_steps: Vec<u8>,
+) -> Result<(), PhaseError> {
+    let config = phases::ControllerConfig::load(config)?;
+    let store = PhaseStore::open(url).await?;
+    let token = config.api_token.clone();
+    let api = phases::api::Api::new(
+        phases::Controller::new(config, decl, store),
+        token,
+        canary_steps,
+    );
+    eprintln!("strangler serve: the controller API on http://{listen}");
+    tokio::select! {
+        r = phases::api::serve(api, listen) => r.map_err(|e| PhaseError::Direction(format!("serve: {e}"))),
+        _ = tokio::signal::ctrl_c() => Ok(()),
+    }
 }

@@ -150,6 +150,7 @@ impl Drill {
                 canary_steps: &[],
                 reason: "drill",
                 force: false,
+                caller: None,
             };
             match self.controller.run(&request).await {
                 Ok(t) => {
