@@ -23,7 +23,12 @@ stack=$!
 trap 'kill -TERM $stack 2>/dev/null; wait $stack 2>/dev/null; rm -rf "$work"' EXIT
 started=$(date +%s)
 until [ -f "$state/stack.json" ]; do
-  if ! kill -0 "$stack" 2>/dev/null; then cat "$work/dev.log" >&2; echo "the stack did not start" >&2; exit 1; fi
+  if ! kill -0 "$stack" 2>/dev/null; then
+    cat "$work/dev.log" >&2
+    tail -n 20 "$state"/logs/*.log >&2 2>/dev/null || true
+    echo "the stack did not start" >&2
+    exit 1
+  fi
   if [ $(( $(date +%s) - started )) -gt 3600 ]; then echo "the stack was not up within an hour" >&2; exit 1; fi
   sleep 5
 done

@@ -15,6 +15,7 @@ use mysql_async::prelude::Queryable;
 
 const OPERATOR: &str = "operator-token-0123456789";
 const VIEWER: &str = "viewer-token-0123456789";
+const API_TOKEN: &str = "controller-api-token-0123456789";
 
 async fn exec(url: &str, sql: &str) {
     let mut c = mysql_async::Conn::from_url(url).await.unwrap();
@@ -288,7 +289,11 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
     flags::source::file::FileSource::new(&seed)
         .put(flags::RouteMode::Monolith.to_flag("route.users", 0, "salt"))
         .unwrap();
-    let (port, admin) = (testkit::free_port(), testkit::free_port());
+    let (port, admin, api) = (
+        testkit::free_port(),
+        testkit::free_port(),
+        testkit::free_port(),
+    );
     let proxy_config = d.join("proxy.toml");
     std::fs::write(
         &proxy_config,
@@ -296,6 +301,7 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
             "listen = \"127.0.0.1:{port}\"\nadmin_listen = \"127.0.0.1:{admin}\"\ndebug_header = true\n\
              upgrade_sock = \"{}\"\n\n[control]\ntokens = [\n  {{ name = \"ops\", token = \"{OPERATOR}\", role = \"operator\" }},\n  \
              {{ name = \"watcher\", token = \"{VIEWER}\", role = \"viewer\" }},\n]\n\n\
+             [phases]\ncontroller = \"http://127.0.0.1:{api}\"\ntoken = \"{API_TOKEN}\"\n\n\
              [flags]\nsource = \"mysql\"\nurl = \"{}\"\nseed = \"{}\"\npoll_ms = 50\n\n\
              [user_key]\nheader = \"x-user-id\"\n\n[auto_rollback]\nenabled = false\n\n\
              [upstreams.monolith]\nbackends = [\"{monolith}\"]\nhealth_interval_ms = 100\n\n\
@@ -317,7 +323,7 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
 
     let controller = |token: &str| {
         format!(
-            "proxies = [\"http://127.0.0.1:{admin}\"]\nadmin_token = \"{token}\"\n\
+            "proxies = [\"http://127.0.0.1:{admin}\"]\nadmin_token = \"{token}\"\napi_token = \"{API_TOKEN}\"\n\
              monolith_url = \"{}\"\nservices_url = \"{}\"\n\
              to_services_stream = \"{m2s}\"\nto_monolith_stream = \"{s2m}\"\n\
              to_services_admin = \"{m2s_admin}\"\nto_monolith_admin = \"{s2m_admin}\"\n\
@@ -331,6 +337,41 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
     std::fs::write(&config, controller(OPERATOR)).unwrap();
     let viewer_config = d.join("viewer.toml");
     std::fs::write(&viewer_config, controller(VIEWER)).unwrap();
+    // The controller's API, behind the proxy's /admin/phases.
+    let _serve = spawn(
+        &binary("strangler"),
+        &[
+            "--domains",
+            &conf(&domains),
+            "serve",
+            "--config",
+            &conf(&config),
+            "--database-url",
+            &strangler.url,
+            "--listen",
+            &format!("127.0.0.1:{api}"),
+        ],
+        d,
+        "serve",
+    );
+    wait_ok(&format!("http://127.0.0.1:{api}/readyz")).await;
+    let ctl = |token: &str, args: &[&str]| -> (bool, String, String) {
+        let out = std::process::Command::new(binary("stranglerctl"))
+            .args([
+                "--url",
+                &format!("http://127.0.0.1:{admin}"),
+                "--token",
+                token,
+            ])
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
     let cli = Cli {
         domains: domains.clone(),
         database_url: strangler.url.clone(),
@@ -459,12 +500,53 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
     );
     // The proxies count completed seconds only.
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let t = cli.moved(&strs(&act(&[
-        "advance",
-        "users",
-        "--to",
-        "service-primary",
-    ])));
+    // This move goes through the proxy's admin API: a viewer may look but not move.
+    let (ok, out, err) = ctl(VIEWER, &["phase", "status"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.lines()
+            .any(|l| l.starts_with("users") && l.contains("canary 30%")),
+        "{out}"
+    );
+    assert!(out.contains("pass canary-health"), "{out}");
+    let (ok, _, err) = ctl(
+        VIEWER,
+        &[
+            "phase",
+            "advance",
+            "users",
+            "--to",
+            "service-primary",
+            "--reason",
+            "x",
+        ],
+    );
+    assert!(!ok && err.contains("no permission"), "{err}");
+    let direct = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{api}/phases"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        direct.status(),
+        401,
+        "the controller API takes the proxies' token only"
+    );
+    let (ok, out, err) = ctl(
+        OPERATOR,
+        &[
+            "--json",
+            "phase",
+            "advance",
+            "users",
+            "--to",
+            "service-primary",
+            "--reason",
+            "canary healthy",
+        ],
+    );
+    assert!(ok, "{err}");
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(t["to"], "service-primary", "{t}");
     assert!(t["switch"]["paused_ms"].as_u64().unwrap() < 10_000, "{t}");
 
@@ -483,7 +565,17 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
     assert_eq!(id % 2, 0, "the service numbers even ids");
 
     // Back to the monolith in one command: the service's writes are there before it takes any.
-    let t = cli.moved(&strs(&act(&["rollback", "users"])));
+    let (ok, out, err) = ctl(OPERATOR, &["phase", "plan", "users", "--to", "monolith"]);
+    assert!(
+        ok && out.contains("service-primary → monolith; gates: replication-lag"),
+        "{out}{err}"
+    );
+    let (ok, out, err) = ctl(
+        OPERATOR,
+        &["--json", "phase", "rollback", "users", "--reason", "back"],
+    );
+    assert!(ok, "{err}");
+    let t: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(
         (t["from"].as_str(), t["to"].as_str()),
         (Some("service-primary"), Some("monolith")),

@@ -3,7 +3,7 @@
 //! the audit log, reloads. Bearer tokens carry a role (viewer, operator), compared in constant time.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode};
@@ -122,6 +122,8 @@ pub fn app(control: Arc<Control>) -> Router {
             "/admin/holds/{flag}",
             get(hold_status).post(hold).delete(release_hold),
         )
+        .route("/admin/phases", get(phases))
+        .route("/admin/phases/{*rest}", get(phases).post(phases))
         .layer(axum::middleware::from_fn_with_state(
             control.clone(),
             authenticate,
@@ -474,6 +476,72 @@ async fn status(State(control): State<Arc<Control>>) -> Json<serde_json::Value> 
             "stream": ld.stream_status(),
         })),
     }))
+}
+
+/// `/admin/phases…`: forwarded to the phase controller with who the caller is (the role was
+/// checked here: viewers read, operators move). Its answer comes back as it is.
+async fn phases(
+    State(control): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
+    method: axum::http::Method,
+    uri: axum::http::Uri,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(base) = control.boot.phases.controller.as_deref() else {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "no_controller",
+            "this proxy has no [phases] controller configured",
+        );
+    };
+    let path = uri.path().strip_prefix("/admin").unwrap_or(uri.path());
+    let query = uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+    // A move may verify whole tables first.
+    let timeout = if method == axum::http::Method::GET {
+        Duration::from_secs(60)
+    } else {
+        Duration::from_secs(1800)
+    };
+    let mut req = control
+        .http
+        .request(
+            method,
+            format!("{}{path}{query}", base.trim_end_matches('/')),
+        )
+        .timeout(timeout)
+        .header("x-strangler-actor", caller.name.as_str())
+        .header(
+            "x-strangler-role",
+            if caller.role == Role::Operator {
+                "operator"
+            } else {
+                "viewer"
+            },
+        )
+        .header("content-type", "application/json")
+        .body(body);
+    if let Some(t) = &control.boot.phases.token {
+        req = req.bearer_auth(t);
+    }
+    match req.send().await {
+        Ok(r) => {
+            let status =
+                StatusCode::from_u16(r.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            match r.bytes().await {
+                Ok(b) => (status, [("content-type", "application/json")], b).into_response(),
+                Err(e) => error(
+                    StatusCode::BAD_GATEWAY,
+                    "controller_unavailable",
+                    &e.to_string(),
+                ),
+            }
+        }
+        Err(e) => error(
+            StatusCode::BAD_GATEWAY,
+            "controller_unavailable",
+            &format!("the phase controller at {base} did not answer: {e}"),
+        ),
+    }
 }
 
 async fn reload(State(control): State<Arc<Control>>) -> Response {

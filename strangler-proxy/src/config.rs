@@ -27,6 +27,10 @@ pub struct ProxyConfig {
     /// Who may use the admin API, with which role (restart to change).
     #[serde(default)]
     pub control: ControlConfig,
+    /// The phase controller (`strangler serve`) that `/admin/phases…` is forwarded to (restart
+    /// to change).
+    #[serde(default)]
+    pub phases: PhasesConfig,
     /// Pingora's upgrade socket, shared by the old and new process in `--upgrade`.
     #[serde(default = "default_upgrade_sock")]
     pub upgrade_sock: PathBuf,
@@ -84,6 +88,16 @@ pub struct RoutingConfig {
     pub breaker: BreakerConfig,
     pub shadow: ShadowConfig,
     pub auto_rollback: SloConfig,
+}
+
+/// Where the migration's phase controller listens.
+#[derive(Debug, Clone, Deserialize, PartialEq, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct PhasesConfig {
+    /// `http://host:port` of `strangler serve`; none: `/admin/phases` answers 503.
+    pub controller: Option<String>,
+    /// The controller's `api_token`, sent with every forwarded request.
+    pub token: Option<String>,
 }
 
 /// Admin API access. Without any token the API is open, which is allowed on loopback only.

@@ -41,6 +41,8 @@ pub struct Control {
     pub(crate) slo_seen: Mutex<std::collections::HashMap<String, (u64, u64)>>,
     /// Write holds per flag (ownership switches).
     pub holds: crate::hold::Holds,
+    /// The admin API's client to the phase controller.
+    pub http: reqwest::Client,
 }
 
 impl Control {
@@ -76,6 +78,7 @@ impl Control {
             local_off: ArcSwap::default(),
             slo_seen: Mutex::default(),
             holds: Default::default(),
+            http: reqwest::Client::new(),
         })
     }
 

@@ -1,5 +1,6 @@
 //! `stranglerctl`: the release managers' command line over the proxy's admin API — list routes,
-//! set a route's mode, kill a service, read the audit trail, check status. Tables for people,
+//! set a route's mode, kill a service, read the audit trail, check status, move domains through
+//! their migration phases. Tables for people,
 //! `--json` for scripts; errors say what was wrong and exit non-zero.
 
 use std::process::ExitCode;
@@ -66,6 +67,44 @@ enum Command {
     },
     /// Who you are to the API, and the proxy's config and flag state.
     Status,
+    /// The domains' migration phases, through the phase controller behind the admin API.
+    Phase {
+        #[command(subcommand)]
+        command: PhaseCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum PhaseCommand {
+    /// Every domain: phase, owner, routes, next move with its gates measured now, last move.
+    Status,
+    /// The moves from where DOMAIN stands to --to (default service-primary), with their gates.
+    Plan {
+        domain: String,
+        #[arg(long)]
+        to: Option<String>,
+    },
+    /// Move DOMAIN one phase forward (to --to, or the next), once every gate passes.
+    Advance {
+        domain: String,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        reason: String,
+        /// Move although gates fail (audited as forced).
+        #[arg(long)]
+        force: bool,
+    },
+    /// Move DOMAIN back (to --to, default monolith); the service's writes are drained back first.
+    Rollback {
+        domain: String,
+        #[arg(long)]
+        to: Option<String>,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -158,7 +197,19 @@ fn main() -> ExitCode {
 async fn run(cli: Cli) -> Result<String, Failure> {
     let api = Api {
         client: reqwest::Client::builder()
-            .timeout(Duration::from_millis(cli.timeout_ms))
+            .timeout(Duration::from_millis(
+                // A move may verify whole tables first: it gets half an hour at least.
+                if matches!(
+                    cli.command,
+                    Command::Phase {
+                        command: PhaseCommand::Advance { .. } | PhaseCommand::Rollback { .. }
+                    }
+                ) {
+                    cli.timeout_ms.max(1_800_000)
+                } else {
+                    cli.timeout_ms
+                },
+            ))
             .build()
             .map_err(|e| Failure(e.to_string()))?,
         url: cli.url.clone(),
@@ -285,12 +336,146 @@ async fn run(cli: Cli) -> Result<String, Failure> {
             );
             (json!({"whoami": who, "status": status}), human)
         }
+        Command::Phase { command } => phase(&api, command).await?,
     };
     Ok(if cli.json {
         format!("{}\n", serde_json::to_string_pretty(&value).expect("json"))
     } else {
         human
     })
+}
+
+/// `stranglerctl phase …`: the answer and its human form.
+async fn phase(api: &Api, command: PhaseCommand) -> Result<(Value, String), Failure> {
+    let gate_line = |g: &Value| {
+        format!(
+            "    {} {}\n",
+            if g["passed"] == true { "pass" } else { "FAIL" },
+            str_of(&g["message"])
+        )
+    };
+    match command {
+        PhaseCommand::Status => {
+            let v = api
+                .call(reqwest::Method::GET, "/admin/phases", None)
+                .await?;
+            let mut out = format!(
+                "{:<14} {:<16} {:<9} {:<22} {:<16} LAST MOVE\n",
+                "DOMAIN", "PHASE", "OWNER", "REPLICATION", "NEXT"
+            );
+            for d in v["domains"].as_array().into_iter().flatten() {
+                let last = d["history"][0]
+                    .as_object()
+                    .map_or("never".to_string(), |h| {
+                        format!(
+                            "{} → {} by {} at {}",
+                            str_of(&h["from"]),
+                            str_of(&h["to"]),
+                            str_of(&h["actor"]),
+                            str_of(&h["at"])
+                        )
+                    });
+                out.push_str(&format!(
+                    "{:<14} {:<16} {:<9} {:<22} {:<16} {last}\n",
+                    str_of(&d["domain"]),
+                    str_of(&d["phase"]),
+                    str_of(&d["owner"]),
+                    str_of(&d["replication"]),
+                    d["next"].as_str().unwrap_or("-"),
+                ));
+                for g in d["gates"].as_array().into_iter().flatten() {
+                    out.push_str(&gate_line(g));
+                }
+            }
+            Ok((v, out))
+        }
+        PhaseCommand::Plan { domain, to } => {
+            let mut path = format!("/admin/phases/{}/plan", encode(&domain));
+            if let Some(t) = &to {
+                path.push_str(&format!("?to={}", encode(t)));
+            }
+            let v = api.call(reqwest::Method::GET, &path, None).await?;
+            let mut out = format!("{domain}: {} → {}\n", str_of(&v["from"]), str_of(&v["to"]));
+            for (i, s) in v["steps"].as_array().into_iter().flatten().enumerate() {
+                let gates: Vec<String> = s["gates"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(str_of)
+                    .collect();
+                out.push_str(&format!(
+                    "  {}. {} → {}; gates: {}\n",
+                    i + 1,
+                    str_of(&s["from"]),
+                    str_of(&s["to"]),
+                    if gates.is_empty() {
+                        "none".to_string()
+                    } else {
+                        gates.join(", ")
+                    }
+                ));
+            }
+            Ok((v, out))
+        }
+        PhaseCommand::Advance {
+            domain,
+            to,
+            reason,
+            force,
+        }
+        | PhaseCommand::Rollback {
+            domain,
+            to,
+            reason,
+            force,
+        } if reason.trim().is_empty() => {
+            let _ = (domain, to, force);
+            Err(Failure("--reason must not be empty".into()))
+        }
+        PhaseCommand::Advance {
+            domain,
+            to,
+            reason,
+            force,
+        } => move_domain(api, "advance", &domain, to, &reason, force, &gate_line).await,
+        PhaseCommand::Rollback {
+            domain,
+            to,
+            reason,
+            force,
+        } => move_domain(api, "rollback", &domain, to, &reason, force, &gate_line).await,
+    }
+}
+
+async fn move_domain(
+    api: &Api,
+    way: &str,
+    domain: &str,
+    to: Option<String>,
+    reason: &str,
+    force: bool,
+    gate_line: &dyn Fn(&Value) -> String,
+) -> Result<(Value, String), Failure> {
+    let mut body = json!({"reason": reason, "force": force});
+    if let Some(t) = to {
+        body["to"] = json!(t);
+    }
+    let path = format!("/admin/phases/{}/{way}", encode(domain));
+    let v = api.call(reqwest::Method::POST, &path, Some(body)).await?;
+    let mut out = format!(
+        "{domain}: {} → {} by {}{}\n",
+        str_of(&v["from"]),
+        str_of(&v["to"]),
+        str_of(&v["actor"]),
+        if v["forced"] == true { " (FORCED)" } else { "" }
+    );
+    for g in v["gates"].as_array().into_iter().flatten() {
+        out.push_str(&gate_line(g));
+    }
+    for a in v["actions"].as_array().into_iter().flatten() {
+        out.push_str(&format!("    did: {}\n", str_of(a)));
+    }
+    Ok((v, out))
 }
 
 fn encode(s: &str) -> String {
