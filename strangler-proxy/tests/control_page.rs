@@ -281,3 +281,124 @@ async fn a_release_manager_flips_a_route_from_the_page() {
         )
         .await;
 }
+
+/// A workspace binary next to this test's folder.
+fn workspace_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let bin = exe.parent().unwrap().parent().unwrap().join(name);
+    assert!(
+        bin.exists(),
+        "{} is missing: cargo build --workspace",
+        bin.display()
+    );
+    bin
+}
+
+#[tokio::test]
+async fn the_phases_view_shows_each_gate_and_a_refused_move() {
+    // The phase controller behind the proxy's /admin/phases, on a domain whose streams do not
+    // run: its next move's gate fails, and says why.
+    let dir = TempDir::new("phases-page").unwrap();
+    let domains = dir.path().join("domains.toml");
+    std::fs::write(
+        &domains,
+        "monolith_schema = \"shop\"\nmonolith_upstream = \"monolith\"\n\n[[domains]]\nname = \"users\"\n\
+         service = \"user\"\nflag = \"route.users\"\ntables = { users = \"user_svc.users\" }\n\n\
+         [[domains.routes]]\nname = \"users\"\nmethods = [\"GET\"]\npath = \"/api/users/{id}\"\n",
+    )
+    .unwrap();
+    let api_port = testkit::free_port();
+    let api_token = "controller-api-token-0123456789";
+    let s = stack(
+        "phases_page",
+        &format!(
+            "\n[phases]\ncontroller = \"http://127.0.0.1:{api_port}\"\ntoken = \"{api_token}\"\n"
+        ),
+    )
+    .await;
+    let p = &s.proxy;
+    let config = dir.path().join("strangler.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "proxies = [\"{}\"]\nadmin_token = \"{OPERATOR}\"\napi_token = \"{api_token}\"\n\
+             monolith_url = \"{}\"\nservices_url = \"{}\"\n\
+             to_services_stream = \"page-m2s\"\nto_monolith_stream = \"page-s2m\"\n\n[gates]\nmax_lag_ms = 300\n",
+            p.admin_url("").trim_end_matches('/'),
+            testkit::monolith_server().root_url(),
+            testkit::services_server().root_url()
+        ),
+    )
+    .unwrap();
+    let _controller = ProcessGuard::spawn(
+        &workspace_binary("strangler"),
+        &[
+            "--domains".into(),
+            domains.display().to_string(),
+            "serve".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--database-url".into(),
+            s.db_url.clone(),
+            "--listen".into(),
+            format!("127.0.0.1:{api_port}"),
+        ],
+        &dir.path().join("serve.pid"),
+        &dir.path().join("serve.log"),
+    )
+    .unwrap();
+
+    let mut browser = Browser::start().await;
+    // A viewer sees the phase and the gate's figure, with no button to press.
+    browser.sign_in(&p.admin_url("/ui"), VIEWER).await;
+    browser
+        .until(
+            "the users phase",
+            "document.querySelector('[data-phase-of=\"users\"]')?.textContent === 'monolith'",
+        )
+        .await;
+    browser
+        .until(
+            "the gate's figure",
+            "document.querySelector('[data-phase-row=\"users\"] .gate.fail[data-gate=\"replication-lag\"]')?.textContent.includes('page-m2s had not applied')",
+        )
+        .await;
+    browser
+        .until(
+            "disabled phase buttons",
+            "[...document.querySelectorAll('button[data-phase-domain]')].every(b => b.disabled)",
+        )
+        .await;
+
+    // An operator presses advance: the controller refuses, naming the gate, and nothing moves.
+    browser.eval("sessionStorage.clear(); true").await;
+    browser.sign_in(&p.admin_url("/ui"), OPERATOR).await;
+    browser
+        .until(
+            "the advance button",
+            "!!document.querySelector('button[data-phase-domain=\"users\"][data-phase-way=\"advance\"]:not([disabled])')",
+        )
+        .await;
+    browser
+        .eval("document.querySelector('button[data-phase-domain=\"users\"][data-phase-way=\"advance\"]').click(); true")
+        .await;
+    browser
+        .until(
+            "the confirmation",
+            "document.querySelector('#confirm-dialog').open",
+        )
+        .await;
+    browser
+        .eval("document.querySelector('#confirm-reason').value = 'start the users migration'; document.querySelector('#confirm-ok').click(); true")
+        .await;
+    browser
+        .until(
+            "the refusal",
+            "document.querySelector('#error').textContent.includes('users cannot go to backfilling: replication-lag')",
+        )
+        .await;
+    let (status, phases) = call(p, reqwest::Method::GET, "/admin/phases", Some(VIEWER), None).await;
+    assert_eq!(status, 200, "{phases}");
+    assert_eq!(phases["domains"][0]["phase"], "monolith", "{phases}");
+    assert_eq!(phases["domains"][0]["history"], json!([]), "{phases}");
+}

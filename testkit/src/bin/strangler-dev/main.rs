@@ -232,6 +232,7 @@ fn run(args: Args) -> Fallible<()> {
             args.cdc_port + 2,
             "--cdc-port (+2: the services → monolith stream)",
         ),
+        (args.cdc_port + 3, "--cdc-port (+3: the phase controller)"),
     ] {
         if port != 0 && !port_free(port) {
             return Err(format!(
@@ -248,6 +249,7 @@ fn run(args: Args) -> Fallible<()> {
     let smtp_bin = binary(&args.bin_dir, "smtp-sink")?;
     let proxy_bin = binary(&args.bin_dir, "strangler-proxy")?;
     let cdc_bin = binary(&args.bin_dir, "cdc-sync")?;
+    let strangler_bin = binary(&args.bin_dir, "strangler")?;
     let domains = phases::Declaration::load(&args.domains).map_err(|e| e.to_string())?;
     let routes = std::fs::read_to_string(&args.proxy_routes)
         .map_err(|e| format!("reading {}: {e}", args.proxy_routes.display()))?;
@@ -570,6 +572,33 @@ fn run(args: Args) -> Fallible<()> {
     )?;
     wait_ready(args.proxy_admin_port, "strangler-proxy", proxy.guard())?;
     let proxy_log = proxy.log().to_path_buf();
+
+    eprintln!("starting the phase controller (strangler serve)…");
+    let controller_log = logs.join("strangler-serve.log");
+    let _ = std::fs::remove_file(&controller_log);
+    let controller = Supervised::start(
+        "strangler serve",
+        &strangler_bin,
+        vec![
+            "--domains".to_string(),
+            args.domains
+                .canonicalize()
+                .map_err(|e| e.to_string())?
+                .display()
+                .to_string(),
+            "serve".to_string(),
+            "--config".to_string(),
+            controller_config.display().to_string(),
+            "--database-url".to_string(),
+            monolith_db.url("strangler"),
+            "--listen".to_string(),
+            format!("127.0.0.1:{}", args.cdc_port + 3),
+        ],
+        vec![],
+        args.state_dir.join("strangler-serve.pid"),
+        controller_log.clone(),
+    )?;
+    wait_ready(args.cdc_port + 3, "strangler serve", controller.guard())?;
     let (cdc_log, events_log, notification_log) = (
         cdc.log().to_path_buf(),
         events.log().to_path_buf(),
@@ -580,6 +609,7 @@ fn run(args: Args) -> Fallible<()> {
     let supervisor = Supervisor::start(
         vec![
             proxy,
+            controller,
             cdc,
             reverse,
             events,
@@ -707,6 +737,15 @@ fn run(args: Args) -> Fallible<()> {
     );
     println!(
         "  {:<22} {:<40} {}",
+        "phase controller",
+        format!(
+            "http://127.0.0.1:{}/phases (admin: /admin/phases)",
+            args.cdc_port + 3
+        ),
+        controller_log.display()
+    );
+    println!(
+        "  {:<22} {:<40} {}",
         "cdc-sync (reverse)",
         format!("*_svc, shop_mirror → shop; :{}/metrics", args.cdc_port + 2),
         reverse_log.display()
@@ -737,6 +776,12 @@ fn run(args: Args) -> Fallible<()> {
             .map_err(|e| format!("probing the proxy: {e}"))?;
         if status != 200 || !body.contains("\"items\"") {
             return Err(format!("proxy answered {status}: {body}"));
+        }
+        // The phases, through the proxy's admin API and the controller behind it.
+        let (status, body) = http_get(args.proxy_admin_port, "/admin/phases")
+            .map_err(|e| format!("probing /admin/phases: {e}"))?;
+        if status != 200 || !body.contains("\"domain\":\"users\"") {
+            return Err(format!("/admin/phases answered {status}: {body}"));
         }
         let (status, body) =
             http_get(args.proxy_admin_port, "/admin/routes").map_err(|e| e.to_string())?;
@@ -1116,6 +1161,7 @@ fn proxy_config_text(
          [user_key]\njwt_secret = \"strangler-dev-secret-change-me-0123456789\"\n\
          jwt_issuer = \"shop-monolith\"\njwt_audience = \"shop\"\n\
          jwks_url = \"http://127.0.0.1:{}/.well-known/jwks.json\"\n\n\
+         [phases]\ncontroller = \"http://127.0.0.1:{}\"\n\n\
          [upstreams.monolith]\nbackends = [\"127.0.0.1:{}\"]\n",
         args.proxy_port,
         args.proxy_admin_port,
@@ -1123,6 +1169,7 @@ fn proxy_config_text(
         flags_url,
         seed.display(),
         args.monolith_port + 1,
+        args.cdc_port + 3,
         args.monolith_port,
     );
     for (i, service) in [
