@@ -80,14 +80,17 @@ fn users_move_there_and_back_under_load_with_kills_and_nothing_is_lost() {
         std::thread::sleep(Duration::from_millis(500));
     }
 
-    // The stack's gates, with a p99 bound a debug build on a shared machine can meet.
+    // The stack's gates, scaled to four shoppers on a debug build on a shared machine: fewer
+    // comparisons and canary requests to judge on, a p99 bound it can meet.
     let stack_json: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(state.join("stack.json")).unwrap()).unwrap();
     let controller = dir.path().join("strangler.toml");
     let text = std::fs::read_to_string(stack_json["controller_config"].as_str().unwrap()).unwrap();
     std::fs::write(
         &controller,
-        format!("{text}\n[gates]\ncanary_max_p99_ms = 5000.0\n"),
+        format!(
+            "{text}\n[gates]\ncanary_max_p99_ms = 5000.0\nshadow_min_compared = 30\ncanary_min_requests = 15\n"
+        ),
     )
     .unwrap();
     let report = dir.path().join("drill.md");
