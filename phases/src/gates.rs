@@ -326,11 +326,7 @@ impl Measure<'_> {
             }
         }
         let compared = matched + mismatched;
-        let rate = if compared == 0 {
-            0.0
-        } else {
-            mismatched as f64 / compared as f64
-        };
+        let rate = ratio(mismatched, compared);
         let figure = json!({
             "replicas": self.proxies.urls.len(), "compared": compared, "mismatches": mismatched,
             "errors": errors, "rate": rate, "min_compared": g.shadow_min_compared,
@@ -395,11 +391,7 @@ impl Measure<'_> {
                 p99 = p99.max(service["p99_ms"].as_f64().unwrap_or(0.0));
             }
         }
-        let rate = if requests == 0 {
-            0.0
-        } else {
-            errors as f64 / requests as f64
-        };
+        let rate = ratio(errors, requests);
         let figure = json!({
             "replicas": self.proxies.urls.len(), "requests": requests, "errors": errors,
             "error_rate": rate, "p99_ms": p99, "min_requests": g.canary_min_requests,
@@ -429,6 +421,15 @@ impl Measure<'_> {
                 g.canary_max_p99_ms
             ),
         )
+    }
+}
+
+/// `part / whole`, 0 for nothing counted.
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
     }
 }
 

@@ -85,26 +85,22 @@ enum PhaseCommand {
         to: Option<String>,
     },
     /// Move DOMAIN one phase forward (to --to, or the next), once every gate passes.
-    Advance {
-        domain: String,
-        #[arg(long)]
-        to: Option<String>,
-        #[arg(long)]
-        reason: String,
-        /// Move although gates fail (audited as forced).
-        #[arg(long)]
-        force: bool,
-    },
+    Advance(MoveArgs),
     /// Move DOMAIN back (to --to, default monolith); the service's writes are drained back first.
-    Rollback {
-        domain: String,
-        #[arg(long)]
-        to: Option<String>,
-        #[arg(long)]
-        reason: String,
-        #[arg(long)]
-        force: bool,
-    },
+    Rollback(MoveArgs),
+}
+
+/// What a move takes.
+#[derive(clap::Args)]
+struct MoveArgs {
+    domain: String,
+    #[arg(long)]
+    to: Option<String>,
+    #[arg(long)]
+    reason: String,
+    /// Move although gates fail (audited as forced).
+    #[arg(long)]
+    force: bool,
 }
 
 #[derive(Subcommand)]
@@ -202,7 +198,7 @@ async fn run(cli: Cli) -> Result<String, Failure> {
                 if matches!(
                     cli.command,
                     Command::Phase {
-                        command: PhaseCommand::Advance { .. } | PhaseCommand::Rollback { .. }
+                        command: PhaseCommand::Advance(_) | PhaseCommand::Rollback(_)
                     }
                 ) {
                     cli.timeout_ms.max(1_800_000)
@@ -417,47 +413,23 @@ async fn phase(api: &Api, command: PhaseCommand) -> Result<(Value, String), Fail
             }
             Ok((v, out))
         }
-        PhaseCommand::Advance {
-            domain,
-            to,
-            reason,
-            force,
-        }
-        | PhaseCommand::Rollback {
-            domain,
-            to,
-            reason,
-            force,
-        } if reason.trim().is_empty() => {
-            let _ = (domain, to, force);
-            Err(Failure("--reason must not be empty".into()))
-        }
-        PhaseCommand::Advance {
-            domain,
-            to,
-            reason,
-            force,
-        } => move_domain(api, "advance", &domain, to, &reason, force, &gate_line).await,
-        PhaseCommand::Rollback {
-            domain,
-            to,
-            reason,
-            force,
-        } => move_domain(api, "rollback", &domain, to, &reason, force, &gate_line).await,
+        PhaseCommand::Advance(m) => move_domain(api, "advance", m, &gate_line).await,
+        PhaseCommand::Rollback(m) => move_domain(api, "rollback", m, &gate_line).await,
     }
 }
 
 async fn move_domain(
     api: &Api,
     way: &str,
-    domain: &str,
-    to: Option<String>,
-    reason: &str,
-    force: bool,
+    m: MoveArgs,
     gate_line: &dyn Fn(&Value) -> String,
 ) -> Result<(Value, String), Failure> {
-    let mut body = json!({"reason": reason, "force": force});
-    if let Some(t) = to {
+    if m.reason.trim().is_empty() {
+        return Err(Failure("--reason must not be empty".into()));
+    }
+    let domain = m.domain.as_str();
+    let mut body = json!({"reason": m.reason, "force": m.force});
+    if let Some(t) = &m.to {
         body["to"] = json!(t);
     }
     let path = format!("/admin/phases/{}/{way}", encode(domain));
