@@ -110,17 +110,16 @@ impl Side {
 
     /// `(k1, k2) > (?, ?) AND (k1, k2) <= (?, ?)` for a range with optional ends.
     fn range(&self, lo: Option<&[Value]>, hi: Option<&[Value]>) -> (String, Vec<Value>) {
-        let tuple = format!("({})", self.key_list());
-        let marks = format!("({})", vec!["?"; self.keys.len()].join(", "));
+        use crate::model::server::{KeyBound, key_bound_sql};
+        let cols: Vec<String> = self.keys.iter().map(|k| quote_ident(k)).collect();
         let mut conds = Vec::new();
         let mut params = Vec::new();
-        if let Some(lo) = lo {
-            conds.push(format!("{tuple} > {marks}"));
-            params.extend(lo.iter().cloned());
-        }
-        if let Some(hi) = hi {
-            conds.push(format!("{tuple} <= {marks}"));
-            params.extend(hi.iter().cloned());
+        for (key, bound) in [(lo, KeyBound::After), (hi, KeyBound::AtMost)] {
+            if let Some(key) = key {
+                let (sql, parts) = key_bound_sql(&cols, bound);
+                conds.push(format!("({sql})"));
+                params.extend(parts.iter().map(|&i| key[i].clone()));
+            }
         }
         if conds.is_empty() {
             conds.push("1".into());

@@ -169,11 +169,10 @@ pub(super) async fn chunks(mut r: ChunkReader) -> Result<(), CdcError> {
         let mut conds = Vec::new();
         let mut params = Vec::new();
         if let Some(k) = &r.from {
-            conds.push(format!(
-                "({key_list}) > ({})",
-                vec!["?"; k.len()].join(", ")
-            ));
-            params.extend(k.iter().cloned());
+            let (sql, parts) =
+                crate::model::server::key_bound_sql(&r.keys, crate::model::server::KeyBound::After);
+            conds.push(sql);
+            params.extend(parts.iter().map(|&i| k[i].clone()));
         }
         if let Some(lo) = &r.lo {
             conds.push(format!("{} >= ?", r.first_key));

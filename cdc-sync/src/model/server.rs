@@ -89,9 +89,154 @@ pub fn quote_qualified(qualified: &str) -> String {
     }
 }
 
+/// Which side of a key a range bound keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyBound {
+    /// Keys strictly after the bound (a chunk's start).
+    After,
+    /// Keys up to and including the bound (a chunk's end).
+    AtMost,
+}
+
+/// A comparison of the (quoted) key columns `cols` with a key, as SQL with `?` placeholders and
+/// which key part each placeholder takes. Written out (`a >= ? AND (a > ? OR (a = ? AND b > ?))`)
+/// rather than as a row comparison `(a, b) > (?, ?)`, which MariaDB does not turn into an index
+/// range: on a composite key every chunk would scan from the start of the table.
+pub fn key_bound_sql(cols: &[String], bound: KeyBound) -> (String, Vec<usize>) {
+    let (strict, loose) = match bound {
+        KeyBound::After => (">", ">="),
+        KeyBound::AtMost => ("<", "<="),
+    };
+    let last = cols.len().saturating_sub(1);
+    let mut sql = match bound {
+        KeyBound::After => format!("{} > ?", cols[last]),
+        KeyBound::AtMost => format!("{} <= ?", cols[last]),
+    };
+    let mut params = vec![last];
+    for i in (0..last).rev() {
+        sql = format!("({c} {strict} ? OR ({c} = ? AND {sql}))", c = cols[i]);
+        params.splice(0..0, [i, i]);
+    }
+    if last > 0 {
+        sql = format!("{} {loose} ? AND {sql}", cols[0]);
+        params.insert(0, 0);
+    }
+    (sql, params)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn key_bounds_are_written_out_for_an_index_range() {
+        let one = vec!["`id`".to_string()];
+        assert_eq!(
+            key_bound_sql(&one, KeyBound::After),
+            ("`id` > ?".to_string(), vec![0])
+        );
+        let three: Vec<String> = ["`a`", "`b`", "`c`"].map(String::from).to_vec();
+        assert_eq!(
+            key_bound_sql(&three, KeyBound::After),
+            (
+                "`a` >= ? AND (`a` > ? OR (`a` = ? AND (`b` > ? OR (`b` = ? AND `c` > ?))))"
+                    .to_string(),
+                vec![0, 0, 0, 1, 1, 2]
+            )
+        );
+        let (sql, params) = key_bound_sql(&three[..2], KeyBound::AtMost);
+        assert_eq!(sql, "`a` <= ? AND (`a` < ? OR (`a` = ? AND `b` <= ?))");
+        assert_eq!(params, [0, 0, 0, 1]);
+    }
+
+    /// The written-out form means the same as the row comparison, on every pair of small keys.
+    #[test]
+    fn key_bounds_mean_the_row_comparison() {
+        let cols: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
+        let keys: Vec<[i32; 3]> = (0..27).map(|i| [i / 9, (i / 3) % 3, i % 3]).collect();
+        for bound in [KeyBound::After, KeyBound::AtMost] {
+            let (sql, params) = key_bound_sql(&cols, bound);
+            for k in &keys {
+                for v in &keys {
+                    let values: Vec<i32> = params.iter().map(|&i| v[i]).collect();
+                    let expected = match bound {
+                        KeyBound::After => k > v,
+                        KeyBound::AtMost => k <= v,
+                    };
+                    assert_eq!(eval(&sql, k, &values), expected, "{k:?} vs {v:?}: {sql}");
+                }
+            }
+        }
+    }
+
+    /// Evaluates the generated SQL over columns a, b, c = `row`, placeholders = `values`.
+    fn eval(sql: &str, row: &[i32; 3], values: &[i32]) -> bool {
+        let mut n = 0;
+        let mut text = String::new();
+        for ch in sql.chars() {
+            if ch == '?' {
+                text.push_str(&values[n].to_string());
+                n += 1;
+            } else {
+                text.push(ch);
+            }
+        }
+        let text = text
+            .replace('a', &row[0].to_string())
+            .replace('b', &row[1].to_string())
+            .replace('c', &row[2].to_string());
+        let tokens: Vec<String> = text
+            .replace('(', " ( ")
+            .replace(')', " ) ")
+            .split_whitespace()
+            .map(String::from)
+            .collect();
+        let mut pos = 0;
+        or(&tokens, &mut pos)
+    }
+
+    fn or(t: &[String], p: &mut usize) -> bool {
+        let mut v = and(t, p);
+        while *p < t.len() && t[*p] == "OR" {
+            *p += 1;
+            let r = and(t, p);
+            v = v || r;
+        }
+        v
+    }
+
+    fn and(t: &[String], p: &mut usize) -> bool {
+        let mut v = atom(t, p);
+        while *p < t.len() && t[*p] == "AND" {
+            *p += 1;
+            let r = atom(t, p);
+            v = v && r;
+        }
+        v
+    }
+
+    fn atom(t: &[String], p: &mut usize) -> bool {
+        if t[*p] == "(" {
+            *p += 1;
+            let v = or(t, p);
+            *p += 1; // ")"
+            return v;
+        }
+        let (l, op, r): (i32, &str, i32) = (
+            t[*p].parse().unwrap(),
+            t[*p + 1].as_str(),
+            t[*p + 2].parse().unwrap(),
+        );
+        *p += 3;
+        match op {
+            ">" => l > r,
+            ">=" => l >= r,
+            "<" => l < r,
+            "<=" => l <= r,
+            "=" => l == r,
+            other => panic!("{other}"),
+        }
+    }
 
     #[test]
     fn versions_of_both_families() {
