@@ -37,6 +37,10 @@ up=$(( $(date +%s) - started ))
 status=0
 "$CARGO_TARGET_DIR/release/strangler-drill" --stack "$state" --domain users --domain orders \
   --workers "$WORKERS" --dwell-secs "$DWELL" --gate-timeout-secs 600 --report "$work/report.md" || status=$?
+if [ ! -f "$work/report.md" ]; then
+  echo "the drill wrote no report (exit $status); $OUT is left as it was" >&2
+  exit "$status"
+fi
 {
   echo "<!-- written by bench/drill.sh; replace by running it again -->"
   echo

@@ -134,6 +134,8 @@ struct Drill {
     controller: Controller,
     moves: Vec<MoveRecord>,
     faults: Vec<Fault>,
+    /// How long each domain's backfill took, in ms (the stream copies while the shoppers load).
+    backfills: Vec<(String, u64)>,
 }
 
 impl Drill {
@@ -240,7 +242,10 @@ impl Drill {
             other => return Err(format!("the drill knows no service for {other}")),
         };
         self.go(domain, Way::Advance, Phase::Backfilling).await?;
+        let started = Instant::now();
         self.backfilled(domain).await?;
+        self.backfills
+            .push((domain.to_string(), started.elapsed().as_millis() as u64));
         self.go(domain, Way::Advance, Phase::Verified).await?;
         self.go(domain, Way::Advance, Phase::Shadow).await?;
         self.dwell().await;
@@ -325,6 +330,7 @@ async fn run(args: Args) -> Result<bool, String> {
         controller: Controller::new(config, decl, store),
         moves: Vec::new(),
         faults: Vec::new(),
+        backfills: Vec::new(),
     };
     let started = Instant::now();
     let mut failures = Vec::new();
@@ -413,6 +419,18 @@ fn report(
             m.held_writes.map_or("-".into(), |v| v.to_string())
         );
     }
+    for (domain, ms) in &drill.backfills {
+        let _ = writeln!(
+            r,
+            "\nBackfill of {domain}'s tables (between backfilling and verified): {:.1} s.",
+            *ms as f64 / 1000.0
+        );
+    }
+    let _ = writeln!(
+        r,
+        "\n`took` runs from the first try to the move: gate refusals while the load fed the gates, \
+         and the fresh verify of every table before `verified` and `service-primary`."
+    );
     let _ = writeln!(r, "\n## Faults\n");
     for f in &drill.faults {
         let _ = writeln!(
@@ -422,12 +440,16 @@ fn report(
         );
     }
     let _ = writeln!(r, "\n## Load\n");
-    let _ = writeln!(r, "| request | sent | ok | 4xx | 5xx | no answer |");
-    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|");
+    let _ = writeln!(
+        r,
+        "| request | sent | ok | 4xx | 5xx | no answer | error statuses |"
+    );
+    let _ = writeln!(r, "|---|---:|---:|---:|---:|---:|---|");
     for (kind, c) in &ledger.counts {
+        let statuses: Vec<String> = c.statuses.iter().map(|(s, n)| format!("{s}×{n}")).collect();
         let _ = writeln!(
             r,
-            "| {}{} | {} | {} | {} | {} | {} |",
+            "| {}{} | {} | {} | {} | {} | {} | {} |",
             kind.name(),
             if kind.idempotent() {
                 " (idempotent)"
@@ -438,7 +460,8 @@ fn report(
             c.ok,
             c.client_errors,
             c.server_errors,
-            c.transport_errors
+            c.transport_errors,
+            statuses.join(" ")
         );
     }
     let _ = writeln!(r, "\n## Checks\n");
