@@ -422,7 +422,7 @@ fn report(
     for (domain, ms) in &drill.backfills {
         let _ = writeln!(
             r,
-            "\nBackfill of {domain}'s tables (between backfilling and verified): {:.1} s.",
+            "\nBackfill of the {domain} tables (between backfilling and verified): {:.1} s.",
             *ms as f64 / 1000.0
         );
     }
