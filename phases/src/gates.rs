@@ -24,6 +24,16 @@ pub struct GateResult {
 }
 
 impl GateResult {
+    /// A replica's figures could not be read: the gate cannot pass.
+    fn unreadable(gate: Gate, e: &crate::proxies::ProxyError) -> Self {
+        Self::new(
+            gate,
+            false,
+            json!({"error": e.to_string()}),
+            format!("cannot read a replica's figures: {e}"),
+        )
+    }
+
     fn new(gate: Gate, passed: bool, figure: serde_json::Value, message: String) -> Self {
         Self {
             gate,
@@ -298,14 +308,7 @@ impl Measure<'_> {
         for p in &self.proxies.urls {
             let text = match self.proxies.text(p, "/metrics").await {
                 Ok(t) => t,
-                Err(e) => {
-                    return GateResult::new(
-                        gate,
-                        false,
-                        json!({"error": e.to_string()}),
-                        format!("cannot read a replica's figures: {e}"),
-                    );
-                }
+                Err(e) => return GateResult::unreadable(gate, &e),
             };
             for (labels, value) in samples(&text, "strangler_shadow_comparisons_total") {
                 let route = label(&labels, "route");
@@ -376,14 +379,7 @@ impl Measure<'_> {
                     .await
                 {
                     Ok(v) => v,
-                    Err(e) => {
-                        return GateResult::new(
-                            gate,
-                            false,
-                            json!({"error": e.to_string()}),
-                            format!("cannot read a replica's figures: {e}"),
-                        );
-                    }
+                    Err(e) => return GateResult::unreadable(gate, &e),
                 };
                 let service = &v["live"]["service"];
                 requests += service["requests"].as_u64().unwrap_or(0);

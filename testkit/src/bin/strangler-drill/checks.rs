@@ -210,40 +210,14 @@ async fn inner(
     );
 
     // 5. A verify of each moved domain's tables is clean.
-    let stream = cdc_sync::config::StreamConfig::load(&stack.to_services_config)?;
     for d in domains {
-        for m in drill
-            .controller
-            .decl
-            .mappings(phases::Direction::MonolithToServices, &[d.as_str()])
-        {
-            let Some(t) = stream.tables.iter().find(|t| t.source == m.source) else {
-                found
-                    .failures
-                    .push(format!("the stream does not carry {}", m.source));
-                continue;
-            };
-            let opts = cdc_sync::verify::VerifyOptions {
-                stream: stream.name.clone(),
-                offsets_db: stream.offsets_db.clone(),
-                mode: stream.mode,
-                ..Default::default()
-            };
-            let r = cdc_sync::verify::verify(
-                &stream.source_url,
-                &stream.target_url,
-                t,
-                &opts,
-                |_, _| {},
-            )
-            .await
-            .map_err(|e| format!("verify {}: {e}", m.source))?;
+        for r in drill.controller.verify_domain(d).await? {
             found.judge(
                 r.clean(),
-                format!("verify {} clean ({} rows)", m.source, r.source_rows),
+                format!("verify {} clean ({} rows)", r.source, r.source_rows),
                 format!(
                     "verify {}: missing {:?}, extra {:?}, different {:?}",
-                    m.source,
+                    r.source,
                     &r.missing[..r.missing.len().min(10)],
                     &r.extra[..r.extra.len().min(10)],
                     &r.different[..r.different.len().min(10)]
