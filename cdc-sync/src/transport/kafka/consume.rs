@@ -79,36 +79,18 @@ async fn apply_session(
     // takes over at once); positions come from the group's committed offsets.
     let mut tpl = TopicPartitionList::new();
     for topic in topics.all() {
-        // A topic created a moment ago may show no partitions yet: assigning none would consume
-        // nothing from it, silently. Ask again until it has some.
-        let asked = Instant::now();
-        let partitions: Vec<i32> = loop {
-            let metadata = consumer
-                .fetch_metadata(Some(topic), Duration::from_secs(10))
-                .map_err(|e| kafka_err(&format!("metadata of {topic}"), e))?;
-            let found: Vec<i32> = metadata
-                .topics()
-                .iter()
-                .filter(|t| t.error().is_none())
-                .flat_map(|t| t.partitions().iter().map(|p| p.id()))
-                .collect();
-            if !found.is_empty() {
-                break found;
+        let metadata = consumer
+            .fetch_metadata(Some(topic), Duration::from_secs(10))
+            .map_err(|e| kafka_err(&format!("metadata of {topic}"), e))?;
+        for t in metadata.topics() {
+            for p in t.partitions() {
+                let from = match k.resume_from {
+                    crate::config::ResumeFrom::Committed => KOffset::Stored,
+                    crate::config::ResumeFrom::Earliest => KOffset::Beginning,
+                };
+                tpl.add_partition_offset(topic, p.id(), from)
+                    .map_err(|e| kafka_err("assign", e))?;
             }
-            if asked.elapsed() > Duration::from_secs(30) {
-                return Err(CdcError::Kafka(format!(
-                    "topic {topic} shows no partitions after 30 s"
-                )));
-            }
-            tokio::time::sleep(Duration::from_millis(200)).await;
-        };
-        for p in partitions {
-            let from = match k.resume_from {
-                crate::config::ResumeFrom::Committed => KOffset::Stored,
-                crate::config::ResumeFrom::Earliest => KOffset::Beginning,
-            };
-            tpl.add_partition_offset(topic, p, from)
-                .map_err(|e| kafka_err("assign", e))?;
         }
     }
     consumer.assign(&tpl).map_err(|e| kafka_err("assign", e))?;
