@@ -9,7 +9,7 @@ use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 mod common;
-use common::{TABLE, burst, converge, exec, fingerprint, read_topic, spawn_stream};
+use common::{TABLE, burst, converge, exec, fingerprint, read_topic, show_logs, spawn_stream};
 
 /// A Kafka stream config: `(server URL, database)` of each side.
 fn stream_toml(
@@ -40,6 +40,7 @@ async fn wait_port(port: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kafka_mode_survives_kill_9_mid_burst_and_writes_debezium_records() {
+    show_logs();
     let broker = testkit::Tansu::start().unwrap();
     let (m, s) = (testkit::monolith_server(), testkit::services_server());
     let src = m.create_database("kcrash_src").await.unwrap();
@@ -169,6 +170,7 @@ async fn kafka_mode_survives_kill_9_mid_burst_and_writes_debezium_records() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_record_stops_the_applier_at_its_offset() {
+    show_logs();
     let broker = testkit::Tansu::start().unwrap();
     let (m, s) = (testkit::monolith_server(), testkit::services_server());
     let src = m.create_database("kbad_src").await.unwrap();
@@ -247,6 +249,7 @@ async fn malformed_record_stops_the_applier_at_its_offset() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn broker_outage_is_survived() {
+    show_logs();
     let broker = testkit::Tansu::start().unwrap();
     let (m, s) = (testkit::monolith_server(), testkit::services_server());
     let src = m.create_database("kfreeze_src").await.unwrap();
@@ -404,6 +407,7 @@ fn rename_column(v: &mut serde_json::Value, from: &str, to: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_record_naming_a_column_the_target_lacks_stops_the_applier() {
+    show_logs();
     let broker = testkit::Tansu::start().unwrap();
     let (m, s) = (testkit::monolith_server(), testkit::services_server());
     let src = m.create_database("kident_src").await.unwrap();

@@ -128,6 +128,19 @@ impl ControllerConfig {
         if c.proxies.is_empty() {
             return Err(bad("`proxies` names no proxy replica".into()));
         }
+        for p in &c.proxies {
+            let url = p.strip_prefix("dns+").unwrap_or(p);
+            let port = url
+                .rsplit_once(':')
+                .and_then(|(_, p)| p.trim_end_matches('/').parse::<u16>().ok());
+            if !(url.starts_with("http://") || url.starts_with("https://"))
+                || (p.starts_with("dns+") && port.is_none())
+            {
+                return Err(bad(format!(
+                    "proxies: {p:?} is neither http(s)://host:port nor dns+http(s)://name:port"
+                )));
+            }
+        }
         let b = c.bounds;
         if b.hold_ms == 0 || b.hold_ms > 30_000 || b.hold_ms <= b.drain_ms + b.catch_up_ms {
             return Err(bad(format!(
@@ -178,6 +191,20 @@ mod tests {
         .unwrap();
         let err = ControllerConfig::load(&path).unwrap_err().to_string();
         assert!(err.contains("0 to 1"), "{err}");
+        std::fs::write(
+            &path,
+            base.replace("http://127.0.0.1:8001", "127.0.0.1:8001"),
+        )
+        .unwrap();
+        let e = ControllerConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("neither http(s)://host:port"), "{e}");
+        std::fs::write(
+            &path,
+            base.replace("http://127.0.0.1:8001", "dns+http://proxy-pods"),
+        )
+        .unwrap();
+        let e = ControllerConfig::load(&path).unwrap_err().to_string();
+        assert!(e.contains("dns+http(s)://name:port"), "{e}");
         std::fs::write(&path, base.replace("proxies", "proxys")).unwrap();
         assert!(ControllerConfig::load(&path).is_err());
         std::fs::remove_dir_all(&dir).unwrap();

@@ -90,16 +90,19 @@ impl Controller {
         }
     }
 
+    /// The proxy replicas as they are now (a `dns+` entry resolved afresh).
+    async fn fleet(&self) -> Result<Proxies, PhaseError> {
+        self.proxies
+            .resolved()
+            .await
+            .map_err(|e| PhaseError::Flags(e.to_string()))
+    }
+
     /// Who the proxies say the caller is: `(name, role)`.
     async fn whoami(&self) -> Result<(String, String), PhaseError> {
-        let v = self
-            .proxies
-            .call(
-                reqwest::Method::GET,
-                &self.config.proxies[0],
-                "/admin/whoami",
-                None,
-            )
+        let fleet = self.fleet().await?;
+        let v = fleet
+            .call(reqwest::Method::GET, &fleet.urls[0], "/admin/whoami", None)
             .await
             .map_err(|e| PhaseError::Flags(e.to_string()))?;
         Ok((
@@ -171,11 +174,12 @@ impl Controller {
                 .map_err(failed)?;
         }
 
+        let fleet = self.fleet().await?;
         let measure = Measure {
             config: &self.config,
             decl: &self.decl,
             domain,
-            proxies: &self.proxies,
+            proxies: &fleet,
         };
         let mut gates = Vec::new();
         for gate in from.gates(to) {
@@ -279,11 +283,12 @@ impl Controller {
             .or((state.phase == Phase::ServicePrimary).then_some(Phase::Decommissioned));
         let mut gates = Vec::new();
         if let Some(to) = next {
+            let fleet = self.fleet().await?;
             let measure = Measure {
                 config: &self.config,
                 decl: &self.decl,
                 domain: &d,
-                proxies: &self.proxies,
+                proxies: &fleet,
             };
             for gate in state.phase.gates(to) {
                 gates.push(measure.measure(gate, state.phase.effect().owner).await);
@@ -533,11 +538,11 @@ impl Controller {
 
     /// The mode the domain's routes serve now (first replica).
     async fn route_mode(&self, domain: &Domain) -> Result<Option<flags::RouteMode>, String> {
-        let v = self
-            .proxies
+        let fleet = self.fleet().await.map_err(|e| e.to_string())?;
+        let v = fleet
             .call(
                 reqwest::Method::GET,
-                &self.config.proxies[0],
+                &fleet.urls[0],
                 &format!("/admin/routes/{}", domain.routes[0].name),
                 None,
             )
@@ -561,20 +566,20 @@ impl Controller {
         if name == "canary" {
             body["percent"] = json!(percent);
         }
-        self.proxies
+        let fleet = self.fleet().await.map_err(|e| e.to_string())?;
+        fleet
             .call(
                 reqwest::Method::PUT,
-                &self.config.proxies[0],
+                &fleet.urls[0],
                 &format!("/admin/routes/{route}/mode"),
                 Some(body),
             )
             .await
             .map_err(|e| e.to_string())?;
-        for p in &self.config.proxies {
+        for p in &fleet.urls {
             let started = std::time::Instant::now();
             loop {
-                let v = self
-                    .proxies
+                let v = fleet
                     .call(
                         reqwest::Method::GET,
                         p,

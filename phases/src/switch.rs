@@ -110,7 +110,7 @@ impl Admin<'_> {
             "max_ms": self.switch.hold.as_millis() as u64,
             "reason": self.switch.reason,
         });
-        for p in &self.switch.proxies {
+        for p in &self.proxies.urls {
             self.call(
                 reqwest::Method::POST,
                 p,
@@ -125,7 +125,7 @@ impl Admin<'_> {
     /// Releases every replica; the number of writes that were waiting.
     async fn release_all(&self) -> i64 {
         let mut waiting = 0;
-        for p in &self.switch.proxies {
+        for p in &self.proxies.urls {
             let path = format!("/admin/holds/{}", self.switch.flag);
             if let Ok(v) = self.call(reqwest::Method::GET, p, &path, None).await {
                 waiting += v["hold"]["waiting"].as_i64().unwrap_or(0);
@@ -148,7 +148,7 @@ impl Admin<'_> {
     }
 
     async fn set_mode(&self, mode: &str) -> Result<(), SwitchError> {
-        let proxy = &self.switch.proxies[0];
+        let proxy = &self.proxies.urls[0];
         self.call(
             reqwest::Method::PUT,
             proxy,
@@ -157,7 +157,7 @@ impl Admin<'_> {
         )
         .await?;
         // Every replica must serve the new mode before the writes go on.
-        for p in &self.switch.proxies {
+        for p in &self.proxies.urls {
             let started = Instant::now();
             loop {
                 let v = self
@@ -187,7 +187,7 @@ impl Admin<'_> {
         let v = self
             .call(
                 reqwest::Method::GET,
-                &self.switch.proxies[0],
+                &self.proxies.urls[0],
                 &format!("/admin/routes/{}", self.switch.route),
                 None,
             )
@@ -199,7 +199,9 @@ impl Admin<'_> {
 /// Runs the switch; on failure the previous mode is back and the holds are released.
 pub async fn switch(s: &Switch) -> Result<SwitchReport, SwitchError> {
     let admin = Admin {
-        proxies: Proxies::new(s.proxies.clone(), s.admin_token.clone()),
+        proxies: Proxies::new(s.proxies.clone(), s.admin_token.clone())
+            .resolved()
+            .await?,
         switch: s,
     };
     let before = admin.mode().await?;
@@ -231,7 +233,7 @@ async fn drain_and_flip(
     started: Instant,
 ) -> Result<(String, u64, u64), SwitchError> {
     // 1. No write of the domain in flight on any replica.
-    for p in &s.proxies {
+    for p in &admin.proxies.urls {
         loop {
             let n = admin.inflight(p).await?;
             if n == 0 {

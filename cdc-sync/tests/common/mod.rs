@@ -9,6 +9,16 @@ use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::Message;
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
+/// The in-process stream's log, captured per test and shown when it fails.
+pub fn show_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_env_filter(tracing_subscriber::EnvFilter::new(
+            "info,cdc_sync=debug,rdkafka=info",
+        ))
+        .try_init();
+}
+
 pub async fn exec(url: &str, sql: &str) {
     let mut c = mysql_async::Conn::from_url(url).await.unwrap();
     c.query_drop(sql)
