@@ -569,3 +569,32 @@ async fn a_chunk_after_a_composite_key_is_an_index_range() {
     .unwrap();
     assert_eq!(rows, [(490, 3), (491, 0), (491, 1)]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_progress_table_is_upgraded_once_by_processes_starting_together() {
+    // A progress table made before key ranges existed; a stream's publisher, applier and a CLI
+    // upgrade it at the same moment: every one succeeds and the column is there once.
+    let s = testkit::services_server();
+    let db = s.create_database("bf_upgrade").await.unwrap();
+    exec(&db.url, "CREATE TABLE cdc_backfill (stream VARCHAR(100) NOT NULL, source_table VARCHAR(200) NOT NULL, status VARCHAR(16) NOT NULL, request TEXT NOT NULL, last_key TEXT NULL, rows_copied BIGINT UNSIGNED NOT NULL DEFAULT 0, rows_estimate BIGINT UNSIGNED NOT NULL DEFAULT 0, chunks BIGINT UNSIGNED NOT NULL DEFAULT 0, message TEXT NULL, started_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3), PRIMARY KEY (stream, source_table))").await;
+    let mut tasks = Vec::new();
+    for _ in 0..6 {
+        let (url, name) = (db.url.clone(), db.name.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut c = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+            cdc_sync::backfill::progress::ensure_progress_table(&mut c, &name).await
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap().expect("each upgrade succeeds");
+    }
+    let mut c = mysql_async::Conn::from_url(db.url.as_str()).await.unwrap();
+    let n: Option<u64> = mysql_async::prelude::Queryable::exec_first(
+        &mut c,
+        "SELECT COUNT(*) FROM information_schema.COLUMNS WHERE TABLE_SCHEMA = ? AND TABLE_NAME = 'cdc_backfill' AND COLUMN_NAME = 'ranges'",
+        (db.name.as_str(),),
+    )
+    .await
+    .unwrap();
+    assert_eq!(n, Some(1));
+}

@@ -49,14 +49,15 @@ pub async fn ensure_progress_table(
            status VARCHAR(16) NOT NULL, request TEXT NOT NULL,
            last_key TEXT NULL, rows_copied BIGINT UNSIGNED NOT NULL DEFAULT 0,
            rows_estimate BIGINT UNSIGNED NOT NULL DEFAULT 0, chunks BIGINT UNSIGNED NOT NULL DEFAULT 0,
-           message TEXT NULL,
+           message TEXT NULL, ranges TEXT NULL,
            started_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
            updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3),
            PRIMARY KEY (stream, source_table))"
     ))
     .await?;
     // Tables made before ranges existed gain the column (checked first: MySQL has no
-    // `ADD COLUMN IF NOT EXISTS`).
+    // `ADD COLUMN IF NOT EXISTS`). Two processes may check at once (a stream's publisher and
+    // applier start together): the one that adds second finds it there, which is what it wanted.
     let has_ranges: Option<u64> = conn
         .exec_first(
             "SELECT COUNT(*) FROM information_schema.COLUMNS \
@@ -65,10 +66,16 @@ pub async fn ensure_progress_table(
         )
         .await?;
     if has_ranges == Some(0) {
-        conn.query_drop(format!(
-            "ALTER TABLE `{offsets_db}`.cdc_backfill ADD COLUMN ranges TEXT NULL"
-        ))
-        .await?;
+        const DUPLICATE_COLUMN: u16 = 1060;
+        match conn
+            .query_drop(format!(
+                "ALTER TABLE `{offsets_db}`.cdc_backfill ADD COLUMN ranges TEXT NULL"
+            ))
+            .await
+        {
+            Err(mysql_async::Error::Server(e)) if e.code == DUPLICATE_COLUMN => {}
+            other => other?,
+        }
     }
     Ok(())
 }
