@@ -30,12 +30,13 @@ declare -A IMAGES=(
   [notification-service]="notification-service"
   [strangler-proxy]="strangler-proxy stranglerctl"
   [cdc-sync]="cdc-sync"
+  [strangler]="strangler"
 )
 
 if [ -z "$bin_dir" ]; then
   export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/strangler/target}"
   cargo build --release -p legacy-monolith -p user-service -p product-service -p order-service \
-    -p notification-service -p strangler-proxy -p cdc-sync --bins
+    -p notification-service -p strangler-proxy -p cdc-sync -p phases --bins
   bin_dir="$CARGO_TARGET_DIR/release"
 fi
 if ! docker image inspect "$base" >/dev/null 2>&1 && ! docker pull -q "$base" >/dev/null; then

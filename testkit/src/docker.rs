@@ -76,6 +76,8 @@ pub struct ContainerSpec {
     pub tmpfs: Vec<String>,
     /// Host folder → container folder, read only (a mounted ConfigMap or Secret).
     pub mounts: Vec<(PathBuf, String)>,
+    /// More names it answers to on the network (the Services that select its pod).
+    pub aliases: Vec<String>,
 }
 
 /// A running container, removed on drop.
@@ -125,6 +127,9 @@ impl DockerNetwork {
                 "--network-alias".into(),
                 spec.name.clone(),
             ]);
+            for alias in &spec.aliases {
+                a.extend(["--network-alias".into(), alias.clone()]);
+            }
         }
         if let Some(e) = &spec.entrypoint {
             a.extend(["--entrypoint".into(), e.clone()]);

@@ -105,15 +105,47 @@ fn documented_secrets() -> BTreeMap<String, BTreeSet<String>> {
     secrets
 }
 
-/// The TOML block of kubernetes/README.md that starts with `name = `: cdc-sync's config.
-fn documented_cdc_config() -> String {
+/// The TOML block of kubernetes/README.md whose first line is `first`.
+fn documented_toml(first: &str) -> String {
     let readme = std::fs::read_to_string(repo().join("kubernetes/README.md")).unwrap();
     let start = readme
-        .find("```toml\nname = ")
-        .expect("cdc-sync config block")
+        .find(&format!("```toml\n{first}\n"))
+        .unwrap_or_else(|| panic!("no config block starting with {first}"))
         + 8;
     let len = readme[start..].find("```").unwrap();
     readme[start..start + len].to_string()
+}
+
+/// cdc-sync's config for the monolith → services stream (Secret `cdc-sync-config`).
+fn documented_cdc_config() -> String {
+    documented_toml("name = \"monolith-to-services\"")
+}
+
+/// The reverse stream's config: the README's header and the `[[tables]]` that
+/// `strangler domains streams --direction services-to-monolith` prints, as the README says.
+fn documented_reverse_config() -> String {
+    let out = Command::new(debug_binary("strangler"))
+        .args(["domains", "streams", "--direction", "services-to-monolith"])
+        .env(
+            "STRANGLER_DOMAINS",
+            repo().join("phases/config/shop-domains.toml"),
+        )
+        .output()
+        .unwrap();
+    let tables = testkit::assert_success(&out, "strangler domains streams");
+    format!(
+        "{}\n{tables}",
+        documented_toml("name = \"services-to-monolith\"")
+    )
+}
+
+fn documented_events_config() -> String {
+    documented_toml("name = \"service-events\"")
+}
+
+/// The phase controller's config (Secret `strangler-controller-config`).
+fn documented_controller_config() -> String {
+    documented_toml("proxies = [\"dns+http://strangler-proxy-admin-pods:8001\"]")
 }
 
 /// The environment prefix and source folders of the binary an image runs.
@@ -138,6 +170,7 @@ fn binary_sources(image: &str) -> (&'static str, Vec<PathBuf>) {
         ),
         "strangler-proxy" => ("STRANGLER", vec![]),
         "cdc-sync" => ("CDC", vec![repo().join("cdc-sync/src")]),
+        "strangler" => ("STRANGLER", vec![repo().join("phases/src")]),
         other => panic!("no sources known for {other}"),
     }
 }
@@ -207,9 +240,12 @@ fn manifests_agree_with_the_images_and_the_binaries() {
         names,
         BTreeSet::from([
             "cdc-sync",
+            "cdc-sync-events",
+            "cdc-sync-reverse",
             "notification-service",
             "order-service",
             "product-service",
+            "strangler-controller",
             "strangler-proxy",
             "user-service"
         ])
@@ -403,9 +439,11 @@ fn manifests_agree_with_the_images_and_the_binaries() {
             "{target}"
         );
     }
-    let cdc = named(&prod, "Deployment", "cdc-sync");
-    assert_eq!(cdc["spec"]["replicas"], 1);
-    assert_eq!(cdc["spec"]["strategy"]["type"], "Recreate");
+    for stream in ["cdc-sync", "cdc-sync-reverse", "cdc-sync-events"] {
+        let cdc = named(&prod, "Deployment", stream);
+        assert_eq!(cdc["spec"]["replicas"], 1, "{stream}: one binlog reader");
+        assert_eq!(cdc["spec"]["strategy"]["type"], "Recreate", "{stream}");
+    }
     assert_eq!(of_kind(&prod, "HorizontalPodAutoscaler").count(), 5);
     for d in of_kind(&prod, "Deployment") {
         for c in pod_containers(d) {
@@ -457,17 +495,79 @@ fn manifests_agree_with_the_images_and_the_binaries() {
             }
         }
     }
-    // cdc-sync's documented config parses with its own checker.
+    // The three streams' documented configs parse with cdc-sync's own checker, with distinct
+    // reader ids; the controller's with its loader.
     let dir = TempDir::new("cdc-config").unwrap();
-    let path = dir.path().join("cdc-sync.toml");
-    std::fs::write(&path, documented_cdc_config()).unwrap();
-    let out = Command::new(debug_binary("cdc-sync"))
-        .arg("--config")
-        .arg(&path)
-        .arg("--check-config")
-        .output()
-        .unwrap();
-    testkit::assert_success(&out, "cdc-sync --check-config with the documented config");
+    let mut readers = BTreeSet::new();
+    for (name, text) in [
+        ("cdc-sync", documented_cdc_config()),
+        ("cdc-sync-reverse", documented_reverse_config()),
+        ("cdc-sync-events", documented_events_config()),
+    ] {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, &text).unwrap();
+        let out = Command::new(debug_binary("cdc-sync"))
+            .arg("--config")
+            .arg(&path)
+            .arg("--check-config")
+            .output()
+            .unwrap();
+        testkit::assert_success(
+            &out,
+            &format!("cdc-sync --check-config with {name}'s config"),
+        );
+        let parsed: toml::Value = toml::from_str(&text).unwrap();
+        assert!(
+            readers.insert(parsed["reader_server_id"].as_integer().unwrap()),
+            "{name}: reader_server_id shared with another stream"
+        );
+    }
+    let reverse: toml::Value = toml::from_str(&documented_reverse_config()).unwrap();
+    assert!(
+        reverse["tables"].as_array().is_some_and(|t| t.len() >= 6),
+        "the reverse stream carries every domain's tables back: {reverse}"
+    );
+    let path = dir.path().join("strangler.toml");
+    std::fs::write(&path, documented_controller_config()).unwrap();
+    let controller =
+        phases::ControllerConfig::load(&path).expect("the documented controller config");
+    assert_eq!(controller.to_services_stream, "monolith-to-services");
+    assert_eq!(controller.to_monolith_stream, "services-to-monolith");
+    // The controller's mounts hold what its config names; its declaration is the repo's.
+    let ctl = named(&base, "Deployment", "strangler-controller");
+    let mounts: Vec<&str> = ctl["spec"]["template"]["spec"]["containers"][0]["volumeMounts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| s(&m["mountPath"]))
+        .collect();
+    let stream_config = controller.to_services_config.as_ref().unwrap();
+    assert!(
+        mounts.iter().any(|m| stream_config.starts_with(m)),
+        "{stream_config:?} is not mounted: {mounts:?}"
+    );
+    assert_eq!(
+        s(&generated(&base, "strangler-domains")["data"]["shop-domains.toml"]),
+        std::fs::read_to_string(repo().join("phases/config/shop-domains.toml")).unwrap(),
+        "kubernetes/base/strangler-controller/shop-domains.toml differs from phases/config/shop-domains.toml"
+    );
+    let proxy_toml = s(&generated(&base, "strangler-proxy-config")["data"]["proxy.toml"]);
+    let proxy: toml::Value = toml::from_str(proxy_toml).unwrap();
+    assert_eq!(
+        proxy["phases"]["controller"].as_str(),
+        Some("http://strangler-controller:9600"),
+        "the proxies forward /admin/phases to the controller's Service"
+    );
+    assert_eq!(
+        controller_calls(&base).len(),
+        3,
+        "the controller's proxies and stream admins are Services of the manifests"
+    );
+}
+
+/// The calls the phase controller's documented config makes: (Service, port).
+fn controller_calls(docs: &[Value]) -> Vec<(String, u64)> {
+    service_urls(docs, &documented_controller_config())
 }
 
 /// Every namespaced object of a render goes to `strangler` (an object without one would land in
@@ -549,6 +649,9 @@ fn calls(docs: &[Value]) -> BTreeSet<(String, String, u64)> {
     for t in service_urls(docs, toml) {
         targets.push(("strangler-proxy".into(), t));
     }
+    for t in controller_calls(docs) {
+        targets.push(("strangler-controller".into(), t));
+    }
     let mut edges = BTreeSet::new();
     for (caller, (svc, port)) in targets {
         let svc = named(docs, "Service", &svc);
@@ -629,6 +732,10 @@ fn istio_overlay_admits_exactly_the_calls_the_code_makes() {
         ("strangler-proxy", "order-service"),
         ("order-service", "product-service"),
         ("notification-service", "user-service"),
+        ("strangler-proxy", "strangler-controller"),
+        ("strangler-controller", "strangler-proxy"),
+        ("strangler-controller", "cdc-sync"),
+        ("strangler-controller", "cdc-sync-reverse"),
     ] {
         assert!(
             edges.iter().any(|e| e.0 == caller && e.1 == callee),
@@ -759,6 +866,29 @@ fn istio_overlay_admits_exactly_the_calls_the_code_makes() {
         }
     }
     assert_eq!(entry["spec"]["http"][0]["retries"]["attempts"], 0);
+    // Nor on the phase controller (a move made twice) or the stream admins it calls.
+    let mut no_retries: Vec<(String, u64)> = controller_calls(&mesh)
+        .into_iter()
+        .filter(|(host, _)| named(&mesh, "Service", host)["spec"]["clusterIP"] != "None")
+        .collect();
+    no_retries.push(("strangler-controller".into(), 9600));
+    for (host, port) in no_retries {
+        let fqdn = format!("{host}.strangler.svc.cluster.local");
+        let vs = of_kind(&mesh, "VirtualService")
+            .find(|v| {
+                v["spec"]["hosts"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .any(|h| h == fqdn.as_str())
+            })
+            .unwrap_or_else(|| panic!("no VirtualService for {fqdn}: the mesh would retry"));
+        assert_eq!(vs["spec"]["http"][0]["retries"]["attempts"], 0, "{fqdn}");
+        assert_eq!(
+            vs["spec"]["http"][0]["route"][0]["destination"]["port"]["number"],
+            port
+        );
+    }
     // The monolith has no sidecar: plaintext to it.
     let dr = of_kind(&mesh, "DestinationRule")
         .find(|d| d["spec"]["host"] == "legacy-monolith.strangler.svc.cluster.local")
@@ -968,11 +1098,15 @@ fn images_run_the_manifests_on_a_container_network() {
     let built = testkit::assert_success(&built, "docker/build-images.sh");
     let _images = ImagesGuard(built.lines().map(String::from).collect());
 
-    // One private MariaDB for both sides, reachable from the containers through the gateway.
-    let mut options = MariaDbOptions::new("deploy", 7101);
-    options.extra_args.push("--bind-address=0.0.0.0".into());
-    let db = MariaDb::start(options).unwrap();
-    let sql = |q: &str| {
+    // Two private MariaDB servers, the monolith's and the services', reachable from the containers
+    // through the gateway.
+    let start_db = |name: &str, id: u32| {
+        let mut options = MariaDbOptions::new(name, id);
+        options.extra_args.push("--bind-address=0.0.0.0".into());
+        MariaDb::start(options).unwrap()
+    };
+    let (monolith_db, services_db) = (start_db("deploy", 7101), start_db("deploy-svc", 7102));
+    let sql_on = |db: &MariaDb, q: &str| {
         let out = Command::new("mariadb")
             .args([
                 "-h127.0.0.1",
@@ -985,18 +1119,24 @@ fn images_run_the_manifests_on_a_container_network() {
             .unwrap();
         testkit::assert_success(&out, q)
     };
-    sql(
-        "CREATE USER 'strangler'@'%' IDENTIFIED BY 'deploy-test-pw'; \
-         GRANT ALL PRIVILEGES ON *.* TO 'strangler'@'%' WITH GRANT OPTION; \
-         CREATE DATABASE shop; CREATE DATABASE strangler;",
-    );
-    let url = |db_name: &str| {
+    for db in [&monolith_db, &services_db] {
+        sql_on(
+            db,
+            "CREATE USER 'strangler'@'%' IDENTIFIED BY 'deploy-test-pw'; \
+             GRANT ALL PRIVILEGES ON *.* TO 'strangler'@'%' WITH GRANT OPTION; \
+             CREATE DATABASE shop; CREATE DATABASE strangler;",
+        );
+    }
+    let on = |db: &MariaDb, db_name: &str| {
         format!(
             "mysql://strangler:deploy-test-pw@{}:{}/{db_name}",
             net.gateway(),
             db.port()
         )
     };
+    let url = |db_name: &str| on(&services_db, db_name);
+    let shop_url = on(&monolith_db, "shop");
+    let sql = |q: &str| sql_on(&services_db, q);
     let jwt = "deploy-test-legacy-jwt-secret-0123456789";
     let operator = "deploy-test-operator-token";
     let secret_values: BTreeMap<(&str, &str), String> = BTreeMap::from([
@@ -1011,6 +1151,7 @@ fn images_run_the_manifests_on_a_container_network() {
             url("notification_svc"),
         ),
         (("strangler-databases", "flags"), url("strangler")),
+        (("strangler-databases", "controller"), url("strangler")),
         (("strangler-tokens", "jwt-legacy-secret"), jwt.to_string()),
         (
             ("strangler-tokens", "internal-token"),
@@ -1024,6 +1165,14 @@ fn images_run_the_manifests_on_a_container_network() {
             ("strangler-tokens", "proxy-viewer-token"),
             "deploy-test-viewer-token".into(),
         ),
+        (
+            ("strangler-tokens", "controller-token"),
+            "deploy-test-controller-token".into(),
+        ),
+        (
+            ("strangler-tokens", "phases-api-token"),
+            "deploy-test-phases-api-token".into(),
+        ),
     ]);
     for (name, key) in secret_values.keys() {
         assert!(documented_secrets()[*name].contains(*key), "{name}/{key}");
@@ -1031,7 +1180,7 @@ fn images_run_the_manifests_on_a_container_network() {
 
     // The monolith (on EC2 in production): seeded, answering as `legacy-monolith`.
     let monolith_env = vec![
-        ("SHOP_DATABASE_URL".to_string(), url("shop")),
+        ("SHOP_DATABASE_URL".to_string(), shop_url.clone()),
         ("SHOP_LISTEN".into(), "0.0.0.0:8080".into()),
         ("SHOP_JWT_SECRET".into(), jwt.into()),
         ("SHOP_ID_STEP".into(), "2".into()),
@@ -1069,23 +1218,73 @@ fn images_run_the_manifests_on_a_container_network() {
         std::fs::write(dir.join(k), s(v)).unwrap();
     }
     volumes.insert(s(&proxy_cm["metadata"]["name"]).to_string(), dir);
-    let dir = files.path().join("cdc");
+    // The Secrets' files from the README's templates, with this test's servers and tokens.
+    let (monolith_root, services_root) = (on(&monolith_db, ""), url(""));
+    let servers = |text: String| {
+        text.replace(
+            "mysql://cdc:PASSWORD@monolith-db.shop.internal:3306/shop",
+            &shop_url,
+        )
+        .replace(
+            "mysql://cdc:PASSWORD@monolith-db.shop.internal:3306/",
+            &monolith_root,
+        )
+        .replace(
+            "mysql://cdc:PASSWORD@services-db.shop.internal:3306/",
+            &services_root,
+        )
+        .replace(
+            "mysql://cdc:PASSWORD@monolith-db.shop.internal:3306",
+            monolith_root.trim_end_matches('/'),
+        )
+        .replace(
+            "mysql://cdc:PASSWORD@services-db.shop.internal:3306",
+            services_root.trim_end_matches('/'),
+        )
+        .replace(
+            "THE-CONTROLLER-OPERATOR-TOKEN",
+            &secret_values[&("strangler-tokens", "controller-token")],
+        )
+        .replace(
+            "THE-PHASES-API-TOKEN",
+            &secret_values[&("strangler-tokens", "phases-api-token")],
+        )
+    };
+    for (secret, file, text) in [
+        ("cdc-sync-config", "cdc-sync.toml", documented_cdc_config()),
+        (
+            "cdc-sync-reverse-config",
+            "cdc-sync.toml",
+            documented_reverse_config(),
+        ),
+        (
+            "cdc-sync-events-config",
+            "cdc-sync.toml",
+            documented_events_config(),
+        ),
+        (
+            "strangler-controller-config",
+            "strangler.toml",
+            documented_controller_config(),
+        ),
+    ] {
+        let text = servers(text);
+        assert!(
+            !text.contains("PASSWORD") && !text.contains("THE-"),
+            "{text}"
+        );
+        let dir = files.path().join(secret);
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join(file), text).unwrap();
+        volumes.insert(secret.to_string(), dir);
+    }
+    let domains_cm = generated(&base, "strangler-domains");
+    let dir = files.path().join("domains");
     std::fs::create_dir_all(&dir).unwrap();
-    let cdc_config: String = documented_cdc_config()
-        .lines()
-        .map(|l| {
-            if l.starts_with("source_url") {
-                format!("source_url = \"{}\"", url("shop"))
-            } else if l.starts_with("target_url") {
-                format!("target_url = \"{}\"", url(""))
-            } else {
-                l.to_string()
-            }
-        })
-        .collect::<Vec<_>>()
-        .join("\n");
-    std::fs::write(dir.join("cdc-sync.toml"), cdc_config).unwrap();
-    volumes.insert("cdc-sync-config".into(), dir);
+    for (k, v) in domains_cm["data"].as_object().unwrap() {
+        std::fs::write(dir.join(k), s(v)).unwrap();
+    }
+    volumes.insert(s(&domains_cm["metadata"]["name"]).to_string(), dir);
     for p in std::fs::read_dir(files.path()).unwrap().flatten() {
         let _ = Command::new("chmod")
             .args(["-R", "a+rX"])
@@ -1093,8 +1292,9 @@ fn images_run_the_manifests_on_a_container_network() {
             .status();
     }
 
-    // The services, then cdc-sync, then the proxy: each pod's init containers to their end,
-    // then its main container, until /readyz answers.
+    // The services, then the streams and the phase controller, then the proxy: each pod's init
+    // containers to their end, then its main container, until /readyz answers. Each answers to
+    // the names of the Services that select it.
     let mut running: Vec<Container> = Vec::new();
     for name in [
         "user-service",
@@ -1102,6 +1302,9 @@ fn images_run_the_manifests_on_a_container_network() {
         "order-service",
         "notification-service",
         "cdc-sync",
+        "cdc-sync-reverse",
+        "cdc-sync-events",
+        "strangler-controller",
         "strangler-proxy",
     ] {
         let d = named(&base, "Deployment", name);
@@ -1119,13 +1322,23 @@ fn images_run_the_manifests_on_a_container_network() {
                 .unwrap_or_else(|e| panic!("{name}: init container {}: {e}", init["name"]));
         }
         let main = &pod["containers"][0];
-        let spec = spec_for(
+        let mut spec = spec_for(
             d,
             main,
             &tag,
             resolved_env(main, &secret_values, &base),
             &volumes,
         );
+        spec.aliases = of_kind(&base, "Service")
+            .filter(|svc| {
+                svc["spec"]["selector"].is_object()
+                    && selected(&base, &svc["spec"]["selector"])
+                        .iter()
+                        .any(|x| x["metadata"]["name"] == d["metadata"]["name"])
+            })
+            .map(|svc| s(&svc["metadata"]["name"]).to_string())
+            .filter(|n| n != name)
+            .collect();
         let c = net.start(&spec).unwrap();
         let probe = &main["readinessProbe"]["httpGet"];
         let port = main["ports"]
@@ -1141,6 +1354,7 @@ fn images_run_the_manifests_on_a_container_network() {
     }
     let proxy = running.last().unwrap();
     let cdc = &running[4];
+    let controller = &running[7];
 
     // Through the proxy: the monolith answers; the catalog reaches product-service by a backfill
     // through the running stream; after the flip with stranglerctl, product-service answers alike.
@@ -1213,6 +1427,28 @@ fn images_run_the_manifests_on_a_container_network() {
         served.lines().nth(1).is_some_and(|n| n.trim() == "30"),
         "{served}"
     );
+    // The migration phases through the proxy's admin API, forwarded to the phase controller with
+    // the Secrets' tokens: every declared domain, and a plan it computes for one.
+    let status = proxy
+        .exec(
+            &["stranglerctl", "--json", "phase", "status"],
+            &[("STRANGLER_ADMIN_TOKEN", operator)],
+        )
+        .unwrap_or_else(|e| panic!("stranglerctl phase status: {e}\n{}", controller.logs()));
+    let status: Value = serde_json::from_str(&status).unwrap();
+    let domains: BTreeSet<&str> = status["domains"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{status}"))
+        .iter()
+        .map(|d| s(&d["domain"]))
+        .collect();
+    assert_eq!(
+        domains,
+        BTreeSet::from(["notifications", "orders", "products", "users"]),
+        "{status}"
+    );
+    let (code, metrics) = http_get(controller.ip(), 9600, "/metrics").unwrap();
+    assert_eq!(code, 200, "{metrics}");
     // What the running proxy and cdc-sync export is what the dashboard check read from their
     // sources: every series they serve by now has a known name and exactly its known labels.
     let exported = exported_metrics();
