@@ -360,13 +360,16 @@ impl Measure<'_> {
         )
     }
 
-    /// The service side of the domain's routes over every replica's last minute: requests and
-    /// errors summed, the worst p99.
+    /// The service side of the domain's routes over the fleet's last minute: from one replica
+    /// when the proxies sum the fleet themselves (`live.scope` = `fleet`, a shared flag
+    /// database), else summed over every replica; requests and errors added, the worst p99.
     async fn canary(&self) -> GateResult {
         let gate = Gate::CanaryHealth;
         let g = self.config.gates;
         let (mut requests, mut errors, mut p99) = (0u64, 0u64, 0.0f64);
-        for p in &self.proxies.urls {
+        let mut replicas = 0u64;
+        'replicas: for p in &self.proxies.urls {
+            let mut fleet = None;
             for r in &self.domain.routes {
                 let v = match self
                     .proxies
@@ -385,15 +388,25 @@ impl Measure<'_> {
                 requests += service["requests"].as_u64().unwrap_or(0);
                 errors += service["errors"].as_u64().unwrap_or(0);
                 p99 = p99.max(service["p99_ms"].as_f64().unwrap_or(0.0));
+                if v["live"]["scope"] == "fleet" {
+                    fleet = v["live"]["replicas"].as_u64();
+                }
+            }
+            match fleet {
+                Some(n) => {
+                    replicas = n;
+                    break 'replicas;
+                }
+                None => replicas += 1,
             }
         }
         let rate = ratio(errors, requests);
         let figure = json!({
-            "replicas": self.proxies.urls.len(), "requests": requests, "errors": errors,
+            "replicas": replicas, "requests": requests, "errors": errors,
             "error_rate": rate, "p99_ms": p99, "min_requests": g.canary_min_requests,
             "max_error_rate": g.canary_max_error_rate, "max_p99_ms": g.canary_max_p99_ms,
         });
-        let fleet = format!("over {} replica(s)' last minute", self.proxies.urls.len());
+        let fleet = format!("over {replicas} replica(s)' last minute");
         if requests < g.canary_min_requests {
             return GateResult::new(
                 gate,

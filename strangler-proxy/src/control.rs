@@ -43,6 +43,8 @@ pub struct Control {
     pub holds: crate::hold::Holds,
     /// The admin API's client to the phase controller.
     pub http: reqwest::Client,
+    /// The other replicas' live figures (with a shared flag database).
+    pub fleet: Arc<crate::fleet::Fleet>,
 }
 
 impl Control {
@@ -79,6 +81,7 @@ impl Control {
             slo_seen: Mutex::default(),
             holds: Default::default(),
             http: reqwest::Client::new(),
+            fleet: Default::default(),
         })
     }
 
@@ -201,6 +204,12 @@ impl Control {
                     }
                 }
                 let _ = self.writer.set(source.clone());
+                let control = self.clone();
+                self.fleet.exchange_every_second(
+                    source.pool().clone(),
+                    source.table(),
+                    move || control.table.load_full(),
+                );
                 source.watch(self.flags.clone(), Duration::from_millis(*poll_ms));
             }
             FlagSourceConfig::Launchdarkly {

@@ -6,6 +6,7 @@ pub mod admin;
 pub mod breaker;
 pub mod config;
 pub mod control;
+pub mod fleet;
 pub mod header_edit;
 pub mod hold;
 pub mod jwks;

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, OnceLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// Seconds kept.
 pub const SLOTS: usize = 64;
@@ -125,48 +125,95 @@ impl Window {
 
     /// Figures for seconds `from..=to` (at most the last [`SLOTS`] seconds before `to`).
     pub fn summary(&self, from: u64, to: u64) -> Summary {
+        summarize(from, to, &self.slots(from, to))
+    }
+
+    /// The seconds of `from..=to` that saw requests, as plain data (what a replica publishes
+    /// to the fleet).
+    pub fn slots(&self, from: u64, to: u64) -> Vec<SlotData> {
         let from = from.max(to.saturating_sub(SLOTS as u64 - 1));
-        let mut out = Summary::default();
-        let mut hist = [0u64; BUCKETS];
+        let mut out = Vec::new();
         for sec in from..=to {
             let slot = &self.slots[(sec % SLOTS as u64) as usize];
             if slot.second.load(Ordering::Acquire) != sec {
-                out.series.push(0);
                 continue;
             }
-            let n = slot.requests.load(Ordering::Relaxed);
-            out.requests += n;
-            out.errors += slot.errors.load(Ordering::Relaxed);
-            out.series.push(n);
-            for (h, b) in hist.iter_mut().zip(&slot.latency) {
-                *h += u64::from(b.load(Ordering::Relaxed));
+            let requests = slot.requests.load(Ordering::Relaxed);
+            if requests == 0 {
+                continue;
             }
+            out.push(SlotData {
+                second: sec,
+                requests,
+                errors: slot.errors.load(Ordering::Relaxed),
+                latency: slot
+                    .latency
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, b)| {
+                        let n = b.load(Ordering::Relaxed);
+                        (n > 0).then_some((i as u8, n))
+                    })
+                    .collect(),
+            });
         }
-        let seconds = (to - from + 1) as f64;
-        out.rate = out.requests as f64 / seconds;
-        if out.requests > 0 {
-            out.error_rate = out.errors as f64 / out.requests as f64;
-        }
-        let total: u64 = hist.iter().sum();
-        let percentile = |q: f64| {
-            if total == 0 {
-                return None;
-            }
-            let rank = ((q * total as f64).ceil() as u64).max(1);
-            let mut seen = 0;
-            for (i, n) in hist.iter().enumerate() {
-                seen += n;
-                if seen >= rank {
-                    return Some((upper_ms(i) * 1000.0).round() / 1000.0);
-                }
-            }
-            None
-        };
-        out.p50_ms = percentile(0.50);
-        out.p95_ms = percentile(0.95);
-        out.p99_ms = percentile(0.99);
         out
     }
+}
+
+/// One second of one backend on one replica: counts and the non-empty latency buckets.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct SlotData {
+    pub second: u64,
+    pub requests: u64,
+    pub errors: u64,
+    /// (bucket, requests) for the buckets that have any.
+    pub latency: Vec<(u8, u32)>,
+}
+
+/// Figures for seconds `from..=to` (clamped to the last [`SLOTS`]) over `slots`, which may come
+/// from several replicas: the same second's counts and histograms add up.
+pub fn summarize(from: u64, to: u64, slots: &[SlotData]) -> Summary {
+    let from = from.max(to.saturating_sub(SLOTS as u64 - 1));
+    let mut out = Summary::default();
+    let mut hist = [0u64; BUCKETS];
+    let mut series = vec![0u64; (to + 1).saturating_sub(from) as usize];
+    for slot in slots {
+        if slot.second < from || slot.second > to {
+            continue;
+        }
+        out.requests += slot.requests;
+        out.errors += slot.errors;
+        series[(slot.second - from) as usize] += slot.requests;
+        for (b, n) in &slot.latency {
+            hist[(*b as usize).min(BUCKETS - 1)] += u64::from(*n);
+        }
+    }
+    out.series = series;
+    let seconds = (to + 1).saturating_sub(from).max(1) as f64;
+    out.rate = out.requests as f64 / seconds;
+    if out.requests > 0 {
+        out.error_rate = out.errors as f64 / out.requests as f64;
+    }
+    let total: u64 = hist.iter().sum();
+    let percentile = |q: f64| {
+        if total == 0 {
+            return None;
+        }
+        let rank = ((q * total as f64).ceil() as u64).max(1);
+        let mut seen = 0;
+        for (i, n) in hist.iter().enumerate() {
+            seen += n;
+            if seen >= rank {
+                return Some((upper_ms(i) * 1000.0).round() / 1000.0);
+            }
+        }
+        None
+    };
+    out.p50_ms = percentile(0.50);
+    out.p95_ms = percentile(0.95);
+    out.p99_ms = percentile(0.99);
+    out
 }
 
 /// A route's figures, on each side. Carried over config reloads by route name.
@@ -212,6 +259,31 @@ mod tests {
         assert!(s.p95_ms.unwrap() < 1.25, "{:?}", s.p95_ms);
         let p99 = s.p99_ms.unwrap();
         assert!((100.0..125.0).contains(&p99), "{p99}");
+    }
+
+    #[test]
+    fn replicas_slots_add_up_second_by_second() {
+        let (a, b) = (Window::default(), Window::default());
+        let t = 9_000;
+        for _ in 0..90 {
+            a.record(t, 1.0, false);
+        }
+        for _ in 0..10 {
+            b.record(t, 200.0, true);
+            b.record(t + 1, 1.0, false);
+        }
+        let mut all = a.slots(t, t + 1);
+        all.extend(b.slots(t, t + 1));
+        let s = summarize(t, t + 1, &all);
+        assert_eq!((s.requests, s.errors), (110, 10));
+        assert_eq!(s.series, vec![100, 10]);
+        // The slow tenth of the fleet shows in its p99, which neither replica alone has right.
+        assert!(s.p99_ms.unwrap() >= 200.0, "{:?}", s.p99_ms);
+        assert!(a.summary(t, t + 1).p99_ms.unwrap() < 2.0);
+        // Plain data survives the trip through the shared store.
+        let json = serde_json::to_string(&all).unwrap();
+        assert_eq!(serde_json::from_str::<Vec<SlotData>>(&json).unwrap(), all);
+        assert_eq!(a.summary(t, t + 1), summarize(t, t + 1, &a.slots(t, t + 1)));
     }
 
     #[test]

@@ -10,6 +10,7 @@ use flags::{Flag, FlagError, FlagSet, RouteMode};
 use serde::Serialize;
 
 use crate::control::Control;
+use crate::fleet::{Fleet, Side};
 use crate::live::{Summary, now_sec};
 use crate::routing::Route;
 
@@ -72,6 +73,11 @@ pub struct RouteView {
 #[derive(Debug, Clone, Serialize)]
 pub struct LiveView {
     pub window_secs: u64,
+    /// `fleet`: summed over every replica publishing to the shared flag database;
+    /// `replica`: this replica's own.
+    pub scope: crate::fleet::Scope,
+    /// Replicas the figures cover.
+    pub replicas: usize,
     pub monolith: Summary,
     pub service: Summary,
 }
@@ -166,7 +172,7 @@ impl Control {
         table
             .routes
             .iter()
-            .map(|r| route_view(r, flags.get(&r.flag).map(|f| &**f), now))
+            .map(|r| route_view(r, flags.get(&r.flag).map(|f| &**f), now, &self.fleet))
             .collect()
     }
 
@@ -179,7 +185,12 @@ impl Control {
             .find(|r| r.name == name)
             .ok_or_else(|| ReleaseError::UnknownRoute(name.into()))?;
         let flags = self.flags.snapshot();
-        Ok(route_view(r, flags.get(&r.flag).map(|f| &**f), now_sec()))
+        Ok(route_view(
+            r,
+            flags.get(&r.flag).map(|f| &**f),
+            now_sec(),
+            &self.fleet,
+        ))
     }
 
     /// Sets `route`'s mode (replacing its flag's targeting: the mode applies to everyone).
@@ -383,10 +394,15 @@ impl Control {
             if from > now {
                 continue;
             }
+            // The fleet's figures: a burn spread thin over many replicas is still a burn.
             let Some(reason) = burn(
                 &r.slo,
-                &r.stats.service.summary(from, now),
-                &r.stats.monolith.summary(from, now),
+                &self
+                    .fleet
+                    .summary(&r.name, Side::Service, &r.stats.service, from, now),
+                &self
+                    .fleet
+                    .summary(&r.name, Side::Monolith, &r.stats.monolith, from, now),
             ) else {
                 continue;
             };
@@ -479,7 +495,7 @@ pub fn burn(
     })
 }
 
-fn route_view(r: &Route, flag: Option<&Flag>, now: u64) -> RouteView {
+fn route_view(r: &Route, flag: Option<&Flag>, now: u64, fleet: &Fleet) -> RouteView {
     let mode = flag.map(ModeView::of).unwrap_or(ModeView {
         mode: "monolith".into(),
         percent: 0.0,
@@ -504,8 +520,10 @@ fn route_view(r: &Route, flag: Option<&Flag>, now: u64) -> RouteView {
         shadow_noise: r.noise.snapshot(),
         live: LiveView {
             window_secs: LIVE_WINDOW_SECS,
-            monolith: r.stats.monolith.summary(from, to),
-            service: r.stats.service.summary(from, to),
+            scope: fleet.scope(),
+            replicas: fleet.replicas(),
+            monolith: fleet.summary(&r.name, Side::Monolith, &r.stats.monolith, from, to),
+            service: fleet.summary(&r.name, Side::Service, &r.stats.service, from, to),
         },
         slo: r.slo.clone(),
     }

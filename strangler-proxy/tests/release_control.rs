@@ -615,3 +615,82 @@ async fn a_change_reaches_every_replica_without_failed_requests() {
     assert!(total > 0);
     eprintln!("slowest flip-to-effect over 3 replicas: {worst:?} ({total} requests, none failed)");
 }
+
+#[tokio::test]
+async fn figures_and_auto_rollback_are_the_fleets() {
+    // Two replicas on one flag database: each publishes its minute, each shows the sum, and a
+    // canary that fails on one replica too rarely for it alone to judge is rolled back on the
+    // fleet's figures.
+    let s = stack(
+        "release_fleet",
+        "\n[auto_rollback]\nwindow_secs = 20\nmin_requests = 20\nmax_error_rate = 0.2\n",
+    )
+    .await;
+    let body = std::fs::read_to_string(&s.proxy.config_path).unwrap();
+    let dir = testkit::TempDir::new("proxy-replica").unwrap();
+    let (port, admin) = (testkit::free_port(), testkit::free_port());
+    let text = body
+        .replace(
+            &format!("127.0.0.1:{}\"", s.proxy.port),
+            &format!("127.0.0.1:{port}\""),
+        )
+        .replace(
+            &format!("127.0.0.1:{}\"", s.proxy.admin),
+            &format!("127.0.0.1:{admin}\""),
+        )
+        .replace("up.sock", "up2.sock");
+    let (a, b) = (&s.proxy, &Proxy::launch(dir, port, admin, &text).await);
+    let (status, body) = put_mode(
+        a,
+        OPERATOR,
+        "orders",
+        json!({"mode": "service", "reason": "go"}),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    for p in [a, b] {
+        let started = Instant::now();
+        while served_by(p, "/api/orders/1", "u1").await != "order" {
+            assert!(started.elapsed() < Duration::from_secs(5), "{}", p.log());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    // Healthy traffic through A only; B shows it.
+    for i in 0..12 {
+        served_by(a, "/api/orders/1", &format!("u{i}")).await;
+    }
+    let seen = wait_for(b, "A's requests in B's figures", |r| {
+        route(r, "orders")["live"]["service"]["requests"].as_u64() >= Some(13)
+    })
+    .await;
+    let live = &route(&seen, "orders")["live"];
+    assert_eq!(live["scope"], "fleet", "{live}");
+    assert_eq!(live["replicas"], 2, "{live}");
+    assert_eq!(route(&seen, "orders")["on"], true);
+
+    // The service fails, seen through B only: 12 requests, fewer than one replica judges on.
+    s.order.failing.store(true, Ordering::SeqCst);
+    for i in 0..12 {
+        b.get_as("/api/orders/1", &format!("u{i}")).await;
+    }
+    let off = wait_for(a, "the fleet's rollback", |r| {
+        route(r, "orders")["on"] == false
+    })
+    .await;
+    assert_eq!(route(&off, "orders")["mode"], "monolith");
+    let (_, audit) = call(
+        a,
+        reqwest::Method::GET,
+        "/admin/audit?route=orders&limit=1",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    let last = &audit["entries"][0];
+    assert_eq!(last["actor"], "auto-rollback", "{audit}");
+    assert!(
+        last["reason"].as_str().unwrap().contains("error rate"),
+        "{audit}"
+    );
+}

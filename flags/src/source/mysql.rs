@@ -35,6 +35,16 @@ impl MysqlSource {
         }
     }
 
+    /// The connection pool to the flags' database (other shared state of the fleet lives there).
+    pub fn pool(&self) -> &Pool {
+        &self.pool
+    }
+
+    /// The flag table's name.
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+
     /// The audit table: `<table>_audit`.
     pub fn audit_table(&self) -> String {
         format!("{}_audit", self.table)
