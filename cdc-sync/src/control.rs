@@ -2,7 +2,8 @@
 //! `<offsets_db>.cdc_control` in its target database, set over the stream's HTTP API, by
 //! `cdc-sync pause|resume`, or by any controller with SQL. The running stream watches the row:
 //! pausing stops it at a committed offset, resuming starts it again from there, and a restart
-//! keeps the state.
+//! keeps the state. A table can be retired from the stream for good (`<offsets_db>.cdc_retired`,
+//! a decommissioned domain): the stream restarts at its committed offset without it.
 
 use std::time::Duration;
 
@@ -44,6 +45,8 @@ pub struct ControlState {
     pub changed_by: String,
     pub reason: String,
     pub changed_at: String,
+    /// Source tables retired from the stream, sorted.
+    pub retired: Vec<String>,
 }
 
 /// The control row of `stream` in `offsets_db` of the target at `pool`.
@@ -52,7 +55,10 @@ pub struct Control {
     /// The quoted offsets database.
     db: String,
     table: String,
+    retired: String,
     stream: String,
+    /// The stream's source tables (a retirement names one of them).
+    sources: Vec<String>,
     /// Whether the table is known to exist: DDL, even `IF NOT EXISTS`, goes to the binlog, so
     /// it is sent once, not on every poll.
     ready: std::sync::atomic::AtomicBool,
@@ -67,7 +73,9 @@ impl Control {
             pool: Pool::new(opts),
             db: quote_ident(&config.offsets_db),
             table: format!("{}.`cdc_control`", quote_ident(&config.offsets_db)),
+            retired: format!("{}.`cdc_retired`", quote_ident(&config.offsets_db)),
             stream: config.name.clone(),
+            sources: config.tables.iter().map(|t| t.source.clone()).collect(),
             ready: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -91,6 +99,18 @@ impl Control {
             self.table
         ))
         .await?;
+        conn.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+               stream VARCHAR(100) NOT NULL,
+               source_table VARCHAR(200) NOT NULL,
+               retired_by VARCHAR(128) NOT NULL,
+               reason VARCHAR(500) NOT NULL,
+               retired_at DATETIME(6) NOT NULL,
+               PRIMARY KEY (stream, source_table)
+             ) ENGINE=InnoDB DEFAULT CHARSET=utf8mb4",
+            self.retired
+        ))
+        .await?;
         self.ready.store(true, Ordering::Relaxed);
         Ok(())
     }
@@ -109,12 +129,22 @@ impl Control {
                 (&self.stream,),
             )
             .await?;
+        let retired: Vec<String> = conn
+            .exec(
+                format!(
+                    "SELECT source_table FROM {} WHERE stream = ? ORDER BY source_table",
+                    self.retired
+                ),
+                (&self.stream,),
+            )
+            .await?;
         Ok(match row {
             None => ControlState {
                 desired: Desired::Running,
                 changed_by: String::new(),
                 reason: String::new(),
                 changed_at: String::new(),
+                retired,
             },
             Some((desired, changed_by, reason, changed_at)) => ControlState {
                 desired: if desired == "paused" {
@@ -125,8 +155,39 @@ impl Control {
                 changed_by,
                 reason,
                 changed_at,
+                retired,
             },
         })
+    }
+
+    /// Retires `source_table` from the stream for good: the running stream stops at a committed
+    /// offset and starts again without it (its later changes are not applied). Retiring a
+    /// retired table changes nothing.
+    pub async fn retire(
+        &self,
+        source_table: &str,
+        actor: &str,
+        reason: &str,
+    ) -> Result<(), CdcError> {
+        if !self.sources.iter().any(|s| s == source_table) {
+            return Err(CdcError::Config(format!(
+                "{source_table} is not a source table of stream {} (its tables: {})",
+                self.stream,
+                self.sources.join(", ")
+            )));
+        }
+        let mut conn = self.pool.get_conn().await?;
+        self.ensure_table(&mut conn).await?;
+        conn.exec_drop(
+            format!(
+                "INSERT IGNORE INTO {} (stream, source_table, retired_by, reason, retired_at) \
+                 VALUES (?, ?, ?, ?, UTC_TIMESTAMP(6))",
+                self.retired
+            ),
+            (&self.stream, source_table, actor, reason),
+        )
+        .await?;
+        Ok(())
     }
 
     /// Asks the stream to run or pause.
@@ -170,10 +231,10 @@ pub async fn run_controlled(
         if *terminate.borrow() {
             return Ok(());
         }
-        let desired = match control.state().await {
+        let (desired, retired) = match control.state().await {
             Ok(state) => {
                 retry = Duration::from_millis(200);
-                state.desired
+                (state.desired, state.retired)
             }
             Err(e) => {
                 // The target is where the stream writes too: until it answers, nothing can run.
@@ -186,7 +247,10 @@ pub async fn run_controlled(
                 continue;
             }
         };
-        if desired == Desired::Paused {
+        let mut active = config.clone();
+        active.tables.retain(|t| !retired.contains(&t.source));
+        if desired == Desired::Paused || active.tables.is_empty() {
+            // Every table retired: nothing left to carry, the stream idles as if paused.
             metrics.paused.set(1);
             metrics.running.set(0);
             tokio::select! {
@@ -194,9 +258,12 @@ pub async fn run_controlled(
                 _ = terminate.changed() => return Ok(()),
             }
         }
+        if !retired.is_empty() {
+            tracing::info!(stream = %config.name, ?retired, "running without its retired tables");
+        }
         metrics.paused.set(0);
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-        let run = run_stream(config, role, metrics.clone(), stop_rx);
+        let run = run_stream(&active, role, metrics.clone(), stop_rx);
         tokio::pin!(run);
         let mut stopping = false;
         let outcome = loop {
@@ -208,10 +275,18 @@ pub async fn run_controlled(
                 }
                 _ = tokio::time::sleep(POLL), if !stopping => {
                     // A control row that cannot be read leaves the stream as it is.
-                    if matches!(control.state().await, Ok(s) if s.desired == Desired::Paused) {
-                        tracing::info!(stream = %config.name, "paused by its control row; stopping at a committed offset");
-                        stopping = true;
-                        let _ = stop_tx.send(true);
+                    match control.state().await {
+                        Ok(s) if s.desired == Desired::Paused => {
+                            tracing::info!(stream = %config.name, "paused by its control row; stopping at a committed offset");
+                            stopping = true;
+                            let _ = stop_tx.send(true);
+                        }
+                        Ok(s) if s.retired != retired => {
+                            tracing::info!(stream = %config.name, retired = ?s.retired, "a table was retired; restarting at a committed offset without it");
+                            stopping = true;
+                            let _ = stop_tx.send(true);
+                        }
+                        _ => {}
                     }
                 }
             }

@@ -136,3 +136,116 @@ async fn a_paused_stream_holds_its_offset_across_restarts_and_resumes_without_lo
     assert!(!no_reason.status.success());
     drop(process);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retired_table_leaves_the_stream_for_good_and_the_others_flow_on() {
+    let common::OrdersStream {
+        src,
+        dst,
+        dir,
+        config,
+        port,
+    } = common::orders_stream("ret", 4602).await;
+    // A second table in the same stream: it keeps flowing after `orders` is retired.
+    for url in [&src.url, &dst.url] {
+        exec(
+            url,
+            "CREATE TABLE notes (id INT PRIMARY KEY, body VARCHAR(40) NOT NULL)",
+        )
+        .await;
+    }
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "\n[[tables]]\nsource = \"{}.notes\"\ntarget = \"{}.notes\"\n",
+        src.name, dst.name
+    ));
+    std::fs::write(&config, text).unwrap();
+    let notes = |url: String| async move {
+        let mut c = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+        let n: Option<u64> = c.query_first("SELECT COUNT(*) FROM notes").await.unwrap();
+        n.unwrap_or(0)
+    };
+    let base = format!("http://127.0.0.1:{port}");
+    let http = reqwest::Client::new();
+    let status = || async {
+        let r = http.get(format!("{base}/status")).send().await.ok()?;
+        r.json::<serde_json::Value>().await.ok()
+    };
+    let process = spawn_stream(&config, dir.path(), 1, "cdc.log");
+    common::wait_ready(port).await;
+    exec(&src.url, "INSERT INTO orders VALUES (1, 1.00, 'before')").await;
+    wait_count(&dst.url, 1).await;
+
+    // Refused: a table the stream does not carry, and no reason.
+    let unknown = http
+        .post(format!("{base}/retire"))
+        .json(&serde_json::json!({"table": "shop.nope", "actor": "t", "reason": "r"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 422);
+    assert!(unknown.text().await.unwrap().contains("not a source table"));
+    let no_reason = http
+        .post(format!("{base}/retire"))
+        .json(&serde_json::json!({"table": format!("{}.orders", src.name), "actor": "t", "reason": " "}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(no_reason.status(), 422);
+
+    let retired = http
+        .post(format!("{base}/retire"))
+        .json(&serde_json::json!({
+            "table": format!("{}.orders", src.name), "actor": "phase-controller",
+            "reason": "orders decommissioned"
+        }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retired.status(), 202);
+    common::eventually("the stream running without orders", || async {
+        status().await.is_some_and(|s| {
+            s["running"] == true
+                && s["retired"] == serde_json::json!([format!("{}.orders", src.name)])
+        })
+    })
+    .await;
+    // Give the restart its poll, then: orders' changes stay behind, notes' go on.
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    exec(&src.url, "INSERT INTO orders VALUES (2, 2.00, 'after')").await;
+    exec(&src.url, "INSERT INTO notes VALUES (1, 'after')").await;
+    common::eventually("notes flowing", || async {
+        notes(dst.url.clone()).await == 1
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        count(&dst.url).await,
+        1,
+        "a retired table's change was applied"
+    );
+
+    // For good: a restart keeps it retired; the CLI says so too.
+    drop(process);
+    let process = spawn_stream(&config, dir.path(), 2, "cdc.log");
+    common::wait_ready(port).await;
+    exec(&src.url, "INSERT INTO notes VALUES (2, 'after restart')").await;
+    common::eventually("notes after restart", || async {
+        notes(dst.url.clone()).await == 2
+    })
+    .await;
+    assert_eq!(count(&dst.url).await, 1);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sync"))
+        .args(["retire", "--table"])
+        .arg(format!("{}.orders", src.name))
+        .args(["--reason", "again", "--actor", "ops", "--config"])
+        .arg(&config)
+        .output()
+        .unwrap();
+    let out = testkit::assert_success(&out, "cdc-sync retire");
+    assert!(
+        out.contains(&format!("retired now: {}.orders", src.name)),
+        "{out}"
+    );
+    drop(process);
+}

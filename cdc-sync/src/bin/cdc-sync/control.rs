@@ -1,4 +1,5 @@
-//! `cdc-sync pause|resume`: sets the stream's control row, which the running stream follows.
+//! `cdc-sync pause|resume|retire`: sets the stream's control rows, which the running stream
+//! follows.
 
 use cdc_sync::config::StreamConfig;
 use cdc_sync::control::{Control, Desired};
@@ -24,6 +25,30 @@ pub(crate) async fn set(
         serde_json::to_value(state.desired)?.as_str().unwrap_or("?"),
         state.changed_by,
         state.reason
+    );
+    Ok(())
+}
+
+pub(crate) async fn retire(
+    config: StreamConfig,
+    table: &str,
+    actor: Option<String>,
+    reason: &str,
+) -> anyhow::Result<()> {
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why");
+    }
+    let actor = actor
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into());
+    let control = Control::new(&config)?;
+    control.retire(table, &actor, reason).await?;
+    let state = control.state().await?;
+    println!(
+        "{}: retired {} (retired now: {})",
+        config.name,
+        table,
+        state.retired.join(", ")
     );
     Ok(())
 }

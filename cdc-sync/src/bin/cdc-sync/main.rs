@@ -119,6 +119,17 @@ enum Command {
         #[arg(long)]
         actor: Option<String>,
     },
+    /// Retire a source table from the stream for good (a decommissioned domain): the running
+    /// stream restarts at its committed offset without it. There is no un-retire.
+    Retire {
+        /// The source table, as in the config (`db.table`).
+        #[arg(long)]
+        table: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        actor: Option<String>,
+    },
 }
 
 fn load(cli: &Cli) -> StreamConfig {
@@ -156,6 +167,11 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Resume { reason, actor }) => {
             control::set(config, cdc_sync::control::Desired::Running, actor, &reason).await
         }
+        Some(Command::Retire {
+            table,
+            reason,
+            actor,
+        }) => control::retire(config, &table, actor, &reason).await,
         Some(Command::Backfill {
             table,
             chunk_size,

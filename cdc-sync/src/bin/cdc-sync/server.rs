@@ -23,7 +23,12 @@ pub(crate) async fn stream(
         let m = metrics.clone();
         let r = metrics.clone();
         let s = metrics.clone();
-        let (c1, c2, c3) = (control.clone(), control.clone(), control.clone());
+        let (c1, c2, c3, c4) = (
+            control.clone(),
+            control.clone(),
+            control.clone(),
+            control.clone(),
+        );
         let name = config.name.clone();
         axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
@@ -67,6 +72,13 @@ pub(crate) async fn stream(
                 }),
             )
             .route(
+                "/retire",
+                axum::routing::post(move |body: axum::Json<RetireRequest>| {
+                    let c = c4.clone();
+                    async move { retire(&c, body.0).await }
+                }),
+            )
+            .route(
                 "/metrics",
                 axum::routing::get(move || {
                     let m = m.clone();
@@ -94,6 +106,15 @@ struct ControlRequest {
     reason: String,
 }
 
+/// Body of `POST /retire`.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RetireRequest {
+    table: String,
+    actor: String,
+    reason: String,
+}
+
 type Answer = (axum::http::StatusCode, axum::Json<serde_json::Value>);
 
 fn failure(status: axum::http::StatusCode, message: String) -> Answer {
@@ -114,6 +135,7 @@ async fn status(name: &str, metrics: &Metrics, control: &cdc_sync::control::Cont
                 "changed_by": state.changed_by,
                 "reason": state.reason,
                 "changed_at": state.changed_at,
+                "retired": state.retired,
             })),
         ),
         Err(e) => failure(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
@@ -137,6 +159,33 @@ async fn set(
             axum::http::StatusCode::ACCEPTED,
             axum::Json(serde_json::json!({"desired": desired})),
         ),
+        Err(e) => failure(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+    }
+}
+
+/// `POST /retire`: retires a source table from the stream for good; the stream restarts at its
+/// committed offset without it within a poll.
+async fn retire(control: &cdc_sync::control::Control, request: RetireRequest) -> Answer {
+    if request.actor.trim().is_empty() || request.reason.trim().is_empty() {
+        return failure(
+            axum::http::StatusCode::UNPROCESSABLE_ENTITY,
+            "`actor` and `reason` must say who and why".into(),
+        );
+    }
+    match control
+        .retire(&request.table, &request.actor, &request.reason)
+        .await
+    {
+        Ok(()) => match control.state().await {
+            Ok(state) => (
+                axum::http::StatusCode::ACCEPTED,
+                axum::Json(serde_json::json!({"retired": state.retired})),
+            ),
+            Err(e) => failure(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        },
+        Err(cdc_sync::error::CdcError::Config(m)) => {
+            failure(axum::http::StatusCode::UNPROCESSABLE_ENTITY, m)
+        }
         Err(e) => failure(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
     }
 }
