@@ -114,6 +114,10 @@ pub fn app(control: Arc<Control>) -> Router {
         .route("/admin/routes", get(routes))
         .route("/admin/routes/{name}", get(route))
         .route("/admin/routes/{name}/mode", put(set_mode))
+        .route(
+            "/admin/routes/{name}/retire-monolith",
+            post(retire_monolith),
+        )
         .route("/admin/services/{service}/kill", post(kill))
         .route("/admin/audit", get(audit))
         .route("/admin/status", get(status))
@@ -335,6 +339,33 @@ async fn set_mode(
     result.into_response()
 }
 
+/// `POST /admin/routes/{name}/retire-monolith`: the route's domain is decommissioned.
+async fn retire_monolith(
+    State(control): State<Arc<Control>>,
+    Extension(caller): Extension<Caller>,
+    Path(name): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let result = async {
+        let source = request_source(&headers)?;
+        let body: Kill = parse_json(&body)?;
+        let reason = required_reason(&body.reason)?;
+        let note = ChangeNote {
+            actor: caller.name.clone(),
+            source,
+            action: "retire_monolith".into(),
+            subject: name.clone(),
+            reason,
+        };
+        let change = control.retire_monolith(&name, note).await?;
+        Ok::<_, Refusal>(Json(change))
+    }
+    .await;
+    result.into_response()
+}
+
+/// A body that only says why (kill switch, monolith retirement).
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Kill {

@@ -45,6 +45,8 @@ pub struct Control {
     pub http: reqwest::Client,
     /// The other replicas' live figures (with a shared flag database).
     pub fleet: Arc<crate::fleet::Fleet>,
+    /// Flags whose routes have no monolith side any more (decommissioned domains).
+    pub retired: Arc<crate::retired::Retired>,
 }
 
 impl Control {
@@ -82,6 +84,7 @@ impl Control {
             holds: Default::default(),
             http: reqwest::Client::new(),
             fleet: Default::default(),
+            retired: Default::default(),
         })
     }
 
@@ -210,6 +213,7 @@ impl Control {
                     source.table(),
                     move || control.table.load_full(),
                 );
+                self.retired.watch(source.pool().clone(), source.table());
                 source.watch(self.flags.clone(), Duration::from_millis(*poll_ms));
             }
             FlagSourceConfig::Launchdarkly {

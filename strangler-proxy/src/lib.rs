@@ -14,6 +14,7 @@ pub mod live;
 pub mod metrics;
 pub mod proxy;
 pub mod release;
+pub mod retired;
 pub mod routing;
 pub mod shadow;
 pub mod trace;

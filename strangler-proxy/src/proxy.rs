@@ -56,6 +56,8 @@ pub struct RequestState {
     table: Option<Arc<RoutingTable>>,
     route: Option<usize>,
     to_service: bool,
+    /// The route's monolith side is retired: the service answers, whatever happens.
+    retired: bool,
     fallback: Option<&'static str>,
     /// The route's mode, as an index into `metrics::MODES`.
     mode: usize,
@@ -313,7 +315,18 @@ impl ProxyHttp for StranglerProxy {
             // An unknown flag is the safe default: the monolith.
             (None, None) => "monolith",
         };
+        // A decommissioned domain has no monolith to fall back to.
+        let decision = if self.control.retired.contains(&route.flag) {
+            ctx.retired = true;
+            "retired"
+        } else {
+            decision
+        };
         match decision {
+            "retired" => {
+                ctx.to_service = true;
+                session.enable_retry_buffering();
+            }
             // A canary routes reads only: the monolith owns the domain's writes until the
             // whole domain moves (unless the route lets a canary write).
             "service" if ctx.mode == CANARY && !read_only && !route.canary_writes => {}
@@ -385,7 +398,13 @@ impl ProxyHttp for StranglerProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if ctx.on_service {
+        if ctx.on_service && ctx.retired {
+            // No monolith to go to: the client hears that the service is unreachable.
+            if let Some(r) = ctx.route(&ctx.table.clone().expect("set in request_filter")) {
+                r.breaker.record(false);
+            }
+            e.set_retry(false);
+        } else if ctx.on_service {
             // Nothing reached the service: sending the request to the monolith is no replay.
             let table = ctx.table.clone().expect("set in request_filter");
             if let Some(r) = ctx.route(&table) {
@@ -424,7 +443,10 @@ impl ProxyHttp for StranglerProxy {
             if let Some(r) = ctx.route(&table) {
                 r.breaker.record(false);
             }
-            if is_idempotent(&method) && !truncated && !ctx.response_started {
+            if ctx.retired {
+                // No monolith side: the failure is the answer.
+                e.set_retry(false);
+            } else if is_idempotent(&method) && !truncated && !ctx.response_started {
                 tracing::warn!(peer = %peer, error = %e, "service failed an idempotent request; retrying on the monolith");
                 ctx.fallback = Some("service_error");
                 e.set_retry(true);

@@ -64,6 +64,8 @@ pub struct RouteView {
     pub circuit: String,
     /// JSON fields shadow comparison learned to ignore (they differ between two monolith calls).
     pub shadow_noise: Vec<String>,
+    /// The domain is decommissioned: the service only, no monolith side.
+    pub monolith_retired: bool,
     /// Figures over the last `window_secs` completed seconds.
     pub live: LiveView,
     pub slo: crate::config::SloConfig,
@@ -172,7 +174,11 @@ impl Control {
         table
             .routes
             .iter()
-            .map(|r| route_view(r, flags.get(&r.flag).map(|f| &**f), now, &self.fleet))
+            .map(|r| {
+                let mut v = route_view(r, flags.get(&r.flag).map(|f| &**f), now, &self.fleet);
+                v.monolith_retired = self.retired.contains(&r.flag);
+                v
+            })
             .collect()
     }
 
@@ -185,12 +191,9 @@ impl Control {
             .find(|r| r.name == name)
             .ok_or_else(|| ReleaseError::UnknownRoute(name.into()))?;
         let flags = self.flags.snapshot();
-        Ok(route_view(
-            r,
-            flags.get(&r.flag).map(|f| &**f),
-            now_sec(),
-            &self.fleet,
-        ))
+        let mut v = route_view(r, flags.get(&r.flag).map(|f| &**f), now_sec(), &self.fleet);
+        v.monolith_retired = self.retired.contains(&r.flag);
+        Ok(v)
     }
 
     /// Sets `route`'s mode (replacing its flag's targeting: the mode applies to everyone).
@@ -210,6 +213,11 @@ impl Control {
             .find(|r| r.name == route)
             .map(|r| r.flag.clone())
             .ok_or_else(|| ReleaseError::UnknownRoute(route.into()))?;
+        if mode != RouteMode::Service && self.retired.contains(&flag_key) {
+            return Err(ReleaseError::Conflict(format!(
+                "{route}: its domain is decommissioned (flag {flag_key} has no monolith side); it serves `service` only"
+            )));
+        }
         let change = self
             .writer()?
             .change(&flag_key, expected_version, &note, |before| {
@@ -247,6 +255,10 @@ impl Control {
             if !done.insert(r.flag.clone()) {
                 continue;
             }
+            if self.retired.contains(&r.flag) {
+                tracing::warn!(route = %r.name, flag = %r.flag, "kill switch: the route's domain is decommissioned; it stays on its service");
+                continue;
+            }
             let note = ChangeNote {
                 actor: actor.into(),
                 source: source.into(),
@@ -260,6 +272,54 @@ impl Control {
             }
         }
         Ok(changes)
+    }
+
+    /// Retires the monolith side of `route`'s flag, for every replica and for good: its routes
+    /// go to the service only. The flag must serve `service` to everyone (`service-primary`).
+    pub async fn retire_monolith(
+        &self,
+        route: &str,
+        note: ChangeNote,
+    ) -> Result<ChangeView, ReleaseError> {
+        let flag_key = self
+            .table
+            .load()
+            .routes
+            .iter()
+            .find(|r| r.name == route)
+            .map(|r| r.flag.clone())
+            .ok_or_else(|| ReleaseError::UnknownRoute(route.into()))?;
+        let writer = self.writer()?;
+        let current = self.flags.snapshot().get(&flag_key).cloned();
+        if !current
+            .as_ref()
+            .is_some_and(|f| f.on && RouteMode::of(f) == Some(RouteMode::Service))
+        {
+            return Err(ReleaseError::Conflict(format!(
+                "{route}: flag {flag_key} must send everyone to the service before its monolith side is retired"
+            )));
+        }
+        crate::retired::Retired::store(
+            writer.pool(),
+            writer.table(),
+            &flag_key,
+            &note.actor,
+            &note.reason,
+        )
+        .await
+        .map_err(|e| ReleaseError::Store(e.to_string()))?;
+        self.retired.insert_local(&flag_key);
+        // The audit trail: the flag unchanged, the action recorded.
+        let change = writer
+            .change(&flag_key, None, &note, |before| {
+                Ok(before
+                    .cloned()
+                    .unwrap_or_else(|| RouteMode::Service.to_flag(&flag_key, 0, &flag_key)))
+            })
+            .await?;
+        self.install_local(&change.after);
+        self.log_change(&note, &change.after);
+        Ok(self.change_view(change))
     }
 
     /// Turns `flag_key` off unless it already sends everyone to the monolith.
@@ -386,7 +446,8 @@ impl Control {
                     RouteMode::of(flag),
                     Some(RouteMode::Canary { .. } | RouteMode::Service)
                 );
-            if !sending || !r.slo.enabled {
+            // A decommissioned domain has no monolith to roll back to.
+            if !sending || !r.slo.enabled || self.retired.contains(&r.flag) {
                 continue;
             }
             // Only whole seconds after the change count: the change's own second mixes modes.
@@ -518,6 +579,7 @@ fn route_view(r: &Route, flag: Option<&Flag>, now: u64, fleet: &Fleet) -> RouteV
         monolith_healthy: r.monolith.any_healthy(),
         circuit: format!("{:?}", r.breaker.state()).to_lowercase(),
         shadow_noise: r.noise.snapshot(),
+        monolith_retired: false,
         live: LiveView {
             window_secs: LIVE_WINDOW_SECS,
             scope: fleet.scope(),

@@ -694,3 +694,111 @@ async fn figures_and_auto_rollback_are_the_fleets() {
         "{audit}"
     );
 }
+
+#[tokio::test]
+async fn a_decommissioned_route_has_no_monolith_side() {
+    let s = stack(
+        "release_retired",
+        "\n[auto_rollback]\nwindow_secs = 10\nmin_requests = 10\nmax_error_rate = 0.2\n",
+    )
+    .await;
+    let p = &s.proxy;
+    let retire = |token: &'static str, reason: &'static str| {
+        call(
+            p,
+            reqwest::Method::POST,
+            "/admin/routes/orders/retire-monolith",
+            Some(token),
+            Some(json!({"reason": reason})),
+        )
+    };
+    // Not while users still reach the monolith; not by a viewer; not without a reason.
+    let (status, body) = retire(OPERATOR, "too early").await;
+    assert_eq!(status, 409, "{body}");
+    assert!(
+        body.to_string()
+            .contains("must send everyone to the service"),
+        "{body}"
+    );
+    let (status, _) = put_mode(
+        p,
+        OPERATOR,
+        "orders",
+        json!({"mode": "service", "reason": "go"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let (status, _) = retire(VIEWER, "viewer").await;
+    assert_eq!(status, 403);
+    let (status, body) = retire(OPERATOR, " ").await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = retire(OPERATOR, "orders decommissioned").await;
+    assert_eq!(status, 200, "{body}");
+    let routes = wait_for(p, "retired", |r| {
+        route(r, "orders")["monolith_retired"] == true
+    })
+    .await;
+    assert_eq!(route(&routes, "users")["monolith_retired"], false);
+    let (_, audit) = call(
+        p,
+        reqwest::Method::GET,
+        "/admin/audit?route=orders&limit=1",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(audit["entries"][0]["action"], "retire_monolith", "{audit}");
+
+    // No mode but service, and the kill switch leaves it on its service.
+    let (status, body) = put_mode(
+        p,
+        OPERATOR,
+        "orders",
+        json!({"mode": "monolith", "reason": "back"}),
+    )
+    .await;
+    assert_eq!(status, 409, "{body}");
+    assert!(body.to_string().contains("decommissioned"), "{body}");
+    let (status, body) = call(
+        p,
+        reqwest::Method::POST,
+        "/admin/services/order/kill",
+        Some(OPERATOR),
+        Some(json!({"reason": "panic"})),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(served_by(p, "/api/orders/1", "u1").await, "order");
+
+    // A failing service is the answer: no fallback, no breaker detour, no auto-rollback.
+    s.order.failing.store(true, Ordering::SeqCst);
+    let monolith_hits = s.monolith.hits.load(Ordering::SeqCst);
+    let mut failed = 0;
+    for i in 0..40 {
+        let (status, _, _) = p.get_as("/api/orders/1", &format!("u{i}")).await;
+        failed += usize::from(status >= 500);
+        tokio::time::sleep(Duration::from_millis(40)).await;
+    }
+    assert_eq!(failed, 40, "every request answered by the failing service");
+    assert_eq!(
+        s.monolith.hits.load(Ordering::SeqCst),
+        monolith_hits,
+        "the monolith was asked"
+    );
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let (_, r) = call(
+        p,
+        reqwest::Method::GET,
+        "/admin/routes/orders",
+        Some(VIEWER),
+        None,
+    )
+    .await;
+    assert_eq!(
+        (r["on"].as_bool(), r["mode"].as_str()),
+        (Some(true), Some("service")),
+        "{r}"
+    );
+    s.order.failing.store(false, Ordering::SeqCst);
+    assert_eq!(served_by(p, "/api/orders/1", "u1").await, "order");
+}
