@@ -98,7 +98,6 @@ impl IntoResponse for PhaseError {
             }
             PhaseError::Forbidden { .. } => (StatusCode::FORBIDDEN, "forbidden"),
             PhaseError::UnknownDomain { .. } => (StatusCode::NOT_FOUND, "unknown_domain"),
-            PhaseError::Decommission { .. } => (StatusCode::NOT_IMPLEMENTED, "not_automated"),
             PhaseError::Action { .. } => (StatusCode::BAD_GATEWAY, "move_failed"),
             PhaseError::Store(_) | PhaseError::Flags(_) => {
                 (StatusCode::SERVICE_UNAVAILABLE, "unavailable")

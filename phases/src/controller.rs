@@ -147,11 +147,6 @@ impl Controller {
         let from = state.phase;
         let to = self.target(req, from)?;
         from.check_move(&domain.name, to)?;
-        if to == Phase::Decommissioned {
-            return Err(PhaseError::Decommission {
-                domain: domain.name.clone(),
-            });
-        }
         let failed = |reason: String| PhaseError::Action {
             domain: domain.name.clone(),
             to,
@@ -163,7 +158,12 @@ impl Controller {
 
         // Before measuring: a move into `verified` or `service-primary` verifies afresh; one
         // that hands the writes over makes sure the stream that will carry them back runs.
-        if from.is_advance(to) && matches!(to, Phase::Verified | Phase::ServicePrimary) {
+        if from.is_advance(to)
+            && matches!(
+                to,
+                Phase::Verified | Phase::ServicePrimary | Phase::Decommissioned
+            )
+        {
             self.verify_tables(domain, to == Phase::Verified, &mut actions)
                 .await
                 .map_err(failed)?;
@@ -207,6 +207,30 @@ impl Controller {
             self.start_backfills(domain, &mut actions)
                 .await
                 .map_err(failed)?;
+        }
+        if to == Phase::Decommissioned {
+            // The routes first (no user reaches the monolith's copy), then the stream that
+            // kept that copy current, then the copy itself.
+            actions.push(
+                crate::decommission::retire_routes(&fleet, domain, req.reason)
+                    .await
+                    .map_err(failed)?,
+            );
+            let admin = self.config.to_monolith_admin.as_deref().ok_or_else(|| {
+                failed("the controller config names no to_monolith_admin (the services → monolith stream's admin API)".into())
+            })?;
+            actions.extend(
+                crate::decommission::retire_reverse_tables(
+                    admin, &self.decl, domain, who, req.reason,
+                )
+                .await
+                .map_err(failed)?,
+            );
+            actions.extend(
+                crate::decommission::make_read_only(&self.config.monolith_url, &self.decl, domain)
+                    .await
+                    .map_err(failed)?,
+            );
         }
         let mode_now = self.route_mode(domain).await.map_err(failed)?;
         if owner_next != owner_now {
@@ -302,6 +326,14 @@ impl Controller {
         let to = match (req.way, req.to) {
             (_, Some(to)) => to,
             (Way::Rollback, None) => Phase::Monolith,
+            // The one move that cannot be undone is never a default.
+            (Way::Advance, None) if from == Phase::ServicePrimary => {
+                return Err(PhaseError::Direction(format!(
+                    "{} is service-primary; the next phase, decommissioned, cannot be undone: \
+                     ask for it with `phase advance {} --to decommissioned`",
+                    req.domain, req.domain
+                )));
+            }
             (Way::Advance, None) => {
                 crate::plan::plan(req.domain, from, Phase::ServicePrimary, req.canary_steps)?
                     .first()

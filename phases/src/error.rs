@@ -48,11 +48,6 @@ pub enum PhaseError {
     Forbidden { who: String, role: String },
     #[error("{0}")]
     Direction(String),
-    #[error(
-        "{domain}: decommissioning is not automated yet (stop the reverse stream for its tables, \
-         remove its monolith routes and make its tables read-only by hand: runbooks/phases.md)"
-    )]
-    Decommission { domain: String },
     #[error("{domain} did not move to {to}: {reason}")]
     Action {
         domain: String,

@@ -7,6 +7,7 @@
 pub mod api;
 pub mod config;
 pub mod controller;
+pub mod decommission;
 pub mod domains;
 pub mod error;
 pub mod gates;

@@ -665,4 +665,108 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
     pause("resume");
     let (_, out, _) = cli.phase(&["history", "users", "--limit", "1", "--json"]);
     assert!(out.contains("\"forced\": true"), "{out}");
+
+    // Forward again to service-primary (forced past the traffic gates this time), then the last
+    // move: decommissioned.
+    let started = std::time::Instant::now();
+    loop {
+        let (code, _, err) = cli.phase(&strs(&act(&["advance", "users", "--json"])));
+        if code == 0 {
+            break;
+        }
+        assert!(
+            err.contains("backfill") && started.elapsed() < Duration::from_secs(60),
+            "{err}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    for to in ["shadow", "canary 50%", "service-primary"] {
+        let t = cli.moved(&strs(&act(&["advance", "users", "--to", to, "--force"])));
+        assert_eq!(t["to"], to, "{t}");
+    }
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/api/users/register"))
+        .json(&serde_json::json!({"name": "last before decommissioning"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-strangler-backend"], "service");
+    let (ok, out, err) = ctl(
+        OPERATOR,
+        &["phase", "plan", "users", "--to", "decommissioned"],
+    );
+    assert!(
+        ok && out.contains("service-primary → decommissioned"),
+        "{out}{err}"
+    );
+    let err = cli.refused(&strs(&act(&["advance", "users"])));
+    assert!(err.contains("--to decommissioned"), "{err}");
+    let t = cli.moved(&strs(&act(&["advance", "users", "--to", "decommissioned"])));
+    assert_eq!(t["to"], "decommissioned", "{t}");
+    let actions = t["actions"].to_string();
+    for needle in [
+        "verified",
+        "retired the monolith side of route.users",
+        "from the services → monolith stream",
+        "read-only",
+    ] {
+        assert!(actions.contains(needle), "{needle}: {t}");
+    }
+    // The last write made on the service reached the monolith before its copy froze.
+    assert!(
+        names(&src.url)
+            .await
+            .iter()
+            .any(|(_, n)| n == "last before decommissioning"),
+        "the monolith's copy missed a write"
+    );
+    // The monolith's copy refuses writes, naming the domain.
+    let mut c = mysql_async::Conn::from_url(src.url.as_str()).await.unwrap();
+    let refused = c
+        .query_drop("UPDATE users SET name = 'stray' WHERE id = 1")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        refused.contains("domain users is decommissioned"),
+        "{refused}"
+    );
+    c.disconnect().await.unwrap();
+    // The reverse stream carries it no more; the forward stream still runs.
+    let status: serde_json::Value = reqwest::get(format!("{s2m_admin}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        status["retired"],
+        serde_json::json!([format!("{}.users", dst.name)]),
+        "{status}"
+    );
+    let m2s_status: serde_json::Value = reqwest::get(format!("{m2s_admin}/status"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(m2s_status["running"], true, "{m2s_status}");
+    // The proxy has no monolith side for the routes: the service answers, and no mode, kill
+    // switch or phase move sends users back.
+    let r = http
+        .post(format!("http://127.0.0.1:{port}/api/users/register"))
+        .json(&serde_json::json!({"name": "after decommissioning"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.headers()["x-strangler-backend"], "service");
+    let (ok, _, err) = ctl(
+        OPERATOR,
+        &[
+            "flag", "set", "users.me", "--mode", "monolith", "--reason", "no",
+        ],
+    );
+    assert!(!ok && err.contains("decommissioned"), "{err}");
+    let err = cli.refused(&strs(&act(&["rollback", "users"])));
+    assert!(err.contains("decommissioned"), "{err}");
 }
