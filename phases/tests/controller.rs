@@ -769,4 +769,14 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
     assert!(!ok && err.contains("decommissioned"), "{err}");
     let err = cli.refused(&strs(&act(&["rollback", "users"])));
     assert!(err.contains("decommissioned"), "{err}");
+    // The runbook's archive of the frozen copy: every row, no read-only triggers.
+    let dump = std::process::Command::new("mysqldump")
+        .args(["--single-transaction", "--skip-triggers", "-h", "127.0.0.1"])
+        .arg(format!("-P{}", m.port()))
+        .args(["-u", "root", &src.name, "users"])
+        .output()
+        .unwrap();
+    let dump = testkit::assert_success(&dump, "mysqldump");
+    assert!(dump.contains("last before decommissioning"), "the archive misses rows");
+    assert!(!dump.contains("strangler_ro_"), "the archive carries the triggers");
 }
