@@ -33,6 +33,10 @@ pub struct Domain {
     pub flag: String,
     /// Monolith table (in the monolith's schema) → the service's copy, `schema.table`.
     pub tables: BTreeMap<String, String>,
+    /// Monolith table → its counter columns (integers both sides change concurrently, such as
+    /// stock levels): replicated as deltas in both directions, never as after-images.
+    #[serde(default)]
+    pub counters: BTreeMap<String, Vec<String>>,
     pub routes: Vec<Route>,
 }
 
@@ -64,6 +68,8 @@ pub struct TableMapping {
     pub source: String,
     /// `schema.table` written.
     pub target: String,
+    /// Counter columns, replicated as deltas.
+    pub counters: Vec<String>,
 }
 
 fn ident_ok(s: &str) -> bool {
@@ -136,6 +142,21 @@ impl Declaration {
                     )));
                 }
             }
+            for (table, columns) in &d.counters {
+                if !d.tables.contains_key(table) {
+                    return Err(bad(format!(
+                        "domain {}: counters name table {table:?}, which the domain does not declare",
+                        d.name
+                    )));
+                }
+                if columns.is_empty() || !columns.iter().all(|c| ident_ok(c) && !c.contains('.'))
+                {
+                    return Err(bad(format!(
+                        "domain {}: counters of {table} must be column names",
+                        d.name
+                    )));
+                }
+            }
             for r in &d.routes {
                 if !routes.insert(r.name.as_str()) {
                     return Err(bad(format!("route {} is declared twice", r.name)));
@@ -175,7 +196,11 @@ impl Declaration {
                     Direction::MonolithToServices => (monolith, copy.clone()),
                     Direction::ServicesToMonolith => (copy.clone(), monolith),
                 };
-                out.push(TableMapping { source, target });
+                out.push(TableMapping {
+                    source,
+                    target,
+                    counters: d.counters.get(table).cloned().unwrap_or_default(),
+                });
             }
         }
         out
@@ -190,6 +215,10 @@ impl Declaration {
                 "\n[[tables]]\nsource = \"{}\"\ntarget = \"{}\"\n",
                 m.source, m.target
             );
+            if !m.counters.is_empty() {
+                let quoted: Vec<String> = m.counters.iter().map(|c| format!("\"{c}\"")).collect();
+                let _ = writeln!(out, "counters = [{}]", quoted.join(", "));
+            }
         }
         out
     }
@@ -248,7 +277,8 @@ mod tests {
             forward,
             [TableMapping {
                 source: "shop.users".into(),
-                target: "user_svc.users".into()
+                target: "user_svc.users".into(),
+                counters: vec![],
             }]
         );
         let back = decl.mappings(Direction::ServicesToMonolith, &["orders"]);
@@ -258,6 +288,18 @@ mod tests {
                 .all(|m| m.target.starts_with("shop.") && m.source.starts_with("order_svc."))
         );
         assert_eq!(decl.mappings(Direction::MonolithToServices, &[]).len(), 7);
+        // Stock levels replicate as deltas, both ways.
+        for direction in [Direction::MonolithToServices, Direction::ServicesToMonolith] {
+            let toml = decl.cdc_tables_toml(direction, &["products"]);
+            let parsed: toml::Value = toml::from_str(&toml).unwrap();
+            let inventory = parsed["tables"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|t| t["source"].as_str().unwrap().ends_with(".inventory"))
+                .unwrap();
+            assert_eq!(inventory["counters"], toml::Value::from(vec!["available"]), "{toml}");
+        }
         assert!(decl.domain("payments").is_err());
     }
 
@@ -282,6 +324,14 @@ mod tests {
             (
                 SHOP.replace("flag = \"route.users\"", "flags = 1"),
                 "unknown field",
+            ),
+            (
+                SHOP.replace("counters = { inventory", "counters = { stock"),
+                "which the domain does not declare",
+            ),
+            (
+                SHOP.replace("[\"available\"]", "[\"a.b\"]"),
+                "must be column names",
             ),
         ];
         for (text, expected) in cases {

@@ -119,6 +119,36 @@ async fn write(
     Ok(())
 }
 
+/// The counter increments of `change` alone, when it has any.
+async fn apply_increments(
+    tx: &mut mysql_async::Transaction<'_>,
+    pending: &mut Option<Upserts>,
+    applied: &mut Applied,
+    change: &RowChange,
+) -> Result<(), CdcError> {
+    if let Some((sql, params)) = &change.increments {
+        flush(tx, pending, applied).await?;
+        tx.exec_drop(sql, params.clone()).await?;
+        applied.statements += 1;
+    }
+    Ok(())
+}
+
+/// `after − before` of a counter column, both integers (a NULL counts as 0); `None` for a value
+/// that is not an integer.
+fn counter_delta(before: &Value, after: &Value) -> Option<i64> {
+    let int = |v: &Value| -> Option<i128> {
+        match v {
+            Value::NULL => Some(0),
+            Value::Int(i) => Some(i128::from(*i)),
+            Value::UInt(u) => Some(i128::from(*u)),
+            Value::Bytes(b) => std::str::from_utf8(b).ok()?.trim().parse().ok(),
+            _ => None,
+        }
+    };
+    i64::try_from(int(after)? - int(before)?).ok()
+}
+
 /// One row change as SQL: the write, and the check that tells a conflict.
 struct RowChange {
     table: String,
@@ -131,6 +161,10 @@ struct RowChange {
     check: Option<Check>,
     /// The target key's values: tells two changes of one row apart from changes of two rows.
     key: Vec<Value>,
+    /// For an update that moves counter columns: `UPDATE t SET c = c + ? … WHERE key`, the
+    /// increments alone. Applied even when the rest of the row is already as the event leaves
+    /// it, or kept as the target's after a conflict: a counter's delta is never lost.
+    increments: Option<(String, Vec<Value>)>,
 }
 
 impl RowChange {
@@ -461,6 +495,12 @@ impl MysqlApplier {
                 key.into_iter().map(|(_, v, _)| v).collect(),
             ))
         };
+        // The counters' target columns.
+        let counters: std::collections::HashSet<String> = m
+            .counters
+            .iter()
+            .filter_map(|c| m.target_column(c).map(str::to_string))
+            .collect();
         let check = |before: Option<&Row>,
                      after: Option<&Row>,
                      key_row: &Row|
@@ -475,11 +515,15 @@ impl MysqlApplier {
                     // Both images map the same columns; floats are not compared.
                     let compared: Vec<_> = mapped(row, false)?
                         .into_iter()
-                        .filter(|(_, _, c)| *c)
+                        .filter(|(name, _, c)| *c && !counters.contains(name))
                         .collect();
                     cols = compared.iter().map(|(c, _, _)| quote_ident(c)).collect();
                     *slot = Some(compared.into_iter().map(|(_, v, _)| v).collect());
                 }
+            }
+            if cols.is_empty() {
+                // Nothing but counters to compare: every change applies as increments.
+                return Ok(None);
             }
             Ok(Some(Check {
                 target: target.clone(),
@@ -508,20 +552,72 @@ impl MysqlApplier {
                     cols.push(quote_ident(name));
                     params.push(default_sql_value(value));
                 }
-                let updates: Vec<String> =
-                    cols.iter().map(|c| format!("{c} = VALUES({c})")).collect();
                 let before = if env.op == Op::Update {
                     env.before.as_ref()
                 } else {
                     None
                 };
+                // An update of counter columns: their deltas, applied as increments.
+                let deltas = match before {
+                    Some(b) if !counters.is_empty() => {
+                        let old: HashMap<String, Value> = mapped(b, false)?
+                            .into_iter()
+                            .map(|(c, v, _)| (c, v))
+                            .collect();
+                        let mut deltas = Vec::new();
+                        for (c, v, _) in mapped(row, false)? {
+                            if !counters.contains(&c) {
+                                continue;
+                            }
+                            let was = old.get(&c).cloned().unwrap_or(Value::NULL);
+                            let d = counter_delta(&was, &v).ok_or_else(|| {
+                                malformed(format!(
+                                    "counter column {c} holds {v:?} after {was:?}: counters are integers"
+                                ))
+                            })?;
+                            deltas.push((quote_ident(&c), d));
+                        }
+                        deltas
+                    }
+                    _ => Vec::new(),
+                };
+                let updates: Vec<String> = cols
+                    .iter()
+                    .map(|c| match deltas.iter().find(|(d, _)| d == c) {
+                        Some(_) => format!("{c} = COALESCE({c}, 0) + ?"),
+                        None => format!("{c} = VALUES({c})"),
+                    })
+                    .collect();
+                let (cond, key) = key_where(row)?;
+                let increments = deltas.iter().any(|(_, d)| *d != 0).then(|| {
+                    let sets: Vec<String> = deltas
+                        .iter()
+                        .map(|(c, _)| format!("{c} = COALESCE({c}, 0) + ?"))
+                        .collect();
+                    let mut p: Vec<Value> = deltas.iter().map(|(_, d)| Value::Int(*d)).collect();
+                    p.extend(key.iter().cloned());
+                    (
+                        format!("UPDATE {target} SET {} WHERE {cond}", sets.join(", ")),
+                        p,
+                    )
+                });
+                let mut write_params = params;
+                // The ON DUPLICATE KEY part's increments follow the row's values, in column order.
+                for c in &cols {
+                    if let Some((_, d)) = deltas.iter().find(|(dc, _)| dc == c) {
+                        write_params.push(Value::Int(*d));
+                    }
+                }
                 RowChange {
                     table: m.target.clone(),
                     op: env.op,
-                    upsert: Some((
-                        format!("INSERT INTO {target} ({}) VALUES ", cols.join(", ")),
-                        format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", ")),
-                    )),
+                    // Rows with increments go one by one: each carries its own deltas.
+                    upsert: deltas.is_empty().then(|| {
+                        (
+                            format!("INSERT INTO {target} ({}) VALUES ", cols.join(", ")),
+                            format!(" ON DUPLICATE KEY UPDATE {}", updates.join(", ")),
+                        )
+                    }),
                     write: Some((
                         format!(
                             "INSERT INTO {target} ({}) VALUES ({}) ON DUPLICATE KEY UPDATE {}",
@@ -529,10 +625,11 @@ impl MysqlApplier {
                             vec!["?"; cols.len()].join(", "),
                             updates.join(", ")
                         ),
-                        params,
+                        write_params,
                     )),
                     check: check(before, Some(row), row)?,
-                    key: key_where(row)?.1,
+                    key,
+                    increments,
                 }
             }
             Op::Delete => {
@@ -549,6 +646,7 @@ impl MysqlApplier {
                     upsert: None,
                     check: check(Some(row), None, row)?,
                     key: params_key,
+                    increments: None,
                 }
             }
             Op::Truncate => RowChange {
@@ -558,6 +656,7 @@ impl MysqlApplier {
                 upsert: None,
                 check: None,
                 key: Vec::new(),
+                increments: None,
             },
             Op::Message => return Ok(None),
         };
@@ -703,7 +802,8 @@ impl MysqlApplier {
                 let conflict = match (change.op, found.get(&n).copied()) {
                     (_, Some((_, Some(1)))) => {
                         // Already as the event leaves it (a replay, or both sides made the same
-                        // change): nothing to do.
+                        // change): nothing to do but the counters' increments.
+                        apply_increments(&mut tx, &mut pending, &mut applied, &change).await?;
                         continue;
                     }
                     (Op::Delete, None) => continue,
@@ -721,6 +821,8 @@ impl MysqlApplier {
                         winner,
                     });
                     if winner == Owner::Target {
+                        // The target's row stands; the counters still move by the source's delta.
+                        apply_increments(&mut tx, &mut pending, &mut applied, &change).await?;
                         continue;
                     }
                 }

@@ -26,6 +26,11 @@ pub struct TableMapping {
     /// Source column → transform (`lower`, `upper`, `trim`).
     #[serde(default)]
     pub transform: BTreeMap<String, Transform>,
+    /// Integer source columns replicated as deltas: an update applies `after − before` as an
+    /// increment (`SET stock = stock + ?`), so that both sides decrementing one row concurrently
+    /// lose nothing. Never compared for conflicts; inserts and snapshots write the value.
+    #[serde(default)]
+    pub counters: Vec<String>,
 }
 
 /// A value transform.
@@ -109,6 +114,7 @@ impl TableMapping {
             .chain(self.rename.keys())
             .chain(self.drop.iter())
             .chain(self.transform.keys())
+            .chain(self.counters.iter())
         {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(format!(
@@ -116,6 +122,12 @@ impl TableMapping {
                     self.source
                 ));
             }
+        }
+        if let Some(c) = self.counters.iter().find(|c| self.drop.contains(c)) {
+            return Err(format!(
+                "{}: counter {c:?} is also dropped by the mapping",
+                self.source
+            ));
         }
         Ok(())
     }
