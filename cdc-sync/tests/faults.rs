@@ -282,3 +282,86 @@ async fn tail_prints_debezium_events_with_schema_and_transaction_metadata() {
         .unwrap();
     assert_eq!(env.after.unwrap()["note"], "a");
 }
+
+/// Counters move by deltas: a delta applied twice after a crash would show. `kill -9` twice in a
+/// burst of decrements; the target's stock ends exactly at the source's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_mid_burst_applies_each_counter_delta_once() {
+    let common::OrdersStream {
+        src,
+        dst,
+        dir,
+        config,
+        port,
+    } = common::orders_stream("crashcnt", 4503).await;
+    for url in [&src.url, &dst.url] {
+        exec(
+            url,
+            "CREATE TABLE stock (id INT PRIMARY KEY, available INT NOT NULL)",
+        )
+        .await;
+        exec(
+            url,
+            "INSERT INTO stock VALUES (1, 100000), (2, 100000), (3, 100000)",
+        )
+        .await;
+    }
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config).unwrap().replace(
+            "[[tables]]",
+            &format!(
+                "[[tables]]\nsource = \"{}.stock\"\ntarget = \"{}.stock\"\ncounters = [\"available\"]\n\n[[tables]]",
+                src.name, dst.name
+            ),
+        ),
+    )
+    .unwrap();
+    let spawn = |n: u32| spawn_stream(&config, dir.path(), n, "cdc.log");
+    let mut process = spawn(1);
+    common::wait_ready(port).await;
+    let url = src.url.clone();
+    let writer = tokio::spawn(async move {
+        let mut c = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+        for i in 0..1500u32 {
+            mysql_async::prelude::Queryable::exec_drop(
+                &mut c,
+                "UPDATE stock SET available = available - ? WHERE id = ?",
+                (1 + i % 3, i % 3 + 1),
+            )
+            .await
+            .unwrap();
+        }
+    });
+    for round in 0..2 {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        process.kill();
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        process = spawn(round + 2);
+    }
+    writer.await.unwrap();
+    let stock = |url: String| async move {
+        let mut c = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+        let v: Vec<(i64, i64)> = mysql_async::prelude::Queryable::query(
+            &mut c,
+            "SELECT id, available FROM stock ORDER BY id",
+        )
+        .await
+        .unwrap();
+        v
+    };
+    let want = stock(src.url.clone()).await;
+    assert_eq!(want[0].1, 100000 - 500, "{want:?}");
+    for _ in 0..600 {
+        if stock(dst.url.clone()).await == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let log = std::fs::read_to_string(dir.path().join("cdc.log")).unwrap_or_default();
+    assert_eq!(stock(dst.url.clone()).await, want, "{log}");
+    // And it stays there: no delta arrives late or twice.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(stock(dst.url.clone()).await, want);
+    drop(process);
+}
