@@ -249,3 +249,84 @@ async fn a_retired_table_leaves_the_stream_for_good_and_the_others_flow_on() {
     );
     drop(process);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn conflicts_are_kept_with_both_images_and_resolved_from_the_cli() {
+    let common::OrdersStream {
+        src,
+        dst,
+        dir,
+        config,
+        port,
+    } = common::orders_stream("dlq", 4603).await;
+    let process = spawn_stream(&config, dir.path(), 1, "cdc.log");
+    common::wait_ready(port).await;
+    exec(&src.url, "INSERT INTO orders VALUES (1, 1.00, 'placed')").await;
+    wait_count(&dst.url, 1).await;
+    // The target changes the row on its own, then the source changes it too: a conflict.
+    exec(
+        &dst.url,
+        "UPDATE orders SET note = 'changed on the target' WHERE id = 1",
+    )
+    .await;
+    exec(
+        &src.url,
+        "UPDATE orders SET note = 'changed on the source' WHERE id = 1",
+    )
+    .await;
+    exec(&src.url, "INSERT INTO orders VALUES (2, 2.00, 'after')").await;
+    wait_count(&dst.url, 2).await;
+    let cli = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_cdc-sync"))
+            .args(args)
+            .arg("--config")
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, out, err) = cli(&["conflicts", "--json"]);
+    assert!(ok, "{err}");
+    let open: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(open.as_array().unwrap().len(), 1, "{open}");
+    let c = &open[0];
+    assert_eq!(c["target_table"], format!("{}.orders", dst.name));
+    assert_eq!(
+        (c["op"].as_str(), c["winner"].as_str()),
+        (Some("update"), Some("source"))
+    );
+    assert_eq!(c["row_key"], serde_json::json!([1]));
+    assert_eq!(c["source_before"]["note"], "placed", "{c}");
+    assert_eq!(c["source_after"]["note"], "changed on the source", "{c}");
+    assert_eq!(c["target_row"]["note"], "changed on the target", "{c}");
+    let id = c["id"].as_u64().unwrap().to_string();
+    let (ok, out, _) = cli(&["conflicts"]);
+    assert!(
+        ok && out.contains("target row:") && out.contains("source won"),
+        "{out}"
+    );
+    // Settled by an operator: resolved with who and how; only once.
+    let (ok, out, err) = cli(&[
+        "conflicts",
+        "resolve",
+        "--id",
+        &id,
+        "--reason",
+        "source version confirmed",
+        "--actor",
+        "ops",
+    ]);
+    assert!(ok && out.contains("resolved by ops"), "{out}{err}");
+    let (_, out, _) = cli(&["conflicts"]);
+    assert!(out.contains("no open conflicts"), "{out}");
+    let (ok, _, err) = cli(&["conflicts", "resolve", "--id", &id, "--reason", "again"]);
+    assert!(!ok && err.contains("no open conflict"), "{err}");
+    let (_, out, _) = cli(&["conflicts", "--all", "--json"]);
+    let all: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(all[0]["resolved_by"], "ops", "{all}");
+    drop(process);
+}

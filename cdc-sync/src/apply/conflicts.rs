@@ -184,3 +184,97 @@ mod tests {
         assert!(!key_forms(&[text("A1")]).contains(&key_text(&[text("a1")])));
     }
 }
+
+/// One conflict as the dead-letter table `<offsets_db>.cdc_conflicts` keeps it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct ConflictRecord {
+    pub id: u64,
+    pub target_table: String,
+    pub op: String,
+    /// The row's key values, JSON array.
+    pub row_key: serde_json::Value,
+    /// The event's images and the target's row when the conflict was found (JSON objects).
+    pub source_before: serde_json::Value,
+    pub source_after: serde_json::Value,
+    pub target_row: serde_json::Value,
+    pub winner: String,
+    pub source_offset: String,
+    pub detected_at: String,
+    pub resolved_at: Option<String>,
+    pub resolved_by: Option<String>,
+    pub resolution: Option<String>,
+}
+
+/// The stream's conflicts, newest first: the open ones, or all with `include_resolved`.
+pub async fn list(
+    config: &crate::config::StreamConfig,
+    include_resolved: bool,
+    limit: u32,
+) -> Result<Vec<ConflictRecord>, crate::error::CdcError> {
+    use mysql_async::prelude::Queryable;
+    let mut conn = mysql_async::Conn::from_url(config.target_url.as_str()).await?;
+    let rows: Vec<mysql_async::Row> = conn
+        .exec(
+            format!(
+                "SELECT id, target_table, op, row_key, source_before, source_after, target_row, \
+                 winner, source_offset, CAST(detected_at AS CHAR), CAST(resolved_at AS CHAR), \
+                 resolved_by, resolution FROM {}.cdc_conflicts WHERE stream = ? {} \
+                 ORDER BY id DESC LIMIT {limit}",
+                crate::model::server::quote_ident(&config.offsets_db),
+                if include_resolved {
+                    ""
+                } else {
+                    "AND resolved_at IS NULL"
+                }
+            ),
+            (&config.name,),
+        )
+        .await?;
+    let json = |t: Option<String>| {
+        t.and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let text = |r: &mut mysql_async::Row, i: usize| -> Option<String> {
+        r.take::<Option<String>, _>(i).flatten()
+    };
+    Ok(rows
+        .into_iter()
+        .map(|mut r| ConflictRecord {
+            id: r.take::<u64, _>(0).unwrap_or_default(),
+            target_table: text(&mut r, 1).unwrap_or_default(),
+            op: text(&mut r, 2).unwrap_or_default(),
+            row_key: json(text(&mut r, 3)),
+            source_before: json(text(&mut r, 4)),
+            source_after: json(text(&mut r, 5)),
+            target_row: json(text(&mut r, 6)),
+            winner: text(&mut r, 7).unwrap_or_default(),
+            source_offset: text(&mut r, 8).unwrap_or_default(),
+            detected_at: text(&mut r, 9).unwrap_or_default(),
+            resolved_at: text(&mut r, 10),
+            resolved_by: text(&mut r, 11),
+            resolution: text(&mut r, 12),
+        })
+        .collect())
+}
+
+/// Marks conflict `id` of the stream resolved, saying who and how; `false` if no open conflict
+/// has that id.
+pub async fn resolve(
+    config: &crate::config::StreamConfig,
+    id: u64,
+    who: &str,
+    resolution: &str,
+) -> Result<bool, crate::error::CdcError> {
+    use mysql_async::prelude::Queryable;
+    let mut conn = mysql_async::Conn::from_url(config.target_url.as_str()).await?;
+    conn.exec_drop(
+        format!(
+            "UPDATE {}.cdc_conflicts SET resolved_at = CURRENT_TIMESTAMP(3), resolved_by = ?, \
+             resolution = ? WHERE id = ? AND stream = ? AND resolved_at IS NULL",
+            crate::model::server::quote_ident(&config.offsets_db)
+        ),
+        (who, resolution, id, &config.name),
+    )
+    .await?;
+    Ok(conn.affected_rows() == 1)
+}

@@ -38,6 +38,8 @@ pub struct MysqlApplier {
     stream: String,
     offsets_table: String,
     stats_table: String,
+    /// `<offsets_db>.cdc_conflicts`: the dead letters of conflicts, both images each.
+    conflicts_table: String,
     mappings: HashMap<String, TableMapping>,
     conflicts: Option<Owner>,
     /// `mariadb-native` marks transactions with `skip_replication` too.
@@ -134,6 +136,29 @@ async fn apply_increments(
     Ok(())
 }
 
+/// A row read from the target as a JSON object, column → value.
+fn row_json(row: &mysql_async::Row) -> serde_json::Value {
+    let mut out = serde_json::Map::new();
+    for (i, c) in row.columns_ref().iter().enumerate() {
+        let v = row.as_ref(i).map_or(serde_json::Value::Null, value_json);
+        out.insert(c.name_str().into_owned(), v);
+    }
+    serde_json::Value::Object(out)
+}
+
+/// A SQL value as JSON: numbers as numbers, everything else as its text.
+fn value_json(v: &Value) -> serde_json::Value {
+    match v {
+        Value::NULL => serde_json::Value::Null,
+        Value::Int(i) => (*i).into(),
+        Value::UInt(u) => (*u).into(),
+        Value::Float(f) => (*f).into(),
+        Value::Double(d) => (*d).into(),
+        Value::Bytes(b) => String::from_utf8_lossy(b).into_owned().into(),
+        other => other.as_sql(true).trim_matches('\'').to_string().into(),
+    }
+}
+
 /// `after − before` of a counter column, both integers (a NULL counts as 0); `None` for a value
 /// that is not an integer.
 fn counter_delta(before: &Value, after: &Value) -> Option<i64> {
@@ -165,6 +190,8 @@ struct RowChange {
     /// increments alone. Applied even when the rest of the row is already as the event leaves
     /// it, or kept as the target's after a conflict: a counter's delta is never lost.
     increments: Option<(String, Vec<Value>)>,
+    /// The event's position among the batch's events (its images go to the conflict table).
+    event: usize,
 }
 
 impl RowChange {
@@ -378,6 +405,7 @@ impl MysqlApplier {
             stream: stream.to_string(),
             offsets_table: format!("{}.cdc_offsets", quote(offsets_db)),
             stats_table: format!("{}.cdc_table_stats", quote(offsets_db)),
+            conflicts_table: format!("{}.cdc_conflicts", quote(offsets_db)),
             mappings: mappings
                 .into_iter()
                 .map(|m| (m.source.clone(), m))
@@ -418,6 +446,83 @@ impl MysqlApplier {
                PRIMARY KEY (stream, source_table))",
             self.stats_table
         ))
+        .await?;
+        conn.query_drop(format!(
+            "CREATE TABLE IF NOT EXISTS {} (
+               id BIGINT UNSIGNED NOT NULL AUTO_INCREMENT PRIMARY KEY,
+               stream VARCHAR(100) NOT NULL,
+               target_table VARCHAR(200) NOT NULL,
+               op VARCHAR(8) NOT NULL,
+               row_key TEXT NOT NULL,
+               source_before MEDIUMTEXT NULL,
+               source_after MEDIUMTEXT NULL,
+               target_row MEDIUMTEXT NULL,
+               winner VARCHAR(8) NOT NULL,
+               source_offset VARCHAR(300) NOT NULL,
+               detected_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3),
+               resolved_at DATETIME(3) NULL,
+               resolved_by VARCHAR(128) NULL,
+               resolution VARCHAR(1000) NULL,
+               KEY open_by_table (stream, resolved_at, target_table))",
+            self.conflicts_table
+        ))
+        .await?;
+        Ok(())
+    }
+
+    /// Writes a conflict to the dead-letter table, in the transaction that resolves it: both
+    /// sides' images (the event's before and after, the target's row as it was), the key, who won.
+    async fn record_conflict(
+        &self,
+        tx: &mut mysql_async::Transaction<'_>,
+        change: &RowChange,
+        ev: &ChangeEvent,
+        at: &Offset,
+        winner: Owner,
+    ) -> Result<(), CdcError> {
+        let Some(check) = &change.check else {
+            return Ok(());
+        };
+        let cond = check
+            .key_cols
+            .iter()
+            .map(|k| format!("{k} = ?"))
+            .collect::<Vec<_>>()
+            .join(" AND ");
+        let current: Option<mysql_async::Row> = tx
+            .exec_first(
+                format!("SELECT * FROM {} WHERE {cond}", check.target),
+                change.key.clone(),
+            )
+            .await?;
+        let target_row = current.map(|r| row_json(&r).to_string());
+        let image = |m: &Option<serde_json::Map<String, serde_json::Value>>| {
+            m.as_ref()
+                .map(|m| serde_json::Value::Object(m.clone()).to_string())
+        };
+        let key: Vec<serde_json::Value> = change.key.iter().map(value_json).collect();
+        let op = format!("{:?}", change.op).to_lowercase();
+        tx.exec_drop(
+            format!(
+                "INSERT INTO {} (stream, target_table, op, row_key, source_before, source_after, \
+                 target_row, winner, source_offset) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                self.conflicts_table
+            ),
+            (
+                &self.stream,
+                &change.table,
+                op,
+                serde_json::Value::Array(key).to_string(),
+                image(&ev.envelope.before),
+                image(&ev.envelope.after),
+                target_row,
+                match winner {
+                    Owner::Source => "source",
+                    Owner::Target => "target",
+                },
+                at.to_string(),
+            ),
+        )
         .await?;
         Ok(())
     }
@@ -630,6 +735,7 @@ impl MysqlApplier {
                     check: check(before, Some(row), row)?,
                     key,
                     increments,
+                    event: 0,
                 }
             }
             Op::Delete => {
@@ -647,6 +753,7 @@ impl MysqlApplier {
                     check: check(Some(row), None, row)?,
                     key: params_key,
                     increments: None,
+                    event: 0,
                 }
             }
             Op::Truncate => RowChange {
@@ -657,6 +764,7 @@ impl MysqlApplier {
                 check: None,
                 key: Vec::new(),
                 increments: None,
+                event: 0,
             },
             Op::Message => return Ok(None),
         };
@@ -739,9 +847,14 @@ impl MysqlApplier {
         };
         self.check_columns(txns).await?;
         let mut changes = Vec::new();
+        let mut events: Vec<&ChangeEvent> = Vec::new();
         for txn in txns {
             for ev in &txn.events {
-                changes.extend(self.row_change(ev)?.map(|c| (c, &txn.end)));
+                if let Some(mut c) = self.row_change(ev)? {
+                    c.event = events.len();
+                    events.push(ev);
+                    changes.push((c, &txn.end));
+                }
             }
         }
         let mut applied = Applied::default();
@@ -820,6 +933,8 @@ impl MysqlApplier {
                         table: change.table.clone(),
                         winner,
                     });
+                    self.record_conflict(&mut tx, &change, events[change.event], at, winner)
+                        .await?;
                     if winner == Owner::Target {
                         // The target's row stands; the counters still move by the source's delta.
                         apply_increments(&mut tx, &mut pending, &mut applied, &change).await?;

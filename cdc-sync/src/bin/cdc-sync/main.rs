@@ -10,6 +10,7 @@ use clap::{Parser, Subcommand};
 
 mod backfill;
 mod check_source;
+mod conflicts;
 mod control;
 mod server;
 mod status;
@@ -119,12 +120,37 @@ enum Command {
         #[arg(long)]
         actor: Option<String>,
     },
+    /// Conflicts (rows changed on both sides) kept with both images, newest first: the open
+    /// ones, or all with `--all`.
+    Conflicts {
+        #[arg(long)]
+        all: bool,
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        #[arg(long)]
+        json: bool,
+        #[command(subcommand)]
+        action: Option<ConflictAction>,
+    },
     /// Retire a source table from the stream for good (a decommissioned domain): the running
     /// stream restarts at its committed offset without it. There is no un-retire.
     Retire {
         /// The source table, as in the config (`db.table`).
         #[arg(long)]
         table: String,
+        #[arg(long)]
+        reason: String,
+        #[arg(long)]
+        actor: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ConflictAction {
+    /// Mark a conflict settled (after repairing the row by hand, or deciding the winner stands).
+    Resolve {
+        #[arg(long)]
+        id: u64,
         #[arg(long)]
         reason: String,
         #[arg(long)]
@@ -167,6 +193,17 @@ async fn main() -> anyhow::Result<()> {
         Some(Command::Resume { reason, actor }) => {
             control::set(config, cdc_sync::control::Desired::Running, actor, &reason).await
         }
+        Some(Command::Conflicts {
+            all,
+            limit,
+            json,
+            action,
+        }) => match action {
+            None => conflicts::show(config, all, limit, json).await,
+            Some(ConflictAction::Resolve { id, reason, actor }) => {
+                conflicts::settle(config, id, actor, &reason).await
+            }
+        },
         Some(Command::Retire {
             table,
             reason,
