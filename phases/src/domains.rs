@@ -149,8 +149,7 @@ impl Declaration {
                         d.name
                     )));
                 }
-                if columns.is_empty() || !columns.iter().all(|c| ident_ok(c) && !c.contains('.'))
-                {
+                if columns.is_empty() || !columns.iter().all(|c| ident_ok(c) && !c.contains('.')) {
                     return Err(bad(format!(
                         "domain {}: counters of {table} must be column names",
                         d.name
@@ -298,7 +297,11 @@ mod tests {
                 .iter()
                 .find(|t| t["source"].as_str().unwrap().ends_with(".inventory"))
                 .unwrap();
-            assert_eq!(inventory["counters"], toml::Value::from(vec!["available"]), "{toml}");
+            assert_eq!(
+                inventory["counters"],
+                toml::Value::from(vec!["available"]),
+                "{toml}"
+            );
         }
         assert!(decl.domain("payments").is_err());
     }

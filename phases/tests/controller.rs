@@ -777,6 +777,12 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
         .output()
         .unwrap();
     let dump = testkit::assert_success(&dump, "mysqldump");
-    assert!(dump.contains("last before decommissioning"), "the archive misses rows");
-    assert!(!dump.contains("strangler_ro_"), "the archive carries the triggers");
+    assert!(
+        dump.contains("last before decommissioning"),
+        "the archive misses rows"
+    );
+    assert!(
+        !dump.contains("strangler_ro_"),
+        "the archive carries the triggers"
+    );
 }
