@@ -635,17 +635,18 @@ async fn counters_replicate_as_deltas_and_concurrent_sales_on_both_sides_are_all
     let a = m.create_database("cnt_a").await.unwrap();
     let b = s.create_database("cnt_b").await.unwrap();
     for url in [&a.url, &b.url] {
-        exec(url, "CREATE TABLE inventory (product_id INT PRIMARY KEY, available INT NOT NULL, label VARCHAR(40) NOT NULL)").await;
+        // `updated_at` is set by each side on its own: not compared (no conflict), written as is.
+        exec(url, "CREATE TABLE inventory (product_id INT PRIMARY KEY, available INT NOT NULL, label VARCHAR(40) NOT NULL, updated_at DATETIME(3) NOT NULL DEFAULT CURRENT_TIMESTAMP(3) ON UPDATE CURRENT_TIMESTAMP(3))").await;
         exec(
             url,
-            "INSERT INTO inventory VALUES (1, 1000, 'one'), (2, 1000, 'two'), (3, 1000, 'three')",
+            "INSERT INTO inventory (product_id, available, label) VALUES (1, 1000, 'one'), (2, 1000, 'two'), (3, 1000, 'three')",
         )
         .await;
     }
     let id = std::process::id();
     let table = |from: &testkit::TestDatabase, to: &testkit::TestDatabase| {
         format!(
-            "[[tables]]\nsource = \"{}.inventory\"\ntarget = \"{}.inventory\"\ncounters = [\"available\"]\n",
+            "[[tables]]\nsource = \"{}.inventory\"\ntarget = \"{}.inventory\"\ncounters = [\"available\"]\nuncompared = [\"updated_at\"]\n",
             from.name, to.name
         )
     };

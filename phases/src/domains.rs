@@ -37,6 +37,10 @@ pub struct Domain {
     /// stock levels): replicated as deltas in both directions, never as after-images.
     #[serde(default)]
     pub counters: BTreeMap<String, Vec<String>>,
+    /// Monolith table → columns each side sets on its own (`updated_at`): never compared for
+    /// conflicts in either direction.
+    #[serde(default)]
+    pub uncompared: BTreeMap<String, Vec<String>>,
     pub routes: Vec<Route>,
 }
 
@@ -70,6 +74,8 @@ pub struct TableMapping {
     pub target: String,
     /// Counter columns, replicated as deltas.
     pub counters: Vec<String>,
+    /// Columns never compared for conflicts.
+    pub uncompared: Vec<String>,
 }
 
 fn ident_ok(s: &str) -> bool {
@@ -199,6 +205,7 @@ impl Declaration {
                     source,
                     target,
                     counters: d.counters.get(table).cloned().unwrap_or_default(),
+                    uncompared: d.uncompared.get(table).cloned().unwrap_or_default(),
                 });
             }
         }
@@ -214,9 +221,11 @@ impl Declaration {
                 "\n[[tables]]\nsource = \"{}\"\ntarget = \"{}\"\n",
                 m.source, m.target
             );
-            if !m.counters.is_empty() {
-                let quoted: Vec<String> = m.counters.iter().map(|c| format!("\"{c}\"")).collect();
-                let _ = writeln!(out, "counters = [{}]", quoted.join(", "));
+            for (key, columns) in [("counters", &m.counters), ("uncompared", &m.uncompared)] {
+                if !columns.is_empty() {
+                    let quoted: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
+                    let _ = writeln!(out, "{key} = [{}]", quoted.join(", "));
+                }
             }
         }
         out
@@ -278,6 +287,7 @@ mod tests {
                 source: "shop.users".into(),
                 target: "user_svc.users".into(),
                 counters: vec![],
+                uncompared: vec![],
             }]
         );
         let back = decl.mappings(Direction::ServicesToMonolith, &["orders"]);

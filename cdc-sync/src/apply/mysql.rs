@@ -600,9 +600,14 @@ impl MysqlApplier {
                 key.into_iter().map(|(_, v, _)| v).collect(),
             ))
         };
-        // The counters' target columns.
+        // The counters' target columns, and the columns never compared.
         let counters: std::collections::HashSet<String> = m
             .counters
+            .iter()
+            .filter_map(|c| m.target_column(c).map(str::to_string))
+            .collect();
+        let uncompared: std::collections::HashSet<String> = m
+            .uncompared
             .iter()
             .filter_map(|c| m.target_column(c).map(str::to_string))
             .collect();
@@ -620,7 +625,9 @@ impl MysqlApplier {
                     // Both images map the same columns; floats are not compared.
                     let compared: Vec<_> = mapped(row, false)?
                         .into_iter()
-                        .filter(|(name, _, c)| *c && !counters.contains(name))
+                        .filter(|(name, _, c)| {
+                            *c && !counters.contains(name) && !uncompared.contains(name)
+                        })
                         .collect();
                     cols = compared.iter().map(|(c, _, _)| quote_ident(c)).collect();
                     *slot = Some(compared.into_iter().map(|(_, v, _)| v).collect());

@@ -31,6 +31,10 @@ pub struct TableMapping {
     /// lose nothing. Never compared for conflicts; inserts and snapshots write the value.
     #[serde(default)]
     pub counters: Vec<String>,
+    /// Source columns never compared for conflicts (timestamps each side sets on its own, such
+    /// as `updated_at … ON UPDATE`): their after-image is written, a difference is no conflict.
+    #[serde(default)]
+    pub uncompared: Vec<String>,
 }
 
 /// A value transform.
@@ -115,6 +119,7 @@ impl TableMapping {
             .chain(self.drop.iter())
             .chain(self.transform.keys())
             .chain(self.counters.iter())
+            .chain(self.uncompared.iter())
         {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(format!(
