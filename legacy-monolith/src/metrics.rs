@@ -11,6 +11,9 @@ pub struct Metrics {
     pub http: HttpMetrics,
     /// `shop_orders_total{outcome}`: placed, declined, insufficient_stock, cancelled, …
     pub orders: IntCounterVec,
+    /// `shop_stock_escrow_refusals_total`: orders refused because this side's escrow share of a
+    /// product ran out while the other side still holds some (a write canary).
+    pub escrow_refusals: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -29,7 +32,17 @@ impl Metrics {
         )
         .expect("valid metric");
         http.register(&orders);
-        Self { http, orders }
+        let escrow_refusals = prometheus::IntCounter::new(
+            "shop_stock_escrow_refusals_total",
+            "Orders refused because this side's escrow share of a product ran out",
+        )
+        .expect("valid metric");
+        http.register(&escrow_refusals);
+        Self {
+            http,
+            orders,
+            escrow_refusals,
+        }
     }
 
     /// The text exposition format.

@@ -41,7 +41,21 @@ pub struct Domain {
     /// conflicts in either direction.
     #[serde(default)]
     pub uncompared: BTreeMap<String, Vec<String>>,
+    /// The stock both sides sell from during a write canary, split between them
+    /// (`strangler escrow`).
+    #[serde(default)]
+    pub escrow: Option<EscrowDecl>,
     pub routes: Vec<Route>,
+}
+
+/// A domain's stock under escrow: its table (a monolith table of the domain), the key and the
+/// counter column.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct EscrowDecl {
+    pub table: String,
+    pub key: String,
+    pub counter: String,
 }
 
 /// One route of a domain, as the proxy matches it.
@@ -159,6 +173,18 @@ impl Declaration {
                     return Err(bad(format!(
                         "domain {}: counters of {table} must be column names",
                         d.name
+                    )));
+                }
+            }
+            if let Some(e) = &d.escrow {
+                let counted = d
+                    .counters
+                    .get(&e.table)
+                    .is_some_and(|c| c.contains(&e.counter));
+                if !counted || !ident_ok(&e.key) || e.key.contains('.') {
+                    return Err(bad(format!(
+                        "domain {}: escrow needs a declared counter ({}.{} is not one) and a key column",
+                        d.name, e.table, e.counter
                     )));
                 }
             }

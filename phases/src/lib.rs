@@ -10,6 +10,7 @@ pub mod controller;
 pub mod decommission;
 pub mod domains;
 pub mod error;
+pub mod escrow;
 pub mod gates;
 pub mod phase;
 pub mod plan;

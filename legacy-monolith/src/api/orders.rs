@@ -286,8 +286,36 @@ async fn place_once(
         tx.rollback().await?;
         return Err(ApiError::Validation(unknown));
     }
+    // While both sides sell (a write canary) each may sell only its escrow share: the products
+    // of the order that have one, locked in product order like the stock below.
+    let escrowed: Vec<u64> = tx
+        .all(
+            format!(
+                "SELECT product_id FROM stock_escrow WHERE product_id IN ({}) ORDER BY product_id FOR UPDATE",
+                marks(lines.len())
+            ),
+            lines.keys().map(|&i| Value::from(i)).collect::<Vec<_>>(),
+        )
+        .await?;
     // Take stock line by line in product order; the guard keeps it from ever going negative.
     for (&product_id, &quantity) in &lines {
+        if escrowed.contains(&product_id) {
+            tx.run(
+                "UPDATE stock_escrow SET units = units - ? WHERE product_id = ? AND units >= ?",
+                (quantity, product_id, quantity),
+            )
+            .await?;
+            if tx.affected_rows() == 0 {
+                tx.rollback().await?;
+                state.metrics.escrow_refusals.inc();
+                return Err(ApiError::Conflict {
+                    code: "insufficient_stock",
+                    message: format!(
+                        "not enough stock for product {product_id} (the rest is held for the other side of a migration)"
+                    ),
+                });
+            }
+        }
         let taken = tx
             .run(
                 "UPDATE inventory SET available = available - ? \
@@ -441,6 +469,12 @@ pub async fn cancel(
     for (product_id, quantity) in lines {
         tx.run(
             "UPDATE inventory SET available = available + ? WHERE product_id = ?",
+            (quantity, product_id),
+        )
+        .await?;
+        // Units given back return to this side's escrow share, when there is one.
+        tx.run(
+            "UPDATE stock_escrow SET units = units + ? WHERE product_id = ?",
             (quantity, product_id),
         )
         .await?;

@@ -446,6 +446,29 @@ pub async fn adjust_inventory(
         (available + delta, id),
     )
     .await?;
+    // During a write canary a restock goes to this side's escrow share; a removal must fit in it.
+    let held: Option<i64> = tx
+        .first(
+            "SELECT units FROM stock_escrow WHERE product_id = ? FOR UPDATE",
+            (id,),
+        )
+        .await?;
+    if let Some(units) = held {
+        if units + delta < 0 {
+            return Err(ApiError::Conflict {
+                code: "insufficient_stock",
+                message: format!(
+                    "product {id} has {units} in this side's share, cannot remove {} (the rest is held for the other side of a migration)",
+                    -delta
+                ),
+            });
+        }
+        tx.run(
+            "UPDATE stock_escrow SET units = units + ? WHERE product_id = ?",
+            (delta, id),
+        )
+        .await?;
+    }
     let stock = load_stock(&mut tx, id)
         .await?
         .ok_or(ApiError::NotFound("product"))?;

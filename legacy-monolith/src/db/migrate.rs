@@ -3,8 +3,15 @@
 pub use service_kit::migrate::*;
 
 /// The monolith's migrations, in order.
-pub const MIGRATIONS: &[Migration] = &[Migration {
-    version: 1,
-    name: "shop",
-    sql: include_str!("../../migrations/0001_shop.sql"),
-}];
+pub const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "shop",
+        sql: include_str!("../../migrations/0001_shop.sql"),
+    },
+    Migration {
+        version: 2,
+        name: "stock_escrow",
+        sql: include_str!("../../migrations/0002_stock_escrow.sql"),
+    },
+];

@@ -70,6 +70,54 @@ enum Command {
         #[command(subcommand)]
         what: PhaseCommand,
     },
+    /// The stock escrow of a write canary: each side sells only its share of every product.
+    Escrow {
+        #[command(subcommand)]
+        what: EscrowCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum EscrowCommand {
+    /// Splits every product's unheld stock between the sides (escrow rows first, so nothing
+    /// oversells while the streams settle).
+    Split {
+        domain: String,
+        #[arg(long, env = "STRANGLER_CONFIG")]
+        config: PathBuf,
+        /// The service's share, 0 to 1 (the canary's percentage / 100).
+        #[arg(long)]
+        service_share: f64,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Moves escrow toward the share where a side runs low (every `--watch` seconds, or once).
+    Rebalance {
+        domain: String,
+        #[arg(long, env = "STRANGLER_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        service_share: f64,
+        /// Only products with fewer units than this on a side (0: every product off its share).
+        #[arg(long, default_value_t = 0)]
+        low: i64,
+        #[arg(long)]
+        watch: Option<u64>,
+    },
+    /// Each side's stock and escrow, and any product held beyond its stock.
+    Status {
+        domain: String,
+        #[arg(long, env = "STRANGLER_CONFIG")]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Ends the escrow (one side owns the writes again).
+    Clear {
+        domain: String,
+        #[arg(long, env = "STRANGLER_CONFIG")]
+        config: PathBuf,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -203,6 +251,13 @@ fn main() -> ExitCode {
             .build()
             .expect("a runtime")
             .block_on(serve(decl, &config, &database_url, listen, canary_steps)),
+        Command::Escrow { what } => {
+            return tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("a runtime")
+                .block_on(escrow(&decl, what));
+        }
         Command::Phase { database_url, what } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -224,6 +279,103 @@ fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::from(2)
         }
+    }
+}
+
+/// `strangler escrow …`: exit 0, 1 when a database fails or a product is overcommitted, 2 for
+/// bad arguments.
+async fn escrow(decl: &Declaration, what: EscrowCommand) -> ExitCode {
+    use phases::escrow;
+    let (domain, config) = match &what {
+        EscrowCommand::Split { domain, config, .. }
+        | EscrowCommand::Rebalance { domain, config, .. }
+        | EscrowCommand::Status { domain, config, .. }
+        | EscrowCommand::Clear { domain, config } => (domain, config),
+    };
+    let fail = |e: &dyn std::fmt::Display, code: u8| {
+        eprintln!("error: {e}");
+        ExitCode::from(code)
+    };
+    let c = match phases::ControllerConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => return fail(&e, 2),
+    };
+    let d = match decl.domain(domain) {
+        Ok(d) => d,
+        Err(e) => return fail(&e, 2),
+    };
+    let (e, m, s) = match escrow::sides(decl, d, &c.monolith_url, &c.services_url) {
+        Ok(x) => x,
+        Err(e) => return fail(&e, 2),
+    };
+    let show = |st: &escrow::Status, json: bool| {
+        if json {
+            println!(
+                "{}",
+                serde_json::to_string_pretty(st).expect("serializable")
+            );
+        } else {
+            let sum = |f: &escrow::SideFigures| f.escrow.values().sum::<i64>();
+            println!(
+                "{domain}: {} products; escrow monolith {} units, service {} units; stock {} units",
+                st.monolith.stock.len(),
+                sum(&st.monolith),
+                sum(&st.service),
+                st.monolith.stock.values().sum::<i64>()
+            );
+            if !st.overcommitted.is_empty() {
+                println!("OVERCOMMITTED: {:?}", st.overcommitted);
+            }
+        }
+    };
+    let result = match what {
+        EscrowCommand::Split {
+            service_share,
+            json,
+            ..
+        } => escrow::split(
+            &e,
+            &m,
+            &s,
+            service_share,
+            std::time::Duration::from_secs(60),
+        )
+        .await
+        .map(|st| {
+            show(&st, json);
+            st.overcommitted.is_empty()
+        }),
+        EscrowCommand::Rebalance {
+            service_share,
+            low,
+            watch,
+            ..
+        } => loop {
+            match escrow::rebalance(&m, &s, service_share, low).await {
+                Ok(moved) => println!(
+                    "{domain}: moved {} units to the service and {} to the monolith over {} products",
+                    moved.to_service, moved.to_monolith, moved.products
+                ),
+                Err(e) => break Err(e),
+            }
+            match watch {
+                Some(secs) => tokio::time::sleep(std::time::Duration::from_secs(secs.max(1))).await,
+                None => break Ok(true),
+            }
+        },
+        EscrowCommand::Status { json, .. } => escrow::status(&e, &m, &s).await.map(|st| {
+            show(&st, json);
+            st.overcommitted.is_empty()
+        }),
+        EscrowCommand::Clear { .. } => escrow::clear(&m, &s).await.map(|()| {
+            println!("{domain}: escrow cleared on both sides");
+            true
+        }),
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::from(1),
+        Err(e) => fail(&e, 1),
     }
 }
 

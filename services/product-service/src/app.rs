@@ -28,6 +28,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "reservations",
         sql: include_str!("../migrations/0002_reservations.sql"),
     },
+    Migration {
+        version: 3,
+        name: "stock_escrow",
+        sql: include_str!("../migrations/0003_stock_escrow.sql"),
+    },
 ];
 
 /// What every handler shares.
@@ -37,6 +42,9 @@ pub struct AppState {
     pub tokens: Arc<JwksVerifier>,
     pub metrics: HttpMetrics,
     pub config: Arc<Config>,
+    /// `product_service_stock_escrow_refusals_total`: reservations refused because this side's
+    /// escrow share of a product ran out while the other side holds the rest.
+    pub escrow_refusals: prometheus::IntCounter,
 }
 
 impl VerifyToken for AppState {

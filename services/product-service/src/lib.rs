@@ -23,10 +23,18 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
         );
     }
     let tokens = config.auth.verifier();
+    let metrics = service_kit::http::HttpMetrics::new("product_service");
+    let escrow_refusals = prometheus::IntCounter::new(
+        "product_service_stock_escrow_refusals_total",
+        "Reservations refused because this side's escrow share of a product ran out",
+    )
+    .context("metric")?;
+    metrics.register(&escrow_refusals);
     Ok(AppState {
         pool,
         tokens,
-        metrics: service_kit::http::HttpMetrics::new("product_service"),
+        metrics,
         config: std::sync::Arc::new(config),
+        escrow_refusals,
     })
 }

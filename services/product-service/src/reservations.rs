@@ -181,14 +181,26 @@ async fn try_reserve(
             })
         };
     }
-    // In product order, so that concurrent reservations lock rows in the same order.
+    // In product order, so that concurrent reservations lock rows in the same order. While both
+    // sides sell, this side sells only its escrow share (service_kit::escrow).
     for item in items {
         tx.exec_drop(
             "UPDATE inventory SET available = available - ? WHERE product_id = ? AND available >= ?",
             (item.quantity, item.product_id, item.quantity),
         )
         .await?;
-        if tx.affected_rows() == 0 {
+        let taken = tx.affected_rows() == 1;
+        if taken
+            && service_kit::escrow::take(&mut tx, item.product_id, i64::from(item.quantity)).await?
+                == service_kit::escrow::Take::Refused
+        {
+            state.escrow_refusals.inc();
+            return Err(ApiError::Conflict {
+                code: "insufficient_stock",
+                message: service_kit::escrow::refusal(item.product_id),
+            });
+        }
+        if !taken {
             let available: Option<i64> = tx
                 .exec_first(
                     "SELECT available FROM inventory WHERE product_id = ?",
@@ -295,6 +307,7 @@ async fn transition(
                 (item.quantity, item.product_id),
             )
             .await?;
+            service_kit::escrow::give_back(&mut tx, item.product_id, i64::from(item.quantity)).await?;
         }
     }
     tx.exec_drop("UPDATE reservations SET status = ? WHERE id = ?", (to, id))

@@ -6,6 +6,7 @@ pub mod cli;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod escrow;
 pub mod extract;
 pub mod format;
 pub mod http;

@@ -473,6 +473,15 @@ pub async fn adjust_inventory<S: ProductsState>(
             }),
         };
     }
+    // A restock goes to this side's escrow share; a removal must fit in it.
+    if body.delta > 0 {
+        crate::escrow::give_back(&mut tx, id, body.delta).await?;
+    } else if crate::escrow::take(&mut tx, id, -body.delta).await? == crate::escrow::Take::Refused {
+        return Err(ApiError::Conflict {
+            code: "insufficient_stock",
+            message: crate::escrow::refusal(id),
+        });
+    }
     let inv = find_inventory(&mut tx, id).await?.expect("just updated");
     tx.commit().await?;
     tracing::info!(product_id = id, delta = body.delta, reason = %body.reason.trim(), by = user.id, "inventory adjusted");
