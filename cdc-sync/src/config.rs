@@ -50,6 +50,9 @@ pub struct StreamConfig {
     /// Kafka settings when `transport = "kafka"`.
     #[serde(default)]
     pub kafka: Option<KafkaConfig>,
+    /// Per-user write ownership of a write canary (tables with `owner_key`).
+    #[serde(default)]
+    pub ownership: Option<crate::apply::ownership::OwnershipConfig>,
     /// `/metrics` and `/healthz` of the running stream.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -228,6 +231,22 @@ impl StreamConfig {
         if let Some(p) = &c.start_position {
             parse_position(p)?;
         }
+        let owned = c.tables.iter().any(|t| t.owner_key.is_some());
+        match &c.ownership {
+            Some(o) => {
+                mysql_async::Opts::from_url(&o.flags_url)
+                    .map_err(|e| format!("ownership.flags_url is not a MariaDB URL: {e}"))?;
+                if !owned {
+                    return Err("[ownership] is set but no table names an owner_key".into());
+                }
+            }
+            None if owned => {
+                return Err(
+                    "a table names an owner_key: [ownership] must say where the flag is".into(),
+                );
+            }
+            None => {}
+        }
         match (c.transport, &c.kafka) {
             (Transport::Kafka, None) => {
                 return Err(
@@ -287,6 +306,25 @@ mod tests {
             "{err}"
         );
         std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn ownership_needs_both_the_flag_and_an_owner_key() {
+        let keyed = GOOD.replace(
+            "target = \"user_svc.users\"\n",
+            "target = \"user_svc.users\"\nowner_key = \"id\"\n",
+        );
+        let err = StreamConfig::parse(&keyed).unwrap_err();
+        assert!(err.contains("[ownership] must say where the flag is"), "{err}");
+        let section = "[ownership]\nflags_url = \"mysql://root@127.0.0.1:3/strangler\"\nflag = \"route.users\"\nsource_side = \"monolith\"\n\n";
+        let (head, tables) = GOOD.split_at(GOOD.find("[[tables]]").unwrap());
+        let err = StreamConfig::parse(&format!("{head}{section}{tables}")).unwrap_err();
+        assert!(err.contains("no table names an owner_key"), "{err}");
+        let (head, tables) = keyed.split_at(keyed.find("[[tables]]").unwrap());
+        let c = StreamConfig::parse(&format!("{head}{section}{tables}")).unwrap();
+        assert_eq!(c.tables[0].owner_key.as_deref(), Some("id"));
+        let bad = section.replace("monolith\"", "both\"");
+        assert!(StreamConfig::parse(&format!("{head}{bad}{tables}")).is_err());
     }
 
     #[test]

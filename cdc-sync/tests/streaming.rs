@@ -713,3 +713,151 @@ async fn counters_replicate_as_deltas_and_concurrent_sales_on_both_sides_are_all
         r.task.await.unwrap().unwrap();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stray_writes_of_users_the_other_side_owns_are_kept_not_applied() {
+    // A write canary: the proxy's flag splits users between the sides; each stream knows the
+    // split and applies only what the user's owner wrote.
+    let (m, s) = (testkit::monolith_server(), testkit::services_server());
+    let a = m.create_database("own_a").await.unwrap();
+    let b = s.create_database("own_b").await.unwrap();
+    let flags_db = m.create_database("own_flags").await.unwrap();
+    for url in [&a.url, &b.url] {
+        exec(url, "CREATE TABLE orders (id INT PRIMARY KEY, user_id BIGINT NOT NULL, note VARCHAR(40) NOT NULL)").await;
+    }
+    let source = flags::source::mysql::MysqlSource::new(
+        mysql_async::Pool::new(flags_db.url.as_str()),
+        "strangler_flags",
+    );
+    source.ensure_table().await.unwrap();
+    let set_percent = |percent: f64| {
+        let source = &source;
+        async move {
+            let note = flags::source::mysql::ChangeNote {
+                actor: "test".into(),
+                source: "cli".into(),
+                action: "set_mode".into(),
+                subject: "orders".into(),
+                reason: "write canary".into(),
+            };
+            source
+                .change("route.orders", None, &note, |_| {
+                    Ok(flags::RouteMode::Canary { percent }.to_flag(
+                        "route.orders",
+                        0,
+                        "orders-salt",
+                    ))
+                })
+                .await
+                .unwrap();
+        }
+    };
+    set_percent(50.0).await;
+    let flag = flags::RouteMode::Canary { percent: 50.0 }.to_flag("route.orders", 0, "orders-salt");
+    let side = |user: u64| {
+        flags::evaluate(&flag, &flags::Context::new(&user.to_string()))
+            .value
+            .and_then(|v| v.as_str())
+            == Some("service")
+    };
+    let on_service = (1..100).find(|u| side(*u)).unwrap();
+    let on_monolith = (1..100).find(|u| !side(*u)).unwrap();
+    let id = std::process::id();
+    let stream = |name: String,
+                  from: &testkit::TestDatabase,
+                  to: &testkit::TestDatabase,
+                  src: &testkit::MariaDb,
+                  dst: &testkit::MariaDb,
+                  reader: u32,
+                  side: &str| {
+        config(
+            &name,
+            src,
+            dst,
+            &format!(
+                "[ownership]\nflags_url = \"{}\"\nflag = \"route.orders\"\nsource_side = \"{side}\"\n\n\
+                 [[tables]]\nsource = \"{}.orders\"\ntarget = \"{}.orders\"\nowner_key = \"user_id\"\n",
+                flags_db.url, from.name, to.name
+            ),
+            reader,
+        )
+    };
+    let forward = start(stream(format!("ownf{id}"), &a, &b, m, s, 4221, "monolith")).await;
+    let reverse = start(stream(format!("ownr{id}"), &b, &a, s, m, 4222, "service")).await;
+
+    // Each owner's writes cross; the monolith's write for a service-owned user does not.
+    exec(
+        &a.url,
+        &format!("INSERT INTO orders VALUES (1, {on_monolith}, 'owned, monolith')"),
+    )
+    .await;
+    exec(
+        &b.url,
+        &format!("INSERT INTO orders VALUES (2, {on_service}, 'owned, service')"),
+    )
+    .await;
+    exec(
+        &a.url,
+        &format!("INSERT INTO orders VALUES (3, {on_service}, 'stray, monolith')"),
+    )
+    .await;
+    exec(
+        &a.url,
+        &format!("INSERT INTO orders VALUES (5, {on_monolith}, 'owned again')"),
+    )
+    .await;
+    let q = "SELECT id FROM orders ORDER BY id";
+    let ids = |url: String| async move {
+        rows(&url, q)
+            .await
+            .into_iter()
+            .map(|r| r[0].clone().unwrap())
+            .collect::<Vec<_>>()
+    };
+    eventually("owned rows to cross", || {
+        let (a, b) = (a.url.clone(), b.url.clone());
+        async move { ids(b).await.len() == 3 && ids(a).await.len() == 4 }
+    })
+    .await;
+    assert_eq!(
+        ids(b.url.clone()).await,
+        ["1", "2", "5"],
+        "the stray row was applied"
+    );
+    assert_eq!(ids(a.url.clone()).await, ["1", "2", "3", "5"]);
+    let dead = rows(
+        &s.url(&format!("cdc_ownf{id}")),
+        "SELECT target_table, op, winner, source_after FROM cdc_conflicts",
+    )
+    .await;
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(dead[0][2].as_deref(), Some("target"));
+    assert!(
+        dead[0][3].as_deref().unwrap().contains("stray, monolith"),
+        "{dead:?}"
+    );
+    assert!(forward.metrics.render().contains("cdc_conflicts_total{"));
+
+    // The canary grows to everyone: the service now owns the monolith's user too, and the
+    // stream sees it at once (it reads the flag again before calling a write stray).
+    set_percent(100.0).await;
+    exec(
+        &b.url,
+        &format!("INSERT INTO orders VALUES (4, {on_monolith}, 'moved user, service')"),
+    )
+    .await;
+    eventually("the moved user's write to cross", || {
+        let a = a.url.clone();
+        async move { ids(a).await.contains(&"4".to_string()) }
+    })
+    .await;
+    assert!(
+        !reverse.metrics.render().contains("cdc_conflicts_total{"),
+        "{}",
+        reverse.metrics.render()
+    );
+    for r in [forward, reverse] {
+        let _ = r.stop.send(true);
+        r.task.await.unwrap().unwrap();
+    }
+}

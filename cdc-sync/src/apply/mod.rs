@@ -4,3 +4,4 @@
 pub mod batch;
 pub mod conflicts;
 pub mod mysql;
+pub mod ownership;

@@ -40,6 +40,8 @@ pub struct MysqlApplier {
     stats_table: String,
     /// `<offsets_db>.cdc_conflicts`: the dead letters of conflicts, both images each.
     conflicts_table: String,
+    /// Per-user write ownership (a write canary's `[ownership]`).
+    ownership: Option<std::sync::Arc<super::ownership::Ownership>>,
     mappings: HashMap<String, TableMapping>,
     conflicts: Option<Owner>,
     /// `mariadb-native` marks transactions with `skip_replication` too.
@@ -192,6 +194,8 @@ struct RowChange {
     increments: Option<(String, Vec<Value>)>,
     /// The event's position among the batch's events (its images go to the conflict table).
     event: usize,
+    /// `k1 = ? AND …` over the target key columns (the key values are `key`).
+    key_cond: String,
 }
 
 impl RowChange {
@@ -386,6 +390,11 @@ impl MysqlApplier {
             config.detect_conflicts.then_some(config.owner),
         )?;
         a.mode = config.mode;
+        if let Some(o) = &config.ownership {
+            a.ownership = Some(std::sync::Arc::new(super::ownership::Ownership::new(
+                o.clone(),
+            )?));
+        }
         Ok(a)
     }
 
@@ -406,6 +415,7 @@ impl MysqlApplier {
             offsets_table: format!("{}.cdc_offsets", quote(offsets_db)),
             stats_table: format!("{}.cdc_table_stats", quote(offsets_db)),
             conflicts_table: format!("{}.cdc_conflicts", quote(offsets_db)),
+            ownership: None,
             mappings: mappings
                 .into_iter()
                 .map(|m| (m.source.clone(), m))
@@ -416,8 +426,11 @@ impl MysqlApplier {
         })
     }
 
-    /// Creates the offsets table (and its database) if missing.
+    /// Creates the offsets table (and its database) if missing; reads the ownership flag.
     pub async fn prepare(&self, offsets_db: &str) -> Result<(), CdcError> {
+        if let Some(o) = &self.ownership {
+            o.refresh().await?;
+        }
         let mut conn = self.pool.get_conn().await?;
         conn.query_drop(format!(
             "CREATE DATABASE IF NOT EXISTS {}",
@@ -470,6 +483,39 @@ impl MysqlApplier {
         Ok(())
     }
 
+    /// The events (by position) whose rows belong to users the other side owns.
+    async fn strays(
+        &self,
+        changes: &[(RowChange, &Offset)],
+        events: &[&ChangeEvent],
+    ) -> Result<std::collections::HashSet<usize>, CdcError> {
+        let Some(o) = &self.ownership else {
+            return Ok(Default::default());
+        };
+        let owned: Vec<(usize, String)> = changes
+            .iter()
+            .filter_map(|(c, _)| {
+                let ev = events[c.event];
+                let m = self.mappings.get(&ev.schema.qualified())?;
+                let column = m.owner_key.as_ref()?;
+                let image = ev.envelope.after.as_ref().or(ev.envelope.before.as_ref())?;
+                Some((c.event, super::ownership::user_key(image, column)?))
+            })
+            .collect();
+        let find = || -> std::collections::HashSet<usize> {
+            owned
+                .iter()
+                .filter(|(_, user)| o.is_stray(user))
+                .map(|(n, _)| *n)
+                .collect()
+        };
+        if find().is_empty() {
+            return Ok(Default::default());
+        }
+        o.refresh().await?;
+        Ok(find())
+    }
+
     /// Writes a conflict to the dead-letter table, in the transaction that resolves it: both
     /// sides' images (the event's before and after, the target's row as it was), the key, who won.
     async fn record_conflict(
@@ -480,18 +526,16 @@ impl MysqlApplier {
         at: &Offset,
         winner: Owner,
     ) -> Result<(), CdcError> {
-        let Some(check) = &change.check else {
+        if change.key_cond.is_empty() {
             return Ok(());
-        };
-        let cond = check
-            .key_cols
-            .iter()
-            .map(|k| format!("{k} = ?"))
-            .collect::<Vec<_>>()
-            .join(" AND ");
+        }
         let current: Option<mysql_async::Row> = tx
             .exec_first(
-                format!("SELECT * FROM {} WHERE {cond}", check.target),
+                format!(
+                    "SELECT * FROM {} WHERE {}",
+                    quote(&change.table),
+                    change.key_cond
+                ),
                 change.key.clone(),
             )
             .await?;
@@ -701,6 +745,7 @@ impl MysqlApplier {
                     })
                     .collect();
                 let (cond, key) = key_where(row)?;
+                let key_cond = cond.clone();
                 let increments = deltas.iter().any(|(_, d)| *d != 0).then(|| {
                     let sets: Vec<String> = deltas
                         .iter()
@@ -743,6 +788,7 @@ impl MysqlApplier {
                     key,
                     increments,
                     event: 0,
+                    key_cond,
                 }
             }
             Op::Delete => {
@@ -752,6 +798,7 @@ impl MysqlApplier {
                     .ok_or_else(|| malformed("no `before` image".into()))?;
                 let (cond, params) = key_where(row)?;
                 let params_key = params.clone();
+                let key_cond = cond.clone();
                 RowChange {
                     table: m.target.clone(),
                     op: Op::Delete,
@@ -761,6 +808,7 @@ impl MysqlApplier {
                     key: params_key,
                     increments: None,
                     event: 0,
+                    key_cond,
                 }
             }
             Op::Truncate => RowChange {
@@ -772,6 +820,7 @@ impl MysqlApplier {
                 key: Vec::new(),
                 increments: None,
                 event: 0,
+                key_cond: String::new(),
             },
             Op::Message => return Ok(None),
         };
@@ -864,6 +913,9 @@ impl MysqlApplier {
                 }
             }
         }
+        // Stray writes: rows of users the other side owns (a write canary). The flag is read again
+        // before calling any change stray: it may have moved a user since it was last read.
+        let strays = self.strays(&changes, &events).await?;
         let mut applied = Applied::default();
         let mut conn = self.pool.get_conn().await?;
         // Pooled connections are reset when returned, which clears session variables: set them
@@ -882,6 +934,22 @@ impl MysqlApplier {
             (&self.stream, &last.end.file, last.end.pos, &last.end.gtid, txns.len() as u64, last.ts_ms),
         )
         .await?;
+        // Stray writes are kept as conflicts (the owner's side wins) and not applied.
+        let mut owned = Vec::with_capacity(changes.len());
+        for (change, at) in changes {
+            if !strays.contains(&change.event) {
+                owned.push((change, at));
+                continue;
+            }
+            tracing::warn!(stream = %self.stream, table = %change.table, op = ?change.op, at = %at, "stray write: the row's user is owned by the other side; kept as a conflict, not applied");
+            applied.conflicts.push(Conflict {
+                table: change.table.clone(),
+                winner: Owner::Target,
+            });
+            self.record_conflict(&mut tx, &change, events[change.event], at, Owner::Target)
+                .await?;
+        }
+        let changes = owned;
         // Consecutive upserts of one table with the same columns: one multi-row statement
         // (rows apply in order, so a key written twice ends as the later row).
         let mut pending: Option<Upserts> = None;

@@ -35,6 +35,11 @@ pub struct TableMapping {
     /// as `updated_at … ON UPDATE`): their after-image is written, a difference is no conflict.
     #[serde(default)]
     pub uncompared: Vec<String>,
+    /// The column holding the user a row belongs to (`user_id`), when writes are owned per user
+    /// during a write canary (the stream's `[ownership]`): a change written on the side that
+    /// does not own the user is a stray write, kept as a conflict and not applied.
+    #[serde(default)]
+    pub owner_key: Option<String>,
 }
 
 /// A value transform.
@@ -120,6 +125,7 @@ impl TableMapping {
             .chain(self.transform.keys())
             .chain(self.counters.iter())
             .chain(self.uncompared.iter())
+            .chain(self.owner_key.iter())
         {
             if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
                 return Err(format!(
