@@ -315,7 +315,10 @@ mod tests {
             "target = \"user_svc.users\"\nowner_key = \"id\"\n",
         );
         let err = StreamConfig::parse(&keyed).unwrap_err();
-        assert!(err.contains("[ownership] must say where the flag is"), "{err}");
+        assert!(
+            err.contains("[ownership] must say where the flag is"),
+            "{err}"
+        );
         let section = "[ownership]\nflags_url = \"mysql://root@127.0.0.1:3/strangler\"\nflag = \"route.users\"\nsource_side = \"monolith\"\n\n";
         let (head, tables) = GOOD.split_at(GOOD.find("[[tables]]").unwrap());
         let err = StreamConfig::parse(&format!("{head}{section}{tables}")).unwrap_err();

@@ -755,7 +755,7 @@ async fn stray_writes_of_users_the_other_side_owns_are_kept_not_applied() {
     set_percent(50.0).await;
     let flag = flags::RouteMode::Canary { percent: 50.0 }.to_flag("route.orders", 0, "orders-salt");
     let side = |user: u64| {
-        flags::evaluate(&flag, &flags::Context::new(&user.to_string()))
+        flags::evaluate(&flag, &flags::Context::new(user.to_string()))
             .value
             .and_then(|v| v.as_str())
             == Some("service")

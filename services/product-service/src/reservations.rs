@@ -307,7 +307,8 @@ async fn transition(
                 (item.quantity, item.product_id),
             )
             .await?;
-            service_kit::escrow::give_back(&mut tx, item.product_id, i64::from(item.quantity)).await?;
+            service_kit::escrow::give_back(&mut tx, item.product_id, i64::from(item.quantity))
+                .await?;
         }
     }
     tx.exec_drop("UPDATE reservations SET status = ? WHERE id = ?", (to, id))
