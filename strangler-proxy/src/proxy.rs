@@ -330,6 +330,13 @@ impl ProxyHttp for StranglerProxy {
             // A canary routes reads only: the monolith owns the domain's writes until the
             // whole domain moves (unless the route lets a canary write).
             "service" if ctx.mode == CANARY && !read_only && !route.canary_writes => {}
+            // A write canary splits writes by user: only a key that stays the user's for life
+            // (the JWT's user id, or a trusted gateway's header) may own writes on the service;
+            // session and anonymous keys change at login, so their writes stay on the monolith.
+            "service"
+                if ctx.mode == CANARY
+                    && !read_only
+                    && !matches!(user, UserKey::Jwt(_) | UserKey::Header(_)) => {}
             "service" => {
                 if !route.service.any_healthy() {
                     ctx.fallback = Some("unhealthy");

@@ -143,6 +143,23 @@ async fn a_canary_routes_reads_only_unless_the_route_lets_it_write() {
         checked >= 15,
         "only {checked} of 20 users on the 99% canary"
     );
+    // A write canary splits writes by a key that stays the user's for life: an anonymous
+    // visitor's writes (a cookie that changes at login) stay on the monolith.
+    let mut anonymous_on_service = 0;
+    for _ in 0..20 {
+        let r = proxy
+            .client
+            .post(proxy.url("/api/inventory/1"))
+            .json(&serde_json::json!({"delta": 1}))
+            .send()
+            .await
+            .unwrap();
+        anonymous_on_service += usize::from(r.headers()["x-strangler-backend"] == "service");
+    }
+    assert_eq!(
+        anonymous_on_service, 0,
+        "anonymous writes reached the service"
+    );
     // Fully on the service, writes follow.
     proxy.set_mode("route.products", RouteMode::Service).await;
     let r = proxy
