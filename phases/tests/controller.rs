@@ -93,18 +93,6 @@ async fn serve(app: Router) -> std::net::SocketAddr {
     addr
 }
 
-/// A binary of this workspace's build, next to the test's own folder.
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build it (cargo build --workspace)",
-        bin.display()
-    );
-    bin
-}
-
 async fn wait_ok(url: &str) {
     let http = reqwest::Client::new();
     for _ in 0..400 {
@@ -280,7 +268,7 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
         ),
     )
     .unwrap();
-    let cdc = binary("cdc-sync");
+    let cdc = testkit::workspace_binary("cdc-sync");
     let conf = |p: &Path| p.display().to_string();
     let _m2s = spawn(&cdc, &["stream", "--config", &conf(&m2s_config)], d, "m2s");
     let _s2m = spawn(&cdc, &["stream", "--config", &conf(&s2m_config)], d, "s2m");
@@ -322,7 +310,7 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
     )
     .unwrap();
     let _proxy = spawn(
-        &binary("strangler-proxy"),
+        &testkit::workspace_binary("strangler-proxy"),
         &["--config", &conf(&proxy_config)],
         d,
         "proxy",
@@ -347,7 +335,7 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
     std::fs::write(&viewer_config, controller(VIEWER)).unwrap();
     // The controller's API, behind the proxy's /admin/phases.
     let _serve = spawn(
-        &binary("strangler"),
+        &testkit::workspace_binary("strangler"),
         &[
             "--domains",
             &conf(&domains),
@@ -364,7 +352,7 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
     );
     wait_ok(&format!("http://127.0.0.1:{api}/readyz")).await;
     let ctl = |token: &str, args: &[&str]| -> (bool, String, String) {
-        let out = std::process::Command::new(binary("stranglerctl"))
+        let out = std::process::Command::new(testkit::workspace_binary("stranglerctl"))
             .args([
                 "--url",
                 &format!("http://127.0.0.1:{admin}"),

@@ -6,22 +6,11 @@
 //! stock, refusals counted, no conflict, both streams still running.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use mysql_async::prelude::*;
-
-fn binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let bin = exe.parent().unwrap().parent().unwrap().join(name);
-    assert!(
-        bin.exists(),
-        "{} is missing: build it (cargo build --workspace)",
-        bin.display()
-    );
-    bin
-}
 
 fn spawn(
     bin: &Path,
@@ -104,7 +93,7 @@ async fn both_sides_sell_at_once_and_the_last_unit_is_never_sold_twice() {
     let svc_url = format!("{}/product_svc", s.root_url().trim_end_matches('/'));
 
     // The monolith, seeded with customers and six products; small stocks, some run out.
-    let monolith_bin = binary("legacy-monolith");
+    let monolith_bin = testkit::workspace_binary("legacy-monolith");
     let shop_port = testkit::free_port();
     let shop_env = vec![
         ("SHOP_DATABASE_URL", shop_url.clone()),
@@ -148,7 +137,7 @@ async fn both_sides_sell_at_once_and_the_last_unit_is_never_sold_twice() {
     // product-service on the services' server.
     let svc_port = testkit::free_port();
     let _svc = spawn(
-        &binary("product-service"),
+        &testkit::workspace_binary("product-service"),
         &["serve"],
         &[
             ("PRODUCT_SVC_DATABASE_URL", svc_url.clone()),
@@ -167,7 +156,7 @@ async fn both_sides_sell_at_once_and_the_last_unit_is_never_sold_twice() {
     let domains = Path::new(env!("CARGO_MANIFEST_DIR")).join("config/shop-domains.toml");
     let decl = phases::Declaration::load(&domains).unwrap();
     let pid = std::process::id();
-    let cdc = binary("cdc-sync");
+    let cdc = testkit::workspace_binary("cdc-sync");
     let stream = |name: &str,
                   from: &testkit::MariaDb,
                   to: &testkit::MariaDb,

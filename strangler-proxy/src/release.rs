@@ -162,6 +162,17 @@ impl From<AuditEntry> for AuditView {
 const LIVE_WINDOW_SECS: u64 = 60;
 
 impl Control {
+    /// The flag that decides `route`.
+    fn flag_of(&self, route: &str) -> Result<String, ReleaseError> {
+        self.table
+            .load()
+            .routes
+            .iter()
+            .find(|r| r.name == route)
+            .map(|r| r.flag.clone())
+            .ok_or_else(|| ReleaseError::UnknownRoute(route.into()))
+    }
+
     fn writer(&self) -> Result<&MysqlSource, ReleaseError> {
         self.writer.get().ok_or(ReleaseError::ReadOnly)
     }
@@ -205,14 +216,7 @@ impl Control {
         expected_version: Option<u64>,
         note: ChangeNote,
     ) -> Result<ChangeView, ReleaseError> {
-        let flag_key = self
-            .table
-            .load()
-            .routes
-            .iter()
-            .find(|r| r.name == route)
-            .map(|r| r.flag.clone())
-            .ok_or_else(|| ReleaseError::UnknownRoute(route.into()))?;
+        let flag_key = self.flag_of(route)?;
         if mode != RouteMode::Service && self.retired.contains(&flag_key) {
             return Err(ReleaseError::Conflict(format!(
                 "{route}: its domain is decommissioned (flag {flag_key} has no monolith side); it serves `service` only"
@@ -281,14 +285,7 @@ impl Control {
         route: &str,
         note: ChangeNote,
     ) -> Result<ChangeView, ReleaseError> {
-        let flag_key = self
-            .table
-            .load()
-            .routes
-            .iter()
-            .find(|r| r.name == route)
-            .map(|r| r.flag.clone())
-            .ok_or_else(|| ReleaseError::UnknownRoute(route.into()))?;
+        let flag_key = self.flag_of(route)?;
         let writer = self.writer()?;
         let current = self.flags.snapshot().get(&flag_key).cloned();
         if !current

@@ -535,23 +535,7 @@ async fn a_failing_canary_rolls_itself_back() {
 async fn a_change_reaches_every_replica_without_failed_requests() {
     let s = stack("release_replicas", "").await;
     // Two more replicas on the same flag table.
-    let body = std::fs::read_to_string(&s.proxy.config_path).unwrap();
-    let mut replicas = vec![];
-    for _ in 0..2 {
-        let dir = testkit::TempDir::new("proxy-replica").unwrap();
-        let (port, admin) = (testkit::free_port(), testkit::free_port());
-        let text = body
-            .replace(
-                &format!("127.0.0.1:{}\"", s.proxy.port),
-                &format!("127.0.0.1:{port}\""),
-            )
-            .replace(
-                &format!("127.0.0.1:{}\"", s.proxy.admin),
-                &format!("127.0.0.1:{admin}\""),
-            )
-            .replace("up.sock", "up2.sock");
-        replicas.push(Proxy::launch(dir, port, admin, &text).await);
-    }
+    let replicas = [replica(&s, 1).await, replica(&s, 2).await];
     let all: Vec<&Proxy> = std::iter::once(&s.proxy).chain(replicas.iter()).collect();
     assert!(s.db_url.contains("release_replicas"));
 
@@ -626,20 +610,7 @@ async fn figures_and_auto_rollback_are_the_fleets() {
         "\n[auto_rollback]\nwindow_secs = 20\nmin_requests = 20\nmax_error_rate = 0.2\n",
     )
     .await;
-    let body = std::fs::read_to_string(&s.proxy.config_path).unwrap();
-    let dir = testkit::TempDir::new("proxy-replica").unwrap();
-    let (port, admin) = (testkit::free_port(), testkit::free_port());
-    let text = body
-        .replace(
-            &format!("127.0.0.1:{}\"", s.proxy.port),
-            &format!("127.0.0.1:{port}\""),
-        )
-        .replace(
-            &format!("127.0.0.1:{}\"", s.proxy.admin),
-            &format!("127.0.0.1:{admin}\""),
-        )
-        .replace("up.sock", "up2.sock");
-    let (a, b) = (&s.proxy, &Proxy::launch(dir, port, admin, &text).await);
+    let (a, b) = (&s.proxy, &replica(&s, 1).await);
     let (status, body) = put_mode(
         a,
         OPERATOR,
@@ -660,9 +631,12 @@ async fn figures_and_auto_rollback_are_the_fleets() {
     for i in 0..12 {
         served_by(a, "/api/orders/1", &format!("u{i}")).await;
     }
-    let seen = wait_for(b, "A's requests in B's figures", |r| {
-        route(r, "orders")["live"]["service"]["requests"].as_u64() >= Some(13)
-    })
+    let seen = wait_up_to(
+        b,
+        "A's requests in B's figures",
+        Duration::from_secs(20),
+        |r| route(r, "orders")["live"]["service"]["requests"].as_u64() >= Some(13),
+    )
     .await;
     let live = &route(&seen, "orders")["live"];
     assert_eq!(live["scope"], "fleet", "{live}");

@@ -19,6 +19,6 @@ mod tansu;
 pub use error::TestkitError;
 pub use http::http_get;
 pub use mariadb::{MariaDb, MariaDbOptions, TestDatabase};
-pub use process::{ProcessGuard, TempDir, assert_success, free_port};
+pub use process::{ProcessGuard, TempDir, assert_success, free_port, workspace_binary};
 pub use shared::{MONOLITH_SERVER_ID, SERVICES_SERVER_ID, monolith_server, services_server};
 pub use tansu::Tansu;

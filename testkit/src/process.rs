@@ -23,6 +23,23 @@ wait $pid 2>/dev/null
 exit 0
 "#;
 
+/// A binary of this workspace's build, beside the running test's own folder (`cargo test
+/// --workspace` builds them all); panics naming the command that builds it when missing.
+pub fn workspace_binary(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("the test's executable");
+    let bin = exe
+        .parent()
+        .and_then(Path::parent)
+        .expect("target/<profile>/deps")
+        .join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: build it (cargo build --workspace, or ./dev test)",
+        bin.display()
+    );
+    bin
+}
+
 /// A free TCP port on 127.0.0.1 (bound, read, released; callers retry on the rare race).
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")

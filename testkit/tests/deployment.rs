@@ -124,7 +124,7 @@ fn documented_cdc_config() -> String {
 /// The reverse stream's config: the README's header and the `[[tables]]` that
 /// `strangler domains streams --direction services-to-monolith` prints, as the README says.
 fn documented_reverse_config() -> String {
-    let out = Command::new(debug_binary("strangler"))
+    let out = Command::new(testkit::workspace_binary("strangler"))
         .args(["domains", "streams", "--direction", "services-to-monolith"])
         .env(
             "STRANGLER_DOMAINS",
@@ -506,7 +506,7 @@ fn manifests_agree_with_the_images_and_the_binaries() {
     ] {
         let path = dir.path().join(format!("{name}.toml"));
         std::fs::write(&path, &text).unwrap();
-        let out = Command::new(debug_binary("cdc-sync"))
+        let out = Command::new(testkit::workspace_binary("cdc-sync"))
             .arg("--config")
             .arg(&path)
             .arg("--check-config")
@@ -983,18 +983,6 @@ fn promql_parts(expr: &str) -> (BTreeSet<String>, BTreeSet<String>) {
 }
 
 /// A binary of the workspace's test build (`cargo test --workspace` builds them all).
-fn debug_binary(name: &str) -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    let dir = exe.parent().unwrap().parent().unwrap();
-    let path = dir.join(name);
-    assert!(
-        path.is_file(),
-        "{} is missing: `cargo test --workspace` (./dev test) builds it",
-        path.display()
-    );
-    path
-}
-
 fn wait_ready(c: &Container, port: u16, path: &str) {
     let started = Instant::now();
     loop {
@@ -1092,7 +1080,11 @@ fn images_run_the_manifests_on_a_container_network() {
     let net = DockerNetwork::create("deploy").expect("docker network");
     let built = Command::new(repo().join("docker/build-images.sh"))
         .args(["--tag", &tag, "--base", &image_base, "--bin-dir"])
-        .arg(debug_binary("strangler-proxy").parent().unwrap())
+        .arg(
+            testkit::workspace_binary("strangler-proxy")
+                .parent()
+                .unwrap(),
+        )
         .output()
         .unwrap();
     let built = testkit::assert_success(&built, "docker/build-images.sh");

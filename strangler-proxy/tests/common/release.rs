@@ -62,6 +62,24 @@ pub struct Stack {
     pub db_url: String,
 }
 
+/// Another replica of the stack's proxy on the same flag table (replica `n` from 1).
+pub async fn replica(s: &Stack, n: usize) -> Proxy {
+    let body = std::fs::read_to_string(&s.proxy.config_path).unwrap();
+    let dir = testkit::TempDir::new("proxy-replica").unwrap();
+    let (port, admin) = (testkit::free_port(), testkit::free_port());
+    let text = body
+        .replace(
+            &format!("127.0.0.1:{}\"", s.proxy.port),
+            &format!("127.0.0.1:{port}\""),
+        )
+        .replace(
+            &format!("127.0.0.1:{}\"", s.proxy.admin),
+            &format!("127.0.0.1:{admin}\""),
+        )
+        .replace("up.sock", &format!("up{}.sock", n + 1));
+    Proxy::launch(dir, port, admin, &text).await
+}
+
 pub async fn stack(name: &str, extra: &str) -> Stack {
     let db = testkit::monolith_server()
         .create_database(name)
@@ -119,7 +137,18 @@ pub async fn call(
 }
 
 pub async fn wait_for(proxy: &Proxy, what: &str, check: impl Fn(&Value) -> bool) -> Value {
-    for _ in 0..250 {
+    wait_up_to(proxy, what, Duration::from_secs(5), check).await
+}
+
+/// [`wait_for`] with its own bound (figures that travel between replicas take seconds).
+pub async fn wait_up_to(
+    proxy: &Proxy,
+    what: &str,
+    bound: Duration,
+    check: impl Fn(&Value) -> bool,
+) -> Value {
+    let started = std::time::Instant::now();
+    while started.elapsed() < bound {
         let (status, routes) = call(
             proxy,
             reqwest::Method::GET,

@@ -55,12 +55,7 @@ pub(crate) async fn settle(
     actor: Option<String>,
     reason: &str,
 ) -> anyhow::Result<()> {
-    if reason.trim().is_empty() {
-        anyhow::bail!("--reason must say how it was settled");
-    }
-    let actor = actor
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "cli".into());
+    let actor = crate::control::who(actor, reason)?;
     if !resolve(&config, id, &actor, reason).await? {
         anyhow::bail!("no open conflict #{id} in stream {}", config.name);
     }

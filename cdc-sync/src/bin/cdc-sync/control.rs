@@ -10,12 +10,7 @@ pub(crate) async fn set(
     actor: Option<String>,
     reason: &str,
 ) -> anyhow::Result<()> {
-    if reason.trim().is_empty() {
-        anyhow::bail!("--reason must say why");
-    }
-    let actor = actor
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "cli".into());
+    let actor = who(actor, reason)?;
     let control = Control::new(&config)?;
     control.set(desired, &actor, reason).await?;
     let state = control.state().await?;
@@ -35,12 +30,7 @@ pub(crate) async fn retire(
     actor: Option<String>,
     reason: &str,
 ) -> anyhow::Result<()> {
-    if reason.trim().is_empty() {
-        anyhow::bail!("--reason must say why");
-    }
-    let actor = actor
-        .or_else(|| std::env::var("USER").ok())
-        .unwrap_or_else(|| "cli".into());
+    let actor = who(actor, reason)?;
     let control = Control::new(&config)?;
     control.retire(table, &actor, reason).await?;
     let state = control.state().await?;
@@ -51,4 +41,14 @@ pub(crate) async fn retire(
         state.retired.join(", ")
     );
     Ok(())
+}
+
+/// The actor (default: the login name), once `reason` says why.
+pub(crate) fn who(actor: Option<String>, reason: &str) -> anyhow::Result<String> {
+    if reason.trim().is_empty() {
+        anyhow::bail!("--reason must say why");
+    }
+    Ok(actor
+        .or_else(|| std::env::var("USER").ok())
+        .unwrap_or_else(|| "cli".into()))
 }
