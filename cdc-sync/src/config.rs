@@ -52,7 +52,7 @@ pub struct StreamConfig {
     pub kafka: Option<KafkaConfig>,
     /// Per-user write ownership of a write canary (tables with `owner_key`).
     #[serde(default)]
-    pub ownership: Option<crate::apply::ownership::OwnershipConfig>,
+    pub ownership: Option<OwnershipConfig>,
     /// `/metrics` and `/healthz` of the running stream.
     #[serde(default = "default_listen")]
     pub listen: SocketAddr,
@@ -279,6 +279,34 @@ impl StreamConfig {
         }
         Ok(c)
     }
+}
+
+/// A side of the migration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Side {
+    Monolith,
+    Service,
+}
+
+/// `[ownership]` of a stream: where the proxy's flag is and which side the stream reads. Set it
+/// only for a domain whose routes let a canary write (`canary_writes = true`): then the flag's
+/// answer for a user is where that user's writes go.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct OwnershipConfig {
+    /// The database of the proxy's flag table (`mysql://…/strangler`).
+    pub flags_url: String,
+    #[serde(default = "default_flag_table")]
+    pub flag_table: String,
+    /// The domain's flag (`route.orders`).
+    pub flag: String,
+    /// The side this stream reads from.
+    pub source_side: Side,
+}
+
+fn default_flag_table() -> String {
+    "strangler_flags".into()
 }
 
 #[cfg(test)]

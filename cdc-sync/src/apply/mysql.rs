@@ -655,9 +655,12 @@ impl MysqlApplier {
             .iter()
             .filter_map(|c| m.target_column(c).map(str::to_string))
             .collect();
+        // `only`: compare just these target columns (an update of a counter table compares the
+        // columns it changes).
         let check = |before: Option<&Row>,
                      after: Option<&Row>,
-                     key_row: &Row|
+                     key_row: &Row,
+                     only: Option<&std::collections::HashSet<String>>|
          -> Result<Option<Check>, CdcError> {
             if self.conflicts.is_none() {
                 return Ok(None);
@@ -670,7 +673,9 @@ impl MysqlApplier {
                     let compared: Vec<_> = mapped(row, false)?
                         .into_iter()
                         .filter(|(name, _, c)| {
-                            *c && !counters.contains(name) && !uncompared.contains(name)
+                            *c && !counters.contains(name)
+                                && !uncompared.contains(name)
+                                && only.is_none_or(|o| o.contains(name))
                         })
                         .collect();
                     cols = compared.iter().map(|(c, _, _)| quote_ident(c)).collect();
@@ -737,13 +742,45 @@ impl MysqlApplier {
                     }
                     _ => Vec::new(),
                 };
-                let updates: Vec<String> = cols
+                // An update of a table with counters writes only the columns it changes: both
+                // sides write such rows at once, and a column this change leaves alone may hold
+                // the other side's newer value.
+                let changed: Option<std::collections::HashSet<String>> = match before {
+                    Some(b) if !counters.is_empty() => {
+                        let old: HashMap<String, Value> = mapped(b, false)?
+                            .into_iter()
+                            .map(|(c, v, _)| (c, v))
+                            .collect();
+                        Some(
+                            mapped(row, false)?
+                                .into_iter()
+                                .filter(|(c, v, _)| old.get(c) != Some(v))
+                                .map(|(c, _, _)| quote_ident(&c))
+                                .collect(),
+                        )
+                    }
+                    _ => None,
+                };
+                let mut updates: Vec<String> = cols
                     .iter()
-                    .map(|c| match deltas.iter().find(|(d, _)| d == c) {
-                        Some(_) => format!("{c} = COALESCE({c}, 0) + ?"),
-                        None => format!("{c} = VALUES({c})"),
+                    .filter_map(|c| match deltas.iter().find(|(d, _)| d == c) {
+                        Some(_) => Some(format!("{c} = COALESCE({c}, 0) + ?")),
+                        None if changed.as_ref().is_none_or(|ch| ch.contains(c)) => {
+                            Some(format!("{c} = VALUES({c})"))
+                        }
+                        None => None,
                     })
                     .collect();
+                if updates.is_empty() {
+                    // Nothing changed: a no-op update keeps the statement well formed.
+                    updates.push(format!("{c} = {c}", c = cols[0]));
+                }
+                let unquoted: Option<std::collections::HashSet<String>> =
+                    changed.as_ref().map(|ch| {
+                        ch.iter()
+                            .map(|c| c.trim_matches('`').replace("``", "`"))
+                            .collect()
+                    });
                 let (cond, key) = key_where(row)?;
                 let key_cond = cond.clone();
                 let increments = deltas.iter().any(|(_, d)| *d != 0).then(|| {
@@ -784,7 +821,7 @@ impl MysqlApplier {
                         ),
                         write_params,
                     )),
-                    check: check(before, Some(row), row)?,
+                    check: check(before, Some(row), row, unquoted.as_ref())?,
                     key,
                     increments,
                     event: 0,
@@ -804,7 +841,7 @@ impl MysqlApplier {
                     op: Op::Delete,
                     write: Some((format!("DELETE FROM {target} WHERE {cond}"), params)),
                     upsert: None,
-                    check: check(Some(row), None, row)?,
+                    check: check(Some(row), None, row, None)?,
                     key: params_key,
                     increments: None,
                     event: 0,
