@@ -304,6 +304,13 @@ async fn conflicts_are_kept_with_both_images_and_resolved_from_the_cli() {
     assert_eq!(c["source_after"]["note"], "changed on the source", "{c}");
     assert_eq!(c["target_row"]["note"], "changed on the target", "{c}");
     let id = c["id"].as_u64().unwrap().to_string();
+    let open_conflicts = || {
+        let (ok, out, err) = cli(&["status", "--json"]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        v["tables"][0]["open_conflicts"].as_u64()
+    };
+    assert_eq!(open_conflicts(), Some(1), "status counts the open conflict");
     let (ok, out, _) = cli(&["conflicts"]);
     assert!(
         ok && out.contains("target row:") && out.contains("source won"),
@@ -323,6 +330,7 @@ async fn conflicts_are_kept_with_both_images_and_resolved_from_the_cli() {
     assert!(ok && out.contains("resolved by ops"), "{out}{err}");
     let (_, out, _) = cli(&["conflicts"]);
     assert!(out.contains("no open conflicts"), "{out}");
+    assert_eq!(open_conflicts(), Some(0));
     let (ok, _, err) = cli(&["conflicts", "resolve", "--id", &id, "--reason", "again"]);
     assert!(!ok && err.contains("no open conflict"), "{err}");
     let (_, out, _) = cli(&["conflicts", "--all", "--json"]);

@@ -36,6 +36,17 @@ pub(crate) async fn status(config: StreamConfig, json: bool) -> anyhow::Result<(
     let first = table_stats(&mut conn, &config).await;
     tokio::time::sleep(std::time::Duration::from_secs(1)).await;
     let second = table_stats(&mut conn, &config).await;
+    // Conflicts not yet settled (`cdc-sync conflicts`), per target table.
+    let open: Vec<(String, u64)> = conn
+        .exec(
+            format!(
+                "SELECT target_table, COUNT(*) FROM `{}`.cdc_conflicts WHERE stream = ? AND resolved_at IS NULL GROUP BY target_table",
+                config.offsets_db
+            ),
+            (&config.name,),
+        )
+        .await
+        .unwrap_or_default();
     let now = chrono::Utc::now().timestamp_millis();
     let tables: Vec<serde_json::Value> = config
         .tables
@@ -48,6 +59,7 @@ pub(crate) async fn status(config: StreamConfig, json: bool) -> anyhow::Result<(
                 "source": t.source, "target": t.target, "events_applied": events,
                 "last_change_age_seconds": if ts > 0 { Some((now - ts) as f64 / 1000.0) } else { None },
                 "events_per_second": events - before,
+                "open_conflicts": open.iter().find(|(n, _)| *n == t.target).map_or(0, |(_, c)| *c),
             })
         })
         .collect();
@@ -88,12 +100,12 @@ pub(crate) async fn status(config: StreamConfig, json: bool) -> anyhow::Result<(
             None => println!("applied       nothing yet"),
         }
         println!(
-            "{:<32} {:<32} {:>10} {:>9} {:>12}",
-            "SOURCE", "TARGET", "EVENTS", "EVENTS/S", "LAST CHANGE"
+            "{:<32} {:<32} {:>10} {:>9} {:>12} {:>9}",
+            "SOURCE", "TARGET", "EVENTS", "EVENTS/S", "LAST CHANGE", "CONFLICTS"
         );
         for t in &tables {
             println!(
-                "{:<32} {:<32} {:>10} {:>9} {:>12}",
+                "{:<32} {:<32} {:>10} {:>9} {:>12} {:>9}",
                 t["source"].as_str().unwrap_or(""),
                 t["target"].as_str().unwrap_or(""),
                 t["events_applied"],
@@ -101,7 +113,8 @@ pub(crate) async fn status(config: StreamConfig, json: bool) -> anyhow::Result<(
                 t["last_change_age_seconds"]
                     .as_f64()
                     .map(|s| format!("{s:.1}s ago"))
-                    .unwrap_or_else(|| "never".into())
+                    .unwrap_or_else(|| "never".into()),
+                t["open_conflicts"]
             );
         }
     }
