@@ -70,15 +70,24 @@ async fn figures(side: &Side, e: &EscrowDecl) -> Result<SideFigures, String> {
         ))
         .await
         .map_err(|x| format!("{}: {x}", side.name))?;
-    let escrow: Vec<(u64, i64)> = c
+    let _ = c.disconnect().await;
+    Ok(SideFigures {
+        stock: stock.into_iter().collect(),
+        escrow: escrow_units(side).await?,
+    })
+}
+
+/// product → units of one side's escrow.
+async fn escrow_units(side: &Side) -> Result<BTreeMap<u64, i64>, String> {
+    let mut c = mysql_async::Conn::from_url(side.url.as_str())
+        .await
+        .map_err(|x| format!("{}: {x}", side.name))?;
+    let v: Vec<(u64, i64)> = c
         .query(format!("SELECT product_id, units FROM {}", side.escrow))
         .await
         .map_err(|x| format!("{}: {x}", side.name))?;
     let _ = c.disconnect().await;
-    Ok(SideFigures {
-        stock: stock.into_iter().collect(),
-        escrow: escrow.into_iter().collect(),
-    })
+    Ok(v.into_iter().collect())
 }
 
 /// Both sides' figures.
@@ -197,21 +206,7 @@ pub struct Moved {
 /// first (guarded, so never below zero), then given: a crash between loses units from the
 /// escrow (fewer sales, never more), which the next `split` finds again.
 pub async fn rebalance(m: &Side, s: &Side, service_share: f64, low: i64) -> Result<Moved, String> {
-    let escrow_of = |side: &Side| {
-        let side = side.clone();
-        async move {
-            let mut c = mysql_async::Conn::from_url(side.url.as_str())
-                .await
-                .map_err(|x| format!("{}: {x}", side.name))?;
-            let v: Vec<(u64, i64)> = c
-                .query(format!("SELECT product_id, units FROM {}", side.escrow))
-                .await
-                .map_err(|x| format!("{}: {x}", side.name))?;
-            let _ = c.disconnect().await;
-            Ok::<BTreeMap<u64, i64>, String>(v.into_iter().collect())
-        }
-    };
-    let (em, es) = (escrow_of(m).await?, escrow_of(s).await?);
+    let (em, es) = (escrow_units(m).await?, escrow_units(s).await?);
     let mut moved = Moved::default();
     let mut cm = mysql_async::Conn::from_url(m.url.as_str())
         .await

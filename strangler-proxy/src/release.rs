@@ -185,12 +185,13 @@ impl Control {
         table
             .routes
             .iter()
-            .map(|r| {
-                let mut v = route_view(r, flags.get(&r.flag).map(|f| &**f), now, &self.fleet);
-                v.monolith_retired = self.retired.contains(&r.flag);
-                v
-            })
+            .map(|r| self.view_of(r, flags.get(&r.flag).map(|f| &**f), now))
             .collect()
+    }
+
+    /// `r` as release managers see it: mode, health, the fleet's figures, retirement.
+    fn view_of(&self, r: &Route, flag: Option<&Flag>, now: u64) -> RouteView {
+        route_view(r, flag, now, &self.fleet, self.retired.contains(&r.flag))
     }
 
     /// One route.
@@ -202,9 +203,7 @@ impl Control {
             .find(|r| r.name == name)
             .ok_or_else(|| ReleaseError::UnknownRoute(name.into()))?;
         let flags = self.flags.snapshot();
-        let mut v = route_view(r, flags.get(&r.flag).map(|f| &**f), now_sec(), &self.fleet);
-        v.monolith_retired = self.retired.contains(&r.flag);
-        Ok(v)
+        Ok(self.view_of(r, flags.get(&r.flag).map(|f| &**f), now_sec()))
     }
 
     /// Sets `route`'s mode (replacing its flag's targeting: the mode applies to everyone).
@@ -553,7 +552,7 @@ pub fn burn(
     })
 }
 
-fn route_view(r: &Route, flag: Option<&Flag>, now: u64, fleet: &Fleet) -> RouteView {
+fn route_view(r: &Route, flag: Option<&Flag>, now: u64, fleet: &Fleet, retired: bool) -> RouteView {
     let mode = flag.map(ModeView::of).unwrap_or(ModeView {
         mode: "monolith".into(),
         percent: 0.0,
@@ -576,7 +575,7 @@ fn route_view(r: &Route, flag: Option<&Flag>, now: u64, fleet: &Fleet) -> RouteV
         monolith_healthy: r.monolith.any_healthy(),
         circuit: format!("{:?}", r.breaker.state()).to_lowercase(),
         shadow_noise: r.noise.snapshot(),
-        monolith_retired: false,
+        monolith_retired: retired,
         live: LiveView {
             window_secs: LIVE_WINDOW_SECS,
             scope: fleet.scope(),
