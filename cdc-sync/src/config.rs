@@ -232,20 +232,24 @@ impl StreamConfig {
             parse_position(p)?;
         }
         let owned = c.tables.iter().any(|t| t.owner_key.is_some());
-        match &c.ownership {
-            Some(o) => {
-                mysql_async::Opts::from_url(&o.flags_url)
-                    .map_err(|e| format!("ownership.flags_url is not a MariaDB URL: {e}"))?;
-                if !owned {
-                    return Err("[ownership] is set but no table names an owner_key".into());
-                }
+        // A table's owner_key without [ownership] is inert: the stream applies every change as
+        // it comes (outside a write canary one side owns all writes anyway).
+        if let Some(o) = &c.ownership {
+            mysql_async::Opts::from_url(&o.flags_url)
+                .map_err(|e| format!("ownership.flags_url is not a MariaDB URL: {e}"))?;
+            if !owned {
+                return Err("[ownership] is set but no table names an owner_key".into());
             }
-            None if owned => {
-                return Err(
-                    "a table names an owner_key: [ownership] must say where the flag is".into(),
-                );
+            if let Some(t) = c
+                .tables
+                .iter()
+                .find(|t| t.owner_key.is_some() && t.owner_flag.is_none() && o.flag.is_none())
+            {
+                return Err(format!(
+                    "{}: owner_key needs the flag that splits its users (owner_flag, or [ownership] flag)",
+                    t.source
+                ));
             }
-            None => {}
         }
         match (c.transport, &c.kafka) {
             (Transport::Kafka, None) => {
@@ -282,16 +286,16 @@ impl StreamConfig {
 }
 
 /// A side of the migration.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Side {
     Monolith,
     Service,
 }
 
-/// `[ownership]` of a stream: where the proxy's flag is and which side the stream reads. Set it
-/// only for a domain whose routes let a canary write (`canary_writes = true`): then the flag's
-/// answer for a user is where that user's writes go.
+/// `[ownership]` of a stream: where the proxy's flag is and which side the stream reads. The
+/// flag's mode says where each user's writes go: all to the monolith (monolith, shadow, a read
+/// canary), all to the service (service), or by the user's bucket (a write canary).
 #[derive(Debug, Clone, Deserialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct OwnershipConfig {
@@ -299,8 +303,9 @@ pub struct OwnershipConfig {
     pub flags_url: String,
     #[serde(default = "default_flag_table")]
     pub flag_table: String,
-    /// The domain's flag (`route.orders`).
-    pub flag: String,
+    /// The flag of tables that name no `owner_flag` (`route.orders`).
+    #[serde(default)]
+    pub flag: Option<String>,
     /// The side this stream reads from.
     pub source_side: Side,
 }
@@ -342,11 +347,17 @@ mod tests {
             "target = \"user_svc.users\"\n",
             "target = \"user_svc.users\"\nowner_key = \"id\"\n",
         );
-        let err = StreamConfig::parse(&keyed).unwrap_err();
-        assert!(
-            err.contains("[ownership] must say where the flag is"),
-            "{err}"
+        // Without [ownership] an owner_key is inert.
+        assert!(StreamConfig::parse(&keyed).is_ok());
+        let flagless = "[ownership]\nflags_url = \"mysql://root@127.0.0.1:3/strangler\"\nsource_side = \"monolith\"\n\n";
+        let (head, tables) = keyed.split_at(keyed.find("[[tables]]").unwrap());
+        let err = StreamConfig::parse(&format!("{head}{flagless}{tables}")).unwrap_err();
+        assert!(err.contains("owner_key needs the flag"), "{err}");
+        let own_flag = tables.replace(
+            "owner_key = \"id\"\n",
+            "owner_key = \"id\"\nowner_flag = \"route.users\"\n",
         );
+        assert!(StreamConfig::parse(&format!("{head}{flagless}{own_flag}")).is_ok());
         let section = "[ownership]\nflags_url = \"mysql://root@127.0.0.1:3/strangler\"\nflag = \"route.users\"\nsource_side = \"monolith\"\n\n";
         let (head, tables) = GOOD.split_at(GOOD.find("[[tables]]").unwrap());
         let err = StreamConfig::parse(&format!("{head}{section}{tables}")).unwrap_err();

@@ -739,7 +739,7 @@ async fn stray_writes_of_users_the_other_side_owns_are_kept_not_applied() {
         "strangler_flags",
     );
     source.ensure_table().await.unwrap();
-    let set_percent = |percent: f64| {
+    let set_mode = |mode: flags::RouteMode| {
         let source = &source;
         async move {
             let note = flags::source::mysql::ChangeNote {
@@ -751,23 +751,21 @@ async fn stray_writes_of_users_the_other_side_owns_are_kept_not_applied() {
             };
             source
                 .change("route.orders", None, &note, |_| {
-                    Ok(flags::RouteMode::Canary { percent }.to_flag(
-                        "route.orders",
-                        0,
-                        "orders-salt",
-                    ))
+                    Ok(mode.to_flag("route.orders", 0, "orders-salt"))
                 })
                 .await
                 .unwrap();
         }
     };
-    set_percent(50.0).await;
-    let flag = flags::RouteMode::Canary { percent: 50.0 }.to_flag("route.orders", 0, "orders-salt");
+    // A read canary first: its users read on the service but write on the monolith.
+    set_mode(flags::RouteMode::Canary { percent: 50.0 }).await;
+    let flag =
+        flags::RouteMode::WriteCanary { percent: 50.0 }.to_flag("route.orders", 0, "orders-salt");
     let side = |user: u64| {
         flags::evaluate(&flag, &flags::Context::new(user.to_string()))
             .value
             .and_then(|v| v.as_str())
-            == Some("service")
+            == Some("service-writes")
     };
     let on_service = (1..100).find(|u| side(*u)).unwrap();
     let on_monolith = (1..100).find(|u| !side(*u)).unwrap();
@@ -793,6 +791,28 @@ async fn stray_writes_of_users_the_other_side_owns_are_kept_not_applied() {
     };
     let forward = start(stream(format!("ownf{id}"), &a, &b, m, s, 4221, "monolith")).await;
     let reverse = start(stream(format!("ownr{id}"), &b, &a, s, m, 4222, "service")).await;
+    exec(
+        &a.url,
+        &format!("INSERT INTO orders VALUES (7, {on_service}, 'read canary, monolith')"),
+    )
+    .await;
+    eventually("a read canary's user's monolith write to cross", || {
+        let b = b.url.clone();
+        async move { rows(&b, "SELECT id FROM orders WHERE id = 7").await.len() == 1 }
+    })
+    .await;
+    exec(&a.url, "DELETE FROM orders WHERE id = 7").await;
+    eventually("the delete to cross", || {
+        let b = b.url.clone();
+        async move {
+            rows(&b, "SELECT id FROM orders WHERE id = 7")
+                .await
+                .is_empty()
+        }
+    })
+    .await;
+    // The write canary: each user's writes on the side of their bucket.
+    set_mode(flags::RouteMode::WriteCanary { percent: 50.0 }).await;
 
     // Each owner's writes cross; the monolith's write for a service-owned user does not.
     exec(
@@ -849,7 +869,7 @@ async fn stray_writes_of_users_the_other_side_owns_are_kept_not_applied() {
 
     // The canary grows to everyone: the service now owns the monolith's user too, and the
     // stream sees it at once (it reads the flag again before calling a write stray).
-    set_percent(100.0).await;
+    set_mode(flags::RouteMode::WriteCanary { percent: 100.0 }).await;
     exec(
         &b.url,
         &format!("INSERT INTO orders VALUES (4, {on_monolith}, 'moved user, service')"),

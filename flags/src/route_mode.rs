@@ -1,6 +1,7 @@
 //! Route modes on top of flags: a route's flag serves one of `monolith`, `service`, `shadow`;
-//! a canary is a rollout between `service` and `monolith`, with the service bucket first so that
-//! raising the percentage only ever adds users to the service side.
+//! a canary is a rollout between `service` (`service-writes` when the canary's users write on the
+//! service too) and `monolith`, the service bucket first so that raising the percentage only ever
+//! adds users to the service side.
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -8,10 +9,11 @@ use serde_json::Value;
 use crate::model::{Flag, Rollout, VariationOrRollout, WeightedVariation};
 
 /// The variations of every route flag, in this order.
-pub const ROUTE_VARIATIONS: [&str; 3] = ["monolith", "service", "shadow"];
+pub const ROUTE_VARIATIONS: [&str; 4] = ["monolith", "service", "shadow", "service-writes"];
 const MONOLITH: usize = 0;
 const SERVICE: usize = 1;
 const SHADOW: usize = 2;
+const SERVICE_WRITES: usize = 3;
 
 /// Where a route's traffic goes.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -21,8 +23,12 @@ pub enum RouteMode {
     Monolith,
     /// Serve from the monolith, mirror to the service and compare.
     Shadow,
-    /// `percent` of users (sticky) to the service, the rest to the monolith.
+    /// `percent` of users (sticky) to the service for reads, the rest to the monolith; every
+    /// write stays on the monolith, which owns the domain's writes.
     Canary { percent: f64 },
+    /// A canary whose users also write on the service (a write canary): each user's reads and
+    /// writes go to one side by the same sticky bucket as a [`RouteMode::Canary`] of `percent`.
+    WriteCanary { percent: f64 },
     /// Everything to the service (the monolith stays the fallback).
     Service,
 }
@@ -38,14 +44,19 @@ impl RouteMode {
             RouteMode::Monolith => fixed(MONOLITH),
             RouteMode::Shadow => fixed(SHADOW),
             RouteMode::Service => fixed(SERVICE),
-            RouteMode::Canary { percent } => {
+            RouteMode::Canary { percent } | RouteMode::WriteCanary { percent } => {
                 let service = (percent.clamp(0.0, 100.0) * 1000.0).round() as u32;
+                let variation = if matches!(self, RouteMode::WriteCanary { .. }) {
+                    SERVICE_WRITES
+                } else {
+                    SERVICE
+                };
                 VariationOrRollout {
                     variation: None,
                     rollout: Some(Rollout {
                         variations: vec![
                             WeightedVariation {
-                                variation: SERVICE,
+                                variation,
                                 weight: service,
                             },
                             WeightedVariation {
@@ -88,20 +99,59 @@ impl RouteMode {
             };
         }
         let rollout = flag.fallthrough.rollout.as_ref()?;
-        let mut service = 0u32;
+        let (mut service, mut writes) = (0u32, 0u32);
         for w in &rollout.variations {
             match name(w.variation)? {
                 "service" => service += w.weight,
+                "service-writes" => writes += w.weight,
                 "monolith" => {}
                 _ => return None,
             }
         }
-        Some(RouteMode::Canary {
-            percent: f64::from(service) / 1000.0,
-        })
+        match (service, writes) {
+            (_, 0) => Some(RouteMode::Canary {
+                percent: f64::from(service) / 1000.0,
+            }),
+            (0, _) => Some(RouteMode::WriteCanary {
+                percent: f64::from(writes) / 1000.0,
+            }),
+            // Some users writing on the service and others not: no mode says that.
+            _ => None,
+        }
     }
 
-    /// Parses `monolith`, `shadow`, `service` or `canary` with a percentage.
+    /// The mode's name in the admin API (`canary`, `write-canary`, …).
+    pub fn name(self) -> &'static str {
+        match self {
+            RouteMode::Monolith => "monolith",
+            RouteMode::Shadow => "shadow",
+            RouteMode::Canary { .. } => "canary",
+            RouteMode::WriteCanary { .. } => "write-canary",
+            RouteMode::Service => "service",
+        }
+    }
+
+    /// The percentage of users sent to the service (0 for the monolith and shadow, 100 for the
+    /// service).
+    pub fn percent(self) -> f64 {
+        match self {
+            RouteMode::Monolith | RouteMode::Shadow => 0.0,
+            RouteMode::Canary { percent } | RouteMode::WriteCanary { percent } => percent,
+            RouteMode::Service => 100.0,
+        }
+    }
+
+    /// The percentage of users whose writes the service owns: a write canary's percentage, all
+    /// of them in `service`, none otherwise (a read canary's writes stay on the monolith).
+    pub fn service_write_share(self) -> f64 {
+        match self {
+            RouteMode::WriteCanary { percent } => percent,
+            RouteMode::Service => 100.0,
+            _ => 0.0,
+        }
+    }
+
+    /// Parses `monolith`, `shadow`, `service`, or `canary` / `write-canary` with a percentage.
     pub fn parse(mode: &str, percent: Option<f64>) -> Result<Self, String> {
         match (mode, percent) {
             ("monolith", None) => Ok(RouteMode::Monolith),
@@ -110,14 +160,31 @@ impl RouteMode {
             ("canary", Some(p)) if (0.0..=100.0).contains(&p) => {
                 Ok(RouteMode::Canary { percent: p })
             }
-            ("canary", Some(p)) => Err(format!("canary percent must be 0 to 100, got {p}")),
-            ("canary", None) => Err("canary needs a percent".into()),
+            ("write-canary", Some(p)) if (0.0..=100.0).contains(&p) => {
+                Ok(RouteMode::WriteCanary { percent: p })
+            }
+            (m @ ("canary" | "write-canary"), Some(p)) => {
+                Err(format!("{m} percent must be 0 to 100, got {p}"))
+            }
+            (m @ ("canary" | "write-canary"), None) => Err(format!("{m} needs a percent")),
             (m @ ("monolith" | "shadow" | "service"), Some(_)) => {
                 Err(format!("mode {m} takes no percent"))
             }
             (other, _) => Err(format!(
-                "unknown mode {other:?}: use monolith, shadow, canary or service"
+                "unknown mode {other:?}: use monolith, shadow, canary, write-canary or service"
             )),
+        }
+    }
+}
+
+/// As operators read it: `monolith`, `shadow`, `canary 10%`, `write-canary 10%`, `service`.
+impl std::fmt::Display for RouteMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RouteMode::Canary { percent } | RouteMode::WriteCanary { percent } => {
+                write!(f, "{} {percent}%", self.name())
+            }
+            other => f.write_str(other.name()),
         }
     }
 }
@@ -134,6 +201,7 @@ mod tests {
             RouteMode::Shadow,
             RouteMode::Service,
             RouteMode::Canary { percent: 12.5 },
+            RouteMode::WriteCanary { percent: 12.5 },
         ] {
             let f = mode.to_flag("route.users", 1, "s");
             f.validate().unwrap();
@@ -145,6 +213,35 @@ mod tests {
         assert_eq!(
             evaluate(&off, &Context::new("u")).value,
             Some(&Value::from("monolith"))
+        );
+    }
+
+    #[test]
+    fn a_write_canary_buckets_users_as_the_read_canary_of_the_same_percent() {
+        let read = RouteMode::Canary { percent: 30.0 }.to_flag("route.orders", 1, "s");
+        let write = RouteMode::WriteCanary { percent: 30.0 }.to_flag("route.orders", 2, "s");
+        let mut on_service = 0;
+        for i in 0..2000 {
+            let ctx = Context::new(format!("{i}"));
+            let r = evaluate(&read, &ctx).value.cloned();
+            let w = evaluate(&write, &ctx).value.cloned();
+            match (
+                r.as_ref().and_then(Value::as_str),
+                w.as_ref().and_then(Value::as_str),
+            ) {
+                (Some("service"), Some("service-writes")) => on_service += 1,
+                (Some("monolith"), Some("monolith")) => {}
+                other => panic!("user {i}: {other:?}"),
+            }
+        }
+        assert!((500..700).contains(&on_service), "{on_service}");
+        assert_eq!(
+            RouteMode::WriteCanary { percent: 30.0 }.service_write_share(),
+            30.0
+        );
+        assert_eq!(
+            RouteMode::Canary { percent: 30.0 }.service_write_share(),
+            0.0
         );
     }
 
@@ -162,5 +259,10 @@ mod tests {
             RouteMode::parse("canary", Some(10.0)),
             Ok(RouteMode::Canary { percent: 10.0 })
         );
+        assert_eq!(
+            RouteMode::parse("write-canary", Some(10.0)),
+            Ok(RouteMode::WriteCanary { percent: 10.0 })
+        );
+        assert!(RouteMode::parse("write-canary", None).is_err());
     }
 }

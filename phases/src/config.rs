@@ -61,6 +61,10 @@ pub struct GateBounds {
     pub canary_min_requests: u64,
     pub canary_max_error_rate: f64,
     pub canary_max_p99_ms: f64,
+    /// Most open conflicts on a write canary's tables (both streams) to move on.
+    pub max_open_conflicts: u64,
+    /// Highest share of order lines a write canary's stock escrow may refuse to move on.
+    pub escrow_max_refusal_rate: f64,
     /// How long a controller's lease lasts without renewal.
     pub lease_secs: u32,
 }
@@ -75,6 +79,8 @@ impl Default for GateBounds {
             canary_min_requests: 50,
             canary_max_error_rate: 0.01,
             canary_max_p99_ms: 500.0,
+            max_open_conflicts: 0,
+            escrow_max_refusal_rate: 0.05,
             lease_secs: 300,
         }
     }

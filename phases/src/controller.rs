@@ -10,7 +10,7 @@ use crate::config::ControllerConfig;
 use crate::domains::{Declaration, Domain};
 use crate::error::PhaseError;
 use crate::gates::{GateResult, Measure, drain_of, stream_status};
-use crate::phase::{Owner, Phase};
+use crate::phase::{Owner, Phase, Side};
 use crate::proxies::Proxies;
 use crate::store::{DomainState, Move, PhaseStore};
 use crate::switch::{Switch, SwitchReport};
@@ -155,6 +155,14 @@ impl Controller {
         let mut actions = Vec::new();
         let owner_now = from.effect().owner;
         let owner_next = to.effect().owner;
+        // Users whose writes change sides: the service's share of the writes moves.
+        let share_now = from.effect().route_mode.service_write_share();
+        let share_next = to.effect().route_mode.service_write_share();
+        let leaving = (share_next != share_now).then_some(if share_next > share_now {
+            Side::Monolith
+        } else {
+            Side::Service
+        });
 
         // Before measuring: a move into `verified` or `service-primary` verifies afresh; one
         // that hands the writes over makes sure the stream that will carry them back runs.
@@ -168,10 +176,12 @@ impl Controller {
                 .await
                 .map_err(failed)?;
         }
-        if owner_next != owner_now {
-            self.ensure_running(owner_next, req.reason, who, &mut actions)
-                .await
-                .map_err(failed)?;
+        if leaving.is_some() {
+            for side in owner_next.sides() {
+                self.ensure_running(*side, req.reason, who, &mut actions)
+                    .await
+                    .map_err(failed)?;
+            }
         }
 
         let fleet = self.fleet().await?;
@@ -232,24 +242,41 @@ impl Controller {
                     .map_err(failed)?,
             );
         }
+        let wanted = to.effect().route_mode;
+        // Both sides sell: each sells only its share of the stock, set before users move.
+        if let Phase::WriteCanary { percent } = to {
+            self.escrow_share(domain, from, percent, &mut actions)
+                .await
+                .map_err(failed)?;
+        }
         let mode_now = self.route_mode(domain).await.map_err(failed)?;
-        if owner_next != owner_now {
+        if let Some(leaving) = leaving {
             let report = self
-                .switch(domain, owner_next, req.reason)
+                .switch(domain, wanted, leaving, req.reason)
                 .await
                 .map_err(failed)?;
             actions.push(format!(
-                "switched the writes to the {}: paused {} ms, {} held write(s) released",
-                match owner_next {
-                    Owner::Service => "service",
-                    Owner::Monolith => "monolith",
+                "moved the writes of {} to the {} ({}% of users' writes on the service): paused {} ms, {} held write(s) released",
+                match (leaving, owner_next) {
+                    (_, Owner::Split) => format!("{}% of users", (share_next - share_now).abs()),
+                    _ => "every user".into(),
                 },
+                match leaving {
+                    Side::Monolith => "service",
+                    Side::Service => "monolith",
+                },
+                share_next,
                 report.paused_ms,
                 report.released_writes
             ));
             switch = Some(report);
         }
-        let wanted = to.effect().route_mode;
+        // One side owns the writes again: the stock guard alone decides.
+        if matches!(from, Phase::WriteCanary { .. }) && !matches!(to, Phase::WriteCanary { .. }) {
+            self.escrow_clear(domain, &mut actions)
+                .await
+                .map_err(failed)?;
+        }
         let served = if switch.is_some() {
             self.route_mode(domain).await.map_err(failed)?
         } else {
@@ -259,11 +286,7 @@ impl Controller {
             self.set_mode(domain, wanted, req.reason)
                 .await
                 .map_err(failed)?;
-            actions.push(format!(
-                "routes of {} now {}",
-                domain.flag,
-                mode_name(wanted)
-            ));
+            actions.push(format!("routes of {} now {wanted}", domain.flag,));
         }
 
         let figures = json!(gates);
@@ -486,15 +509,15 @@ impl Controller {
         Ok(reports)
     }
 
-    /// The stream that will drain `owner`'s writes runs: resumed if paused, refused if down.
+    /// The stream that will drain `side`'s writes runs: resumed if paused, refused if down.
     async fn ensure_running(
         &self,
-        owner: Owner,
+        side: Side,
         reason: &str,
         who: &str,
         actions: &mut Vec<String>,
     ) -> Result<(), String> {
-        let (drain, admin) = drain_of(&self.config, owner);
+        let (drain, admin) = drain_of(&self.config, side);
         let Some(admin) = admin else {
             return Err(format!(
                 "the controller config names no admin API for {}, which must carry the new owner's writes back",
@@ -536,23 +559,21 @@ impl Controller {
         Ok(())
     }
 
-    /// The ownership switch to `owner`.
+    /// The ownership switch to `mode`: the users who change sides leave `leaving`, whose
+    /// stream must have applied their last writes before they write on the other side.
     async fn switch(
         &self,
         domain: &Domain,
-        owner: Owner,
+        mode: flags::RouteMode,
+        leaving: Side,
         reason: &str,
     ) -> Result<SwitchReport, String> {
-        let (drain, _) = drain_of(&self.config, owner_other(owner));
+        let (drain, _) = drain_of(&self.config, leaving);
         let c = &self.config;
         let s = Switch {
             flag: domain.flag.clone(),
             route: domain.routes[0].name.clone(),
-            to_mode: match owner {
-                Owner::Service => "service",
-                Owner::Monolith => "monolith",
-            }
-            .into(),
+            to_mode: mode,
             proxies: c.proxies.clone(),
             admin_token: c.admin_token.clone(),
             old_owner_url: drain.source_url,
@@ -568,6 +589,72 @@ impl Controller {
         crate::switch::switch(&s).await.map_err(|e| e.to_string())
     }
 
+    /// The escrow sides of the stock `domain` sells, if any.
+    fn escrow_sides(
+        &self,
+        domain: &Domain,
+    ) -> Result<
+        Option<(
+            crate::domains::EscrowDecl,
+            crate::escrow::Side,
+            crate::escrow::Side,
+        )>,
+        String,
+    > {
+        let Some(owner) = self.decl.escrow_domain(domain) else {
+            return Ok(None);
+        };
+        crate::escrow::sides(
+            &self.decl,
+            owner,
+            &self.config.monolith_url,
+            &self.config.services_url,
+        )
+        .map(Some)
+    }
+
+    /// Gives the service `percent` of every product's stock the domain sells: a split when the
+    /// write canary starts, a rebalance toward the new share when it changes.
+    async fn escrow_share(
+        &self,
+        domain: &Domain,
+        from: Phase,
+        percent: u8,
+        actions: &mut Vec<String>,
+    ) -> Result<(), String> {
+        let Some((e, m, s)) = self.escrow_sides(domain)? else {
+            return Ok(());
+        };
+        let share = f64::from(percent) / 100.0;
+        if matches!(from, Phase::WriteCanary { .. }) {
+            let moved = crate::escrow::rebalance(&m, &s, share, 0).await?;
+            actions.push(format!(
+                "escrow of {} rebalanced to {percent}% for the service: {} unit(s) to the service, {} to the monolith over {} product(s)",
+                e.table, moved.to_service, moved.to_monolith, moved.products
+            ));
+        } else {
+            let st =
+                crate::escrow::split(&e, &m, &s, share, self.config.bounds.catch_up() * 12).await?;
+            actions.push(format!(
+                "escrow of {} split {percent}% to the service: {} unit(s) to the service, {} to the monolith",
+                e.table,
+                st.service.escrow.values().sum::<i64>(),
+                st.monolith.escrow.values().sum::<i64>()
+            ));
+        }
+        Ok(())
+    }
+
+    /// Ends the escrow once one side owns the writes again.
+    async fn escrow_clear(&self, domain: &Domain, actions: &mut Vec<String>) -> Result<(), String> {
+        let Some((e, m, s)) = self.escrow_sides(domain)? else {
+            return Ok(());
+        };
+        crate::escrow::clear(&m, &s).await?;
+        actions.push(format!("escrow of {} cleared", e.table));
+        Ok(())
+    }
+
     /// The mode the domain's routes serve now (first replica).
     async fn route_mode(&self, domain: &Domain) -> Result<Option<flags::RouteMode>, String> {
         let fleet = self.fleet().await.map_err(|e| e.to_string())?;
@@ -580,9 +667,7 @@ impl Controller {
             )
             .await
             .map_err(|e| e.to_string())?;
-        let mode = v["mode"].as_str().unwrap_or("custom");
-        let percent = (mode == "canary").then(|| v["percent"].as_f64()).flatten();
-        Ok(flags::RouteMode::parse(mode, percent).ok())
+        Ok(crate::switch::mode_of(&v))
     }
 
     /// Sets the domain's route mode and waits until every replica serves it.
@@ -593,9 +678,12 @@ impl Controller {
         reason: &str,
     ) -> Result<(), String> {
         let route = &domain.routes[0].name;
-        let (name, percent) = mode_parts(mode);
+        let (name, percent) = (mode.name(), mode.percent());
         let mut body = json!({"mode": name, "reason": reason});
-        if name == "canary" {
+        if matches!(
+            mode,
+            flags::RouteMode::Canary { .. } | flags::RouteMode::WriteCanary { .. }
+        ) {
             body["percent"] = json!(percent);
         }
         let fleet = self.fleet().await.map_err(|e| e.to_string())?;
@@ -647,27 +735,4 @@ async fn verify_table(
     cdc_sync::verify::verify(&config.source_url, &config.target_url, t, &opts, |_, _| {})
         .await
         .map_err(|e| format!("verify {}: {e}", t.source))
-}
-
-fn owner_other(owner: Owner) -> Owner {
-    match owner {
-        Owner::Service => Owner::Monolith,
-        Owner::Monolith => Owner::Service,
-    }
-}
-
-fn mode_parts(mode: flags::RouteMode) -> (&'static str, f64) {
-    match mode {
-        flags::RouteMode::Monolith => ("monolith", 0.0),
-        flags::RouteMode::Shadow => ("shadow", 0.0),
-        flags::RouteMode::Canary { percent } => ("canary", percent),
-        flags::RouteMode::Service => ("service", 100.0),
-    }
-}
-
-fn mode_name(mode: flags::RouteMode) -> String {
-    match mode {
-        flags::RouteMode::Canary { percent } => format!("canary {percent}%"),
-        other => mode_parts(other).0.to_string(),
-    }
 }

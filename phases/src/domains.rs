@@ -45,6 +45,14 @@ pub struct Domain {
     /// (`strangler escrow`).
     #[serde(default)]
     pub escrow: Option<EscrowDecl>,
+    /// Monolith table → the column holding the user whose writes change the row: during a
+    /// write canary each stream tells an owned change from a stray one by it.
+    #[serde(default)]
+    pub owner_key: BTreeMap<String, String>,
+    /// The domain whose stock escrow this domain's writes draw from (orders sell the products
+    /// domain's stock).
+    #[serde(default)]
+    pub escrow_of: Option<String>,
     pub routes: Vec<Route>,
 }
 
@@ -90,6 +98,10 @@ pub struct TableMapping {
     pub counters: Vec<String>,
     /// Columns never compared for conflicts.
     pub uncompared: Vec<String>,
+    /// The column holding the row's user (per-user write ownership), and the flag that splits
+    /// the users (the domain's).
+    pub owner_key: Option<String>,
+    pub owner_flag: Option<String>,
 }
 
 fn ident_ok(s: &str) -> bool {
@@ -176,6 +188,26 @@ impl Declaration {
                     )));
                 }
             }
+            for (table, column) in &d.owner_key {
+                if !d.tables.contains_key(table) || !ident_ok(column) || column.contains('.') {
+                    return Err(bad(format!(
+                        "domain {}: owner_key must map a table of the domain to a column ({table} = {column:?})",
+                        d.name
+                    )));
+                }
+            }
+            if let Some(of) = &d.escrow_of {
+                let ok = decl
+                    .domains
+                    .iter()
+                    .any(|o| &o.name == of && o.escrow.is_some());
+                if !ok {
+                    return Err(bad(format!(
+                        "domain {}: escrow_of names {of:?}, which is not a domain declaring an escrow",
+                        d.name
+                    )));
+                }
+            }
             if let Some(e) = &d.escrow {
                 let counted = d
                     .counters
@@ -201,6 +233,15 @@ impl Declaration {
             }
         }
         Ok(decl)
+    }
+
+    /// The domain whose stock escrow `domain`'s writes use: its own, or its `escrow_of`'s.
+    pub fn escrow_domain<'a>(&'a self, domain: &'a Domain) -> Option<&'a Domain> {
+        if domain.escrow.is_some() {
+            return Some(domain);
+        }
+        let of = domain.escrow_of.as_deref()?;
+        self.domains.iter().find(|d| d.name == of)
     }
 
     /// The domain called `name`.
@@ -232,6 +273,8 @@ impl Declaration {
                     target,
                     counters: d.counters.get(table).cloned().unwrap_or_default(),
                     uncompared: d.uncompared.get(table).cloned().unwrap_or_default(),
+                    owner_key: d.owner_key.get(table).cloned(),
+                    owner_flag: d.owner_key.contains_key(table).then(|| d.flag.clone()),
                 });
             }
         }
@@ -252,6 +295,9 @@ impl Declaration {
                     let quoted: Vec<String> = columns.iter().map(|c| format!("\"{c}\"")).collect();
                     let _ = writeln!(out, "{key} = [{}]", quoted.join(", "));
                 }
+            }
+            if let (Some(k), Some(f)) = (&m.owner_key, &m.owner_flag) {
+                let _ = writeln!(out, "owner_key = \"{k}\"\nowner_flag = \"{f}\"");
             }
         }
         out
@@ -314,6 +360,8 @@ mod tests {
                 target: "user_svc.users".into(),
                 counters: vec![],
                 uncompared: vec![],
+                owner_key: Some("id".into()),
+                owner_flag: Some("route.users".into()),
             }]
         );
         let back = decl.mappings(Direction::ServicesToMonolith, &["orders"]);
@@ -347,7 +395,7 @@ mod tests {
         let cases = [
             (
                 SHOP.replace(
-                    "tables = { users = \"user_svc.users\" }",
+                    "tables = { users = \"user_svc.users\" }\nowner_key = { users = \"id\" }",
                     "tables = { orders = \"user_svc.users\" }",
                 ),
                 "declared by two domains",
@@ -371,6 +419,14 @@ mod tests {
             (
                 SHOP.replace("[\"available\"]", "[\"a.b\"]"),
                 "must be column names",
+            ),
+            (
+                SHOP.replace("owner_key = { orders", "owner_key = { carts"),
+                "owner_key must map a table of the domain",
+            ),
+            (
+                SHOP.replace("escrow_of = \"products\"", "escrow_of = \"users\""),
+                "not a domain declaring an escrow",
             ),
         ];
         for (text, expected) in cases {

@@ -277,3 +277,45 @@ pub async fn clear(m: &Side, s: &Side) -> Result<(), String> {
     }
     Ok(())
 }
+
+/// What the two sides' escrow shares did since the split: order lines sold from them and
+/// refused because the other side held the rest.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq)]
+pub struct Tally {
+    pub taken: i64,
+    pub refused: i64,
+}
+
+impl Tally {
+    /// Refused lines over all lines asked for (0 when none were).
+    pub fn refusal_rate(self) -> f64 {
+        let asked = self.taken + self.refused;
+        if asked <= 0 {
+            0.0
+        } else {
+            self.refused as f64 / asked as f64
+        }
+    }
+}
+
+/// Both sides' tallies added up.
+pub async fn tally(m: &Side, s: &Side) -> Result<Tally, String> {
+    let mut total = Tally::default();
+    for side in [m, s] {
+        let mut c = mysql_async::Conn::from_url(side.url.as_str())
+            .await
+            .map_err(|x| format!("{}: {x}", side.name))?;
+        let row: Option<(Option<i64>, Option<i64>)> = c
+            .query_first(format!(
+                "SELECT CAST(SUM(taken) AS SIGNED), CAST(SUM(refused) AS SIGNED) FROM {}",
+                side.escrow
+            ))
+            .await
+            .map_err(|x| format!("{}: {x}", side.name))?;
+        let _ = c.disconnect().await;
+        let (taken, refused) = row.unwrap_or_default();
+        total.taken += taken.unwrap_or(0);
+        total.refused += refused.unwrap_or(0);
+    }
+    Ok(total)
+}

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::config::ControllerConfig;
 use crate::domains::{Declaration, Direction, Domain};
-use crate::phase::{Gate, Owner};
+use crate::phase::{Gate, Owner, Side};
 use crate::proxies::Proxies;
 use crate::switch::{Drain, SwitchError, catch_up};
 
@@ -34,7 +34,12 @@ impl GateResult {
         )
     }
 
-    fn new(gate: Gate, passed: bool, figure: serde_json::Value, message: String) -> Self {
+    pub(crate) fn new(
+        gate: Gate,
+        passed: bool,
+        figure: serde_json::Value,
+        message: String,
+    ) -> Self {
         Self {
             gate,
             passed,
@@ -64,10 +69,10 @@ pub struct Measure<'a> {
     pub proxies: &'a Proxies,
 }
 
-/// The stream that drains `owner`'s writes to the other side, and its admin API.
-pub fn drain_of(config: &ControllerConfig, owner: Owner) -> (Drain, Option<&str>) {
-    match owner {
-        Owner::Monolith => (
+/// The stream that drains `side`'s writes to the other side, and its admin API.
+pub fn drain_of(config: &ControllerConfig, side: Side) -> (Drain, Option<&str>) {
+    match side {
+        Side::Monolith => (
             Drain {
                 source_url: config.monolith_url.clone(),
                 stream: config.to_services_stream.clone(),
@@ -76,7 +81,7 @@ pub fn drain_of(config: &ControllerConfig, owner: Owner) -> (Drain, Option<&str>
             },
             config.to_services_admin.as_deref(),
         ),
-        Owner::Service => (
+        Side::Service => (
             Drain {
                 source_url: config.services_url.clone(),
                 stream: config.to_monolith_stream.clone(),
@@ -119,15 +124,39 @@ impl Measure<'_> {
             Gate::IdRanges => self.id_ranges().await,
             Gate::ShadowMismatches => self.shadow().await,
             Gate::CanaryHealth => self.canary().await,
+            Gate::WritesReady => crate::writes::ready(self).await,
+            Gate::Conflicts => crate::writes::conflicts(self).await,
+            Gate::EscrowRefusals => crate::writes::refusals(self).await,
         }
     }
 
-    /// The stream draining the owner runs and applies a fresh mark of the owner's binlog within
-    /// `max_lag_ms`.
+    /// Every side taking the domain's writes has its stream within the bound (both sides in a
+    /// write canary).
     async fn lag(&self, owner: Owner) -> GateResult {
+        let mut results = Vec::new();
+        for side in owner.sides() {
+            results.push(self.side_lag(*side).await);
+        }
+        if results.len() == 1 {
+            return results.remove(0);
+        }
+        let passed = results.iter().all(|r| r.passed);
+        let prefix = format!("{}: ", Gate::ReplicationLag.name());
+        let message = results
+            .iter()
+            .map(|r| r.message.trim_start_matches(&prefix).to_string())
+            .collect::<Vec<_>>()
+            .join("; ");
+        let figure = json!(results.iter().map(|r| &r.figure).collect::<Vec<_>>());
+        GateResult::new(Gate::ReplicationLag, passed, figure, message)
+    }
+
+    /// The stream draining `side` runs and applies a fresh mark of its binlog within
+    /// `max_lag_ms`.
+    async fn side_lag(&self, side: Side) -> GateResult {
         let gate = Gate::ReplicationLag;
         let bound = self.config.gates.max_lag_ms;
-        let (drain, admin) = drain_of(self.config, owner);
+        let (drain, admin) = drain_of(self.config, side);
         let status = match admin {
             Some(admin) => match stream_status(admin).await {
                 Ok(s) => Some(s),

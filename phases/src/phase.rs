@@ -23,6 +23,9 @@ pub enum Phase {
     Shadow,
     /// `percent` of users' reads go to the service (sticky); the monolith keeps the writes.
     Canary { percent: u8 },
+    /// `percent` of users' reads and writes go to the service (the same sticky buckets): each
+    /// user's writes on one side only, both streams running, counters as deltas, stock in escrow.
+    WriteCanary { percent: u8 },
     /// The service serves and owns the writes; its rows stream back to the monolith.
     ServicePrimary,
     /// The monolith's routes for the domain are gone and its tables read-only.
@@ -35,6 +38,36 @@ pub enum Phase {
 pub enum Owner {
     Monolith,
     Service,
+    /// Each user's writes on one side, by the domain flag's sticky bucket (a write canary).
+    Split,
+}
+
+impl Owner {
+    /// The sides whose writes the domain takes.
+    pub fn sides(self) -> &'static [Side] {
+        match self {
+            Owner::Monolith => &[Side::Monolith],
+            Owner::Service => &[Side::Service],
+            Owner::Split => &[Side::Monolith, Side::Service],
+        }
+    }
+}
+
+/// One side of the migration, the monolith's server or the services'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Side {
+    Monolith,
+    Service,
+}
+
+impl Side {
+    pub fn name(self) -> &'static str {
+        match self {
+            Side::Monolith => "monolith",
+            Side::Service => "service",
+        }
+    }
 }
 
 /// Which way a domain's rows replicate.
@@ -43,6 +76,8 @@ pub enum Owner {
 pub enum Replication {
     MonolithToService,
     ServiceToMonolith,
+    /// Both streams carry the domain's rows, each side's own users' changes.
+    Both,
     Stopped,
 }
 
@@ -60,6 +95,13 @@ pub enum Gate {
     ShadowMismatches,
     /// The canary's error rate and p99, fleet-wide, are healthy over the window.
     CanaryHealth,
+    /// Both sides may take writes: both streams split ownership by the domain's flag, the
+    /// domain's tables name their user column, counters are deltas and the stock has an escrow.
+    WritesReady,
+    /// No open conflict (a row written on the side that does not own it) on the domain's tables.
+    Conflicts,
+    /// Orders refused because the other side held the stock stay under their bound.
+    EscrowRefusals,
 }
 
 impl Gate {
@@ -71,6 +113,9 @@ impl Gate {
             Gate::IdRanges => "id-ranges",
             Gate::ShadowMismatches => "shadow-mismatches",
             Gate::CanaryHealth => "canary-health",
+            Gate::WritesReady => "writes-ready",
+            Gate::Conflicts => "conflicts",
+            Gate::EscrowRefusals => "escrow-refusals",
         }
     }
 }
@@ -80,7 +125,7 @@ impl Gate {
 pub struct Effect {
     /// The mode of every route of the domain (the routes are removed when decommissioned).
     pub route_mode: RouteMode,
-    /// A canary routes reads only (until the dual-write canary lands).
+    /// A canary that routes reads only (a write canary sends writes too).
     pub reads_only: bool,
     pub owner: Owner,
     pub replication: Replication,
@@ -97,8 +142,9 @@ impl Phase {
             Phase::Verified => 2,
             Phase::Shadow => 3,
             Phase::Canary { .. } => 4,
-            Phase::ServicePrimary => 5,
-            Phase::Decommissioned => 6,
+            Phase::WriteCanary { .. } => 5,
+            Phase::ServicePrimary => 6,
+            Phase::Decommissioned => 7,
         }
     }
 
@@ -110,6 +156,7 @@ impl Phase {
             Phase::Verified => "verified",
             Phase::Shadow => "shadow",
             Phase::Canary { .. } => "canary",
+            Phase::WriteCanary { .. } => "write-canary",
             Phase::ServicePrimary => "service-primary",
             Phase::Decommissioned => "decommissioned",
         }
@@ -118,7 +165,7 @@ impl Phase {
     /// The canary's percentage, if a canary.
     pub fn percent(self) -> Option<u8> {
         match self {
-            Phase::Canary { percent } => Some(percent),
+            Phase::Canary { percent } | Phase::WriteCanary { percent } => Some(percent),
             _ => None,
         }
     }
@@ -131,6 +178,7 @@ impl Phase {
             "verified" => Phase::Verified,
             "shadow" => Phase::Shadow,
             "canary" => Phase::canary(percent.unwrap_or(0))?,
+            "write-canary" => Phase::write_canary(percent.unwrap_or(0))?,
             "service-primary" => Phase::ServicePrimary,
             "decommissioned" => Phase::Decommissioned,
             other => return Err(PhaseError::UnknownPhase(other.into())),
@@ -143,6 +191,19 @@ impl Phase {
             Ok(p) if (1..=99).contains(&p) => Ok(Phase::Canary { percent: p }),
             _ => Err(PhaseError::Percent(percent)),
         }
+    }
+
+    /// A write canary of `percent` (1–99).
+    pub fn write_canary(percent: u32) -> Result<Self, PhaseError> {
+        match Phase::canary(percent)? {
+            Phase::Canary { percent } => Ok(Phase::WriteCanary { percent }),
+            other => Ok(other),
+        }
+    }
+
+    /// Whether the phase is a canary of either kind.
+    pub fn is_canary(self) -> bool {
+        matches!(self, Phase::Canary { .. } | Phase::WriteCanary { .. })
     }
 
     /// What this phase fixes.
@@ -164,6 +225,13 @@ impl Phase {
                 },
                 Owner::Monolith,
                 Replication::MonolithToService,
+            ),
+            Phase::WriteCanary { percent } => (
+                RouteMode::WriteCanary {
+                    percent: f64::from(percent),
+                },
+                Owner::Split,
+                Replication::Both,
             ),
             Phase::ServicePrimary => (
                 RouteMode::Service,
@@ -188,7 +256,8 @@ impl Phase {
             Phase::Backfilling => Some("verified"),
             Phase::Verified => Some("shadow"),
             Phase::Shadow => Some("canary N%"),
-            Phase::Canary { .. } => Some("a larger canary or service-primary"),
+            Phase::Canary { .. } => Some("a larger canary, write-canary N% or service-primary"),
+            Phase::WriteCanary { .. } => Some("a larger write-canary or service-primary"),
             Phase::ServicePrimary => Some("decommissioned"),
             Phase::Decommissioned => None,
         }
@@ -197,7 +266,8 @@ impl Phase {
     /// Whether `self → to` is a step forward (else a rollback).
     pub fn is_advance(self, to: Phase) -> bool {
         match (self, to) {
-            (Phase::Canary { percent: a }, Phase::Canary { percent: b }) => b > a,
+            (Phase::Canary { percent: a }, Phase::Canary { percent: b })
+            | (Phase::WriteCanary { percent: a }, Phase::WriteCanary { percent: b }) => b > a,
             _ => to.rank() > self.rank(),
         }
     }
@@ -219,7 +289,10 @@ impl Phase {
         if !self.is_advance(to) {
             return Ok(());
         }
-        let one_step = to.rank() == self.rank() + 1 || self.rank() == to.rank();
+        // The write canary is optional: a read canary may hand the whole domain over at once.
+        let one_step = to.rank() == self.rank() + 1
+            || self.rank() == to.rank()
+            || (matches!(self, Phase::Canary { .. }) && to == Phase::ServicePrimary);
         if one_step {
             Ok(())
         } else {
@@ -238,6 +311,7 @@ impl Phase {
             // Back: the side that owns the writes must have handed all of them over.
             return vec![Gate::ReplicationLag];
         }
+        let writing = matches!(self, Phase::WriteCanary { .. });
         match to {
             Phase::Monolith => vec![],
             Phase::Backfilling => vec![Gate::ReplicationLag],
@@ -247,6 +321,27 @@ impl Phase {
                 vec![Gate::CanaryHealth, Gate::ReplicationLag]
             }
             Phase::Canary { .. } => vec![Gate::ShadowMismatches, Gate::ReplicationLag],
+            Phase::WriteCanary { .. } if writing => vec![
+                Gate::WritesReady,
+                Gate::CanaryHealth,
+                Gate::Conflicts,
+                Gate::EscrowRefusals,
+                Gate::ReplicationLag,
+            ],
+            Phase::WriteCanary { .. } => vec![
+                Gate::WritesReady,
+                Gate::CanaryHealth,
+                Gate::IdRanges,
+                Gate::ReplicationLag,
+            ],
+            Phase::ServicePrimary if writing => vec![
+                Gate::CanaryHealth,
+                Gate::Conflicts,
+                Gate::EscrowRefusals,
+                Gate::ReplicationLag,
+                Gate::VerifyClean,
+                Gate::IdRanges,
+            ],
             Phase::ServicePrimary => vec![
                 Gate::CanaryHealth,
                 Gate::ReplicationLag,
@@ -262,6 +357,7 @@ impl fmt::Display for Phase {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Phase::Canary { percent } => write!(f, "canary {percent}%"),
+            Phase::WriteCanary { percent } => write!(f, "write-canary {percent}%"),
             other => f.write_str(other.name()),
         }
     }
@@ -270,9 +366,18 @@ impl fmt::Display for Phase {
 impl FromStr for Phase {
     type Err = PhaseError;
 
-    /// `monolith`, …, `canary 10%`, `canary:10`, `canary10`.
+    /// `monolith`, …, `canary 10%`, `canary:10`, `canary10`, `write-canary 10%`.
     fn from_str(s: &str) -> Result<Self, PhaseError> {
         let s = s.trim();
+        if let Some(rest) = s.strip_prefix("write-canary") {
+            let digits = rest
+                .trim_start_matches([' ', ':', '='])
+                .trim_end_matches('%');
+            let percent = digits
+                .parse::<u32>()
+                .map_err(|_| PhaseError::UnknownPhase(s.into()))?;
+            return Phase::write_canary(percent);
+        }
         if let Some(rest) = s.strip_prefix("canary") {
             let digits = rest
                 .trim_start_matches([' ', ':', '='])
@@ -296,12 +401,13 @@ impl Serialize for Phase {
 mod tests {
     use super::*;
 
-    const ALL: [Phase; 7] = [
+    const ALL: [Phase; 8] = [
         Phase::Monolith,
         Phase::Backfilling,
         Phase::Verified,
         Phase::Shadow,
         Phase::Canary { percent: 10 },
+        Phase::WriteCanary { percent: 10 },
         Phase::ServicePrimary,
         Phase::Decommissioned,
     ];
@@ -311,7 +417,9 @@ mod tests {
         for (i, from) in ALL.iter().enumerate() {
             for (j, to) in ALL.iter().enumerate() {
                 let ok = from.check_move("users", *to).is_ok();
-                let expected = *from != Phase::Decommissioned && (j == i + 1 || j < i);
+                let skips_writes = i == 4 && j == 6;
+                let expected =
+                    *from != Phase::Decommissioned && (j == i + 1 || j < i || skips_writes);
                 assert_eq!(ok, expected, "{from} → {to}");
             }
         }
@@ -336,6 +444,7 @@ mod tests {
             match e.owner {
                 Owner::Monolith => assert_eq!(e.replication, Replication::MonolithToService),
                 Owner::Service => assert_ne!(e.replication, Replication::MonolithToService),
+                Owner::Split => assert_eq!(e.replication, Replication::Both),
             }
         }
         let canary = Phase::Canary { percent: 10 }.effect();
@@ -345,6 +454,10 @@ mod tests {
         let primary = Phase::ServicePrimary.effect();
         assert_eq!(primary.replication, Replication::ServiceToMonolith);
         assert!(!Phase::Decommissioned.effect().monolith_routes);
+        let writes = Phase::WriteCanary { percent: 10 }.effect();
+        assert!(!writes.reads_only);
+        assert_eq!(writes.owner, Owner::Split);
+        assert_eq!(writes.route_mode, RouteMode::WriteCanary { percent: 10.0 });
     }
 
     #[test]
@@ -360,7 +473,17 @@ mod tests {
             "canary:25".parse::<Phase>().unwrap(),
             Phase::Canary { percent: 25 }
         );
-        for bad in ["canary 0%", "canary 100", "canary", "primary"] {
+        assert_eq!(
+            "write-canary 50%".parse::<Phase>().unwrap(),
+            Phase::WriteCanary { percent: 50 }
+        );
+        for bad in [
+            "canary 0%",
+            "canary 100",
+            "canary",
+            "primary",
+            "write-canary 100%",
+        ] {
             assert!(bad.parse::<Phase>().is_err(), "{bad}");
         }
     }
@@ -379,6 +502,17 @@ mod tests {
         assert_eq!(
             Phase::ServicePrimary.gates(Phase::Monolith),
             [Gate::ReplicationLag]
+        );
+        let into_writes = Phase::Canary { percent: 10 }.gates(Phase::write_canary(10).unwrap());
+        assert!(into_writes.contains(&Gate::WritesReady));
+        let wider = Phase::WriteCanary { percent: 10 }.gates(Phase::write_canary(50).unwrap());
+        for g in [Gate::WritesReady, Gate::Conflicts, Gate::EscrowRefusals] {
+            assert!(wider.contains(&g), "{g:?}");
+        }
+        assert!(
+            Phase::WriteCanary { percent: 50 }
+                .gates(Phase::ServicePrimary)
+                .contains(&Gate::Conflicts)
         );
     }
 }

@@ -40,17 +40,23 @@ pub fn plan(
             Phase::Monolith => Phase::Backfilling,
             Phase::Backfilling => Phase::Verified,
             Phase::Verified => Phase::Shadow,
-            Phase::Shadow | Phase::Canary { .. } => {
+            Phase::Shadow | Phase::Canary { .. } | Phase::WriteCanary { .. } => {
                 let current = at.percent().unwrap_or(0);
                 let wanted = to.percent();
-                match canary_steps
+                let step = canary_steps
                     .iter()
                     .copied()
-                    .find(|p| *p > current && wanted.is_none_or(|w| *p < w))
-                {
-                    Some(p) => Phase::canary(u32::from(p))?,
-                    None if matches!(to, Phase::Canary { .. }) => to,
-                    None => Phase::ServicePrimary,
+                    .find(|p| *p > current && wanted.is_none_or(|w| *p < w));
+                match (at, to, step) {
+                    // A read canary gives its users' writes to the service in one move.
+                    (Phase::Canary { .. }, Phase::WriteCanary { .. }, _) => to,
+                    (Phase::Shadow, Phase::WriteCanary { percent }, None) => {
+                        Phase::canary(u32::from(percent))?
+                    }
+                    (Phase::WriteCanary { .. }, _, Some(p)) => Phase::write_canary(u32::from(p))?,
+                    (_, _, Some(p)) => Phase::canary(u32::from(p))?,
+                    (_, _, None) if to.is_canary() => to,
+                    (_, _, None) => Phase::ServicePrimary,
                 }
             }
             Phase::ServicePrimary => Phase::Decommissioned,
@@ -115,5 +121,36 @@ mod tests {
         assert_eq!(back[0].gates, [Gate::ReplicationLag]);
         assert!(plan("users", Phase::Decommissioned, Phase::Monolith, &[]).is_err());
         assert!(plan("users", Phase::Shadow, Phase::Shadow, &[]).is_err());
+    }
+
+    #[test]
+    fn a_write_canary_follows_a_read_canary_and_grows_by_the_steps() {
+        let names = |from, to| -> Vec<String> {
+            plan("orders", from, to, &[10, 50])
+                .unwrap()
+                .iter()
+                .map(|s| s.to.to_string())
+                .collect()
+        };
+        assert_eq!(
+            names(Phase::Shadow, Phase::write_canary(10).unwrap()),
+            ["canary 10%", "write-canary 10%"]
+        );
+        assert_eq!(
+            names(Phase::write_canary(10).unwrap(), Phase::ServicePrimary),
+            ["write-canary 50%", "service-primary"]
+        );
+        assert_eq!(
+            names(Phase::canary(50).unwrap(), Phase::ServicePrimary),
+            ["service-primary"]
+        );
+        let back = plan(
+            "orders",
+            Phase::write_canary(50).unwrap(),
+            Phase::canary(50).unwrap(),
+            &[],
+        )
+        .unwrap();
+        assert_eq!(back[0].gates, [Gate::ReplicationLag]);
     }
 }

@@ -17,8 +17,9 @@ pub struct Switch {
     /// The domain's flag and the name of one of its routes (the admin API sets modes by route).
     pub flag: String,
     pub route: String,
-    /// The mode to serve after the switch: `service` or `monolith`.
-    pub to_mode: String,
+    /// The mode to serve after the switch: `service`, `monolith`, or a write canary's new
+    /// percentage (the users between the two percentages change sides).
+    pub to_mode: flags::RouteMode,
     /// Every proxy replica's admin API (`http://host:port`), and its operator token if any.
     pub proxies: Vec<String>,
     pub admin_token: Option<String>,
@@ -147,13 +148,20 @@ impl Admin<'_> {
         Ok(v["hold"]["inflight"].as_i64().unwrap_or(0))
     }
 
-    async fn set_mode(&self, mode: &str) -> Result<(), SwitchError> {
+    async fn set_mode(&self, mode: flags::RouteMode) -> Result<(), SwitchError> {
         let proxy = &self.proxies.urls[0];
+        let mut body = serde_json::json!({"mode": mode.name(), "reason": self.switch.reason});
+        if matches!(
+            mode,
+            flags::RouteMode::Canary { .. } | flags::RouteMode::WriteCanary { .. }
+        ) {
+            body["percent"] = serde_json::json!(mode.percent());
+        }
         self.call(
             reqwest::Method::PUT,
             proxy,
             &format!("/admin/routes/{}/mode", self.switch.route),
-            Some(serde_json::json!({"mode": mode, "reason": self.switch.reason})),
+            Some(body),
         )
         .await?;
         // Every replica must serve the new mode before the writes go on.
@@ -168,7 +176,7 @@ impl Admin<'_> {
                         None,
                     )
                     .await?;
-                if v["mode"] == mode {
+                if v["mode"] == mode.name() && v["percent"].as_f64() == Some(mode.percent()) {
                     break;
                 }
                 if started.elapsed() > Duration::from_secs(5) {
@@ -183,7 +191,7 @@ impl Admin<'_> {
         Ok(())
     }
 
-    async fn mode(&self) -> Result<String, SwitchError> {
+    async fn mode(&self) -> Result<Option<flags::RouteMode>, SwitchError> {
         let v = self
             .call(
                 reqwest::Method::GET,
@@ -192,7 +200,7 @@ impl Admin<'_> {
                 None,
             )
             .await?;
-        Ok(v["mode"].as_str().unwrap_or("monolith").to_string())
+        Ok(mode_of(&v))
     }
 }
 
@@ -219,8 +227,10 @@ pub async fn switch(s: &Switch) -> Result<SwitchReport, SwitchError> {
             caught_up_ms,
         }),
         Err(e) => {
-            if admin.mode().await.ok().as_deref() != Some(before.as_str()) {
-                let _ = admin.set_mode(&before).await;
+            if let Some(before) = before
+                && admin.mode().await.ok().flatten() != Some(before)
+            {
+                let _ = admin.set_mode(before).await;
             }
             Err(e)
         }
@@ -260,8 +270,17 @@ async fn drain_and_flip(
     let mark = catch_up(&drain, &s.flag, s.catch_up).await?.mark;
     let caught_up_ms = started.elapsed().as_millis() as u64;
     // 4. Flip; the release follows in `switch`.
-    admin.set_mode(&s.to_mode).await?;
+    admin.set_mode(s.to_mode).await?;
     Ok((mark, drained_ms, caught_up_ms))
+}
+
+/// A route's mode as `GET /admin/routes/{name}` shows it (`None` for a hand-made flag).
+pub fn mode_of(route: &serde_json::Value) -> Option<flags::RouteMode> {
+    let mode = route["mode"].as_str()?;
+    let percent = matches!(mode, "canary" | "write-canary")
+        .then(|| route["percent"].as_f64())
+        .flatten();
+    flags::RouteMode::parse(mode, percent).ok()
 }
 
 /// A stream draining one side's writes into the other.

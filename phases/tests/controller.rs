@@ -216,7 +216,7 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
         &domains,
         format!(
             "monolith_schema = \"{}\"\nmonolith_upstream = \"monolith\"\n\n[[domains]]\nname = \"users\"\nservice = \"svc\"\n\
-             flag = \"route.users\"\ntables = {{ users = \"{}.users\" }}\n\n\
+             flag = \"route.users\"\ntables = {{ users = \"{}.users\" }}\nowner_key = {{ users = \"id\" }}\n\n\
              [[domains.routes]]\nname = \"users.me\"\nmethods = [\"GET\"]\npath = \"/api/users/me\"\n\n\
              [[domains.routes]]\nname = \"users.register\"\nmethods = [\"POST\"]\npath = \"/api/users/register\"\n",
             src.name, dst.name
@@ -235,10 +235,18 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
                          reader: u32,
                          port: u16,
                          dir: phases::Direction| {
+        // Each stream tells a stray write (a user's row written on the side that does not own
+        // the user) by the proxy's flag.
+        let side = match dir {
+            phases::Direction::MonolithToServices => "monolith",
+            phases::Direction::ServicesToMonolith => "service",
+        };
         format!(
-            "name = \"{name}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = {reader}\nlisten = \"127.0.0.1:{port}\"\n\n{}",
+            "name = \"{name}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = {reader}\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [ownership]\nflags_url = \"{}\"\nsource_side = \"{side}\"\n\n{}",
             from.root_url(),
             to.root_url(),
+            strangler.url,
             decl.cdc_tables_toml(dir, &[])
         )
     };
@@ -486,6 +494,99 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
     );
     // The proxies count completed seconds only.
     tokio::time::sleep(Duration::from_millis(1200)).await;
+
+    // canary → write-canary: the canary's users write on the service too, once both streams
+    // split ownership by the flag (writes-ready); the users move with the hold-drain-switch.
+    let t = cli.moved(&strs(&act(&[
+        "advance",
+        "users",
+        "--to",
+        "write-canary 30%",
+    ])));
+    assert_eq!(t["to"], "write-canary 30%", "{t}");
+    let passed = |t: &serde_json::Value, gate: &str| {
+        t["gates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|g| g["gate"] == gate && g["passed"] == true)
+    };
+    assert!(passed(&t, "writes-ready"), "{t}");
+    assert!(t["switch"]["paused_ms"].as_u64().unwrap() < 10_000, "{t}");
+    let route: serde_json::Value = reqwest::Client::new()
+        .get(format!("http://127.0.0.1:{admin}/admin/routes/users.me"))
+        .bearer_auth(VIEWER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        (route["mode"].as_str(), route["percent"].as_f64()),
+        (Some("write-canary"), Some(30.0)),
+        "{route}"
+    );
+    // A stray write: a user the monolith owns, changed on the service. The reverse stream keeps
+    // it as a conflict instead of applying it, and the next move waits until it is settled.
+    let split = flags::RouteMode::WriteCanary { percent: 30.0 }.to_flag("route.users", 0, "salt");
+    let monolith_user = (1..=200u64)
+        .find(|u| {
+            flags::evaluate(&split, &flags::Context::new(u.to_string()))
+                .value
+                .and_then(|v| v.as_str())
+                == Some("monolith")
+        })
+        .unwrap();
+    exec(
+        &dst.url,
+        &format!("UPDATE users SET name = 'stray' WHERE id = {monolith_user}"),
+    )
+    .await;
+    let conflicts = |extra: &[&str]| {
+        let out = std::process::Command::new(&cdc)
+            .args(["conflicts", "--config", &conf(&s2m_config)])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let mut open = serde_json::Value::Null;
+    for _ in 0..100 {
+        open = serde_json::from_str(&conflicts(&["--json"])).unwrap();
+        if open.as_array().is_some_and(|a| !a.is_empty()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(open.as_array().map(Vec::len), Some(1), "{open}");
+    assert_eq!(
+        names(&src.url).await[monolith_user as usize - 1].1,
+        format!("user {monolith_user}"),
+        "the stray write reached the monolith"
+    );
+    browse(port, 1..=200).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    cli.refuses(
+        &strs(&act(&["advance", "users", "--to", "service-primary"])),
+        &["conflicts: 1 open conflict(s)", "cdc-sync conflicts"],
+    );
+    let id = open[0]["id"].as_u64().unwrap().to_string();
+    conflicts(&[
+        "resolve",
+        "--id",
+        &id,
+        "--reason",
+        "the user's own change wins",
+    ]);
+    exec_unlogged(
+        &dst.url,
+        &format!("UPDATE users SET name = 'user {monolith_user}' WHERE id = {monolith_user}"),
+    )
+    .await;
+    browse(port, 1..=200).await;
+    tokio::time::sleep(Duration::from_millis(1200)).await;
     // This move goes through the proxy's admin API: a viewer may look but not move.
     let (ok, out, err) = ctl(VIEWER, &["phase", "status"]);
     assert!(ok, "{err}");
@@ -601,6 +702,7 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
             "verified",
             "shadow",
             "canary 30%",
+            "write-canary 30%",
             "service-primary",
             "monolith"
         ]
@@ -617,6 +719,8 @@ async fn a_domain_moves_through_every_phase_and_back_and_each_gate_refuses() {
         gates,
         [
             "canary-health",
+            "conflicts",
+            "escrow-refusals",
             "replication-lag",
             "verify-clean",
             "id-ranges"

@@ -186,7 +186,7 @@ async fn writes_move_owner_without_one_lost_and_a_stuck_stream_aborts_the_switch
     let switch = Switch {
         flag: "route.users".into(),
         route: "users".into(),
-        to_mode: "service".into(),
+        to_mode: flags::RouteMode::Service,
         proxies: vec![format!("http://127.0.0.1:{admin}")],
         admin_token: None,
         old_owner_url: m.root_url(),
@@ -220,7 +220,7 @@ async fn writes_move_owner_without_one_lost_and_a_stuck_stream_aborts_the_switch
     let _ = stop_stream.send(true);
     streaming.await.unwrap().unwrap();
     let back = Switch {
-        to_mode: "monolith".into(),
+        to_mode: flags::RouteMode::Monolith,
         old_owner_url: s.root_url(),
         stream: format!("{stream}-reverse"),
         stream_target_url: m.root_url(),

@@ -283,11 +283,6 @@ pub struct RouteConfig {
     /// Mirror writes (POST/PUT/PATCH/DELETE) in shadow mode too.
     #[serde(default)]
     pub shadow_writes: bool,
-    /// Send a canary user's writes to the service too. Off by default: until both sides can
-    /// take writes without conflicts, a canary routes reads only and the monolith keeps every
-    /// write (and so the ownership of the domain's rows).
-    #[serde(default)]
-    pub canary_writes: bool,
     /// JSON fields (dotted paths, `*` for any array index) left out of shadow comparison.
     #[serde(default)]
     pub shadow_ignore: Vec<String>,

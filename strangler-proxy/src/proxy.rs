@@ -89,17 +89,19 @@ fn mode_index(mode: Option<RouteMode>) -> usize {
     match mode {
         Some(RouteMode::Monolith) | None => 0,
         Some(RouteMode::Shadow) => 1,
-        Some(RouteMode::Canary { .. }) => CANARY,
+        Some(RouteMode::Canary { .. } | RouteMode::WriteCanary { .. }) => CANARY,
         Some(RouteMode::Service) => 3,
     }
 }
 
-/// A flag's answer as one of the sides a request can take.
-fn side(value: &str) -> &'static str {
+/// A flag's answer as one of the sides a request can take; `service-writes` (a write canary's
+/// user) is the service, for writes too.
+fn side(value: &str) -> (&'static str, bool) {
     match value {
-        "service" => "service",
-        "shadow" => "shadow",
-        _ => "monolith",
+        "service" => ("service", false),
+        "service-writes" => ("service", true),
+        "shadow" => ("shadow", false),
+        _ => ("monolith", false),
     }
 }
 
@@ -293,28 +295,29 @@ impl ProxyHttp for StranglerProxy {
             ));
         }
         let flags = self.control.flags.snapshot();
-        let decision = match (self.control.launchdarkly.get(), flags.get(&route.flag)) {
-            (Some(ld), flag) => {
-                ctx.mode = mode_index(flag.and_then(|f| RouteMode::of(f)));
-                side(&self.control.launchdarkly_decision(
-                    ld,
-                    &route.flag,
-                    flag.map(|f| f.version),
-                    user.key(),
-                ))
-            }
-            (None, Some(flag)) => {
-                ctx.mode = mode_index(RouteMode::of(flag));
-                side(
-                    evaluate(flag, &Context::new(user.key()))
-                        .value
-                        .and_then(|v| v.as_str())
-                        .unwrap_or("monolith"),
-                )
-            }
-            // An unknown flag is the safe default: the monolith.
-            (None, None) => "monolith",
-        };
+        let (decision, writes_on_service) =
+            match (self.control.launchdarkly.get(), flags.get(&route.flag)) {
+                (Some(ld), flag) => {
+                    ctx.mode = mode_index(flag.and_then(|f| RouteMode::of(f)));
+                    side(&self.control.launchdarkly_decision(
+                        ld,
+                        &route.flag,
+                        flag.map(|f| f.version),
+                        user.key(),
+                    ))
+                }
+                (None, Some(flag)) => {
+                    ctx.mode = mode_index(RouteMode::of(flag));
+                    side(
+                        evaluate(flag, &Context::new(user.key()))
+                            .value
+                            .and_then(|v| v.as_str())
+                            .unwrap_or("monolith"),
+                    )
+                }
+                // An unknown flag is the safe default: the monolith.
+                (None, None) => ("monolith", false),
+            };
         // A decommissioned domain has no monolith to fall back to.
         let decision = if self.control.retired.contains(&route.flag) {
             ctx.retired = true;
@@ -328,8 +331,8 @@ impl ProxyHttp for StranglerProxy {
                 session.enable_retry_buffering();
             }
             // A canary routes reads only: the monolith owns the domain's writes until the
-            // whole domain moves (unless the route lets a canary write).
-            "service" if ctx.mode == CANARY && !read_only && !route.canary_writes => {}
+            // whole domain moves, or a write canary gives its users' writes to the service.
+            "service" if ctx.mode == CANARY && !read_only && !writes_on_service => {}
             // A write canary splits writes by user: only a key that stays the user's for life
             // (the JWT's user id, or a trusted gateway's header) may own writes on the service;
             // session and anonymous keys change at login, so their writes stay on the monolith.

@@ -93,8 +93,8 @@ pub struct ChangeView {
     pub after: ModeView,
     /// Every route decided by this flag.
     pub routes: Vec<String>,
-    /// Set for a canary whose routes send its users' reads only to the service: their writes
-    /// stay on the monolith, which owns them (a route's `canary_writes` lifts this).
+    /// Set for a canary, which sends its users' reads only to the service: their writes stay on
+    /// the monolith, which owns them (a `write-canary` sends writes too).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
 }
@@ -114,8 +114,7 @@ impl ModeView {
             _ if !flag.on => ("monolith", 0.0),
             Some(RouteMode::Monolith) => ("monolith", 0.0),
             Some(RouteMode::Shadow) => ("shadow", 0.0),
-            Some(RouteMode::Canary { percent }) => ("canary", percent),
-            Some(RouteMode::Service) => ("service", 100.0),
+            Some(m) => (m.name(), m.percent()),
             None => ("custom", 0.0),
         };
         Self {
@@ -396,16 +395,12 @@ impl Control {
             .iter()
             .filter(|r| r.flag == change.after.key)
             .collect();
-        let reads_only: Vec<&str> = decided
-            .iter()
-            .filter(|r| !r.canary_writes)
-            .map(|r| r.name.as_str())
-            .collect();
+        let names: Vec<&str> = decided.iter().map(|r| r.name.as_str()).collect();
         let canary = matches!(RouteMode::of(&change.after), Some(RouteMode::Canary { .. }));
-        let note = (canary && change.after.on && !reads_only.is_empty()).then(|| {
+        let note = (canary && change.after.on && !names.is_empty()).then(|| {
             format!(
-                "a canary routes reads only: writes on {} stay on the monolith, which owns them until the domain moves",
-                reads_only.join(", ")
+                "a canary routes reads only: writes on {} stay on the monolith, which owns them until the domain moves (a write-canary sends its users' writes too)",
+                names.join(", ")
             )
         });
         let routes = decided.iter().map(|r| r.name.clone()).collect();
@@ -440,7 +435,11 @@ impl Control {
             let sending = flag.on
                 && matches!(
                     RouteMode::of(flag),
-                    Some(RouteMode::Canary { .. } | RouteMode::Service)
+                    Some(
+                        RouteMode::Canary { .. }
+                            | RouteMode::WriteCanary { .. }
+                            | RouteMode::Service
+                    )
                 );
             // A decommissioned domain has no monolith to roll back to.
             if !sending || !r.slo.enabled || self.retired.contains(&r.flag) {

@@ -101,21 +101,24 @@ async fn every_mode_and_sticky_canary() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_canary_routes_reads_only_unless_the_route_lets_it_write() {
+async fn a_canary_routes_reads_only_and_a_write_canary_writes_too() {
     let (monolith, mstate) = common::monolith_on(testkit::monolith_server(), "shop").await;
     let (service, sstate) = common::monolith_on(testkit::services_server(), "product_svc").await;
     product(&mstate, "10.00").await;
     product(&sstate, "10.00").await;
     let routes = "[[routes]]\nname = \"products\"\nprefix = \"/api/products\"\nflag = \"route.products\"\nservice = \"svc\"\n\n\
-                  [[routes]]\nname = \"inventory\"\nprefix = \"/api/inventory\"\nflag = \"route.inventory\"\nservice = \"svc\"\ncanary_writes = true\n";
+                  [[routes]]\nname = \"inventory\"\nprefix = \"/api/inventory\"\nflag = \"route.inventory\"\nservice = \"svc\"\n";
     let proxy = Proxy::start(
         &upstreams(monolith.addr, service.addr, routes),
         &["route.products", "route.inventory"],
     )
     .await;
-    let canary = RouteMode::Canary { percent: 99.0 };
-    proxy.set_mode("route.products", canary).await;
-    proxy.set_mode("route.inventory", canary).await;
+    proxy
+        .set_mode("route.products", RouteMode::Canary { percent: 99.0 })
+        .await;
+    proxy
+        .set_mode("route.inventory", RouteMode::WriteCanary { percent: 99.0 })
+        .await;
     let mut checked = 0;
     for i in 0..20 {
         let user = format!("user-{i}");
@@ -135,7 +138,7 @@ async fn a_canary_routes_reads_only_unless_the_route_lets_it_write() {
         // The same user's write goes to the monolith, which owns the domain's rows...
         let r = write("/api/products/1/inventory/adjust").await.unwrap();
         assert_eq!(r.headers()["x-strangler-backend"], "monolith", "{user}");
-        // ...unless the route lets a canary write.
+        // ...unless the canary is a write canary.
         let r = write("/api/inventory/1").await.unwrap();
         assert_eq!(r.headers()["x-strangler-backend"], "service", "{user}");
     }

@@ -393,6 +393,7 @@ impl MysqlApplier {
         if let Some(o) = &config.ownership {
             a.ownership = Some(std::sync::Arc::new(super::ownership::Ownership::new(
                 o.clone(),
+                &config.tables,
             )?));
         }
         Ok(a)
@@ -492,21 +493,22 @@ impl MysqlApplier {
         let Some(o) = &self.ownership else {
             return Ok(Default::default());
         };
-        let owned: Vec<(usize, String)> = changes
+        let owned: Vec<(usize, &str, String)> = changes
             .iter()
             .filter_map(|(c, _)| {
                 let ev = events[c.event];
                 let m = self.mappings.get(&ev.schema.qualified())?;
                 let column = m.owner_key.as_ref()?;
+                let flag = o.flag_of(m)?;
                 let image = ev.envelope.after.as_ref().or(ev.envelope.before.as_ref())?;
-                Some((c.event, super::ownership::user_key(image, column)?))
+                Some((c.event, flag, super::ownership::user_key(image, column)?))
             })
             .collect();
         let find = || -> std::collections::HashSet<usize> {
             owned
                 .iter()
-                .filter(|(_, user)| o.is_stray(user))
-                .map(|(n, _)| *n)
+                .filter(|(_, flag, user)| o.is_stray(flag, user))
+                .map(|(n, _, _)| *n)
                 .collect()
         };
         if find().is_empty() {

@@ -3,74 +3,113 @@
 //! owned change (written on the user's side) from a stray one (written on the other side): a
 //! conflict, kept in the dead-letter table and not applied.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
-use arc_swap::ArcSwapOption;
+use arc_swap::ArcSwap;
 use mysql_async::prelude::Queryable;
 
 use crate::error::CdcError;
+use crate::model::mapping::TableMapping;
 
 pub use crate::config::{OwnershipConfig, Side};
 
-/// The flag as last read, and the decisions made from it.
+/// The flags as last read, and the decisions made from them.
 pub struct Ownership {
     config: OwnershipConfig,
     pool: mysql_async::Pool,
-    flag: ArcSwapOption<flags::Flag>,
+    /// Every flag a table's owners follow (its `owner_flag`, else `[ownership].flag`).
+    flags: Vec<String>,
+    read: ArcSwap<HashMap<String, Arc<flags::Flag>>>,
 }
 
 impl Ownership {
-    pub fn new(config: OwnershipConfig) -> Result<Self, CdcError> {
+    pub fn new(config: OwnershipConfig, tables: &[TableMapping]) -> Result<Self, CdcError> {
         let opts = mysql_async::Opts::from_url(&config.flags_url)
             .map_err(|e| CdcError::Config(format!("ownership.flags_url: {e}")))?;
+        let mut flags: Vec<String> = tables
+            .iter()
+            .filter(|t| t.owner_key.is_some())
+            .filter_map(|t| t.owner_flag.clone().or_else(|| config.flag.clone()))
+            .collect();
+        flags.sort();
+        flags.dedup();
         Ok(Self {
             config,
             pool: mysql_async::Pool::new(opts),
-            flag: ArcSwapOption::empty(),
+            flags,
+            read: ArcSwap::from_pointee(HashMap::new()),
         })
     }
 
-    /// Reads the flag again (a missing flag: everyone on the monolith).
+    /// The flag that splits `table`'s users.
+    pub fn flag_of<'a>(&'a self, table: &'a TableMapping) -> Option<&'a str> {
+        table.owner_flag.as_deref().or(self.config.flag.as_deref())
+    }
+
+    /// Reads the flags again (a missing flag, table or database: everyone on the monolith,
+    /// as the proxy routes an unknown flag).
     pub async fn refresh(&self) -> Result<(), CdcError> {
-        let mut c = self.pool.get_conn().await?;
-        let row: Option<(String, u64)> = c
-            .exec_first(
-                format!(
-                    "SELECT definition, version FROM `{}` WHERE flag_key = ?",
-                    self.config.flag_table
-                ),
-                (&self.config.flag,),
-            )
-            .await?;
-        let flag = match row {
-            None => None,
-            Some((definition, version)) => {
-                let mut f = flags::Flag::from_json(&self.config.flag, &definition)
-                    .map_err(|e| CdcError::Config(format!("flag {}: {e}", self.config.flag)))?;
-                f.version = version;
-                Some(Arc::new(f))
+        let missing = |e: &mysql_async::Error| matches!(e, mysql_async::Error::Server(s) if s.code == 1146 || s.code == 1049);
+        let mut c = match self.pool.get_conn().await {
+            Ok(c) => c,
+            Err(e) if missing(&e) => {
+                self.read.store(Arc::new(HashMap::new()));
+                return Ok(());
             }
+            Err(e) => return Err(e.into()),
         };
-        self.flag.store(flag);
+        let mut read = HashMap::new();
+        for key in &self.flags {
+            let row: Option<(String, u64)> = match c
+                .exec_first(
+                    format!(
+                        "SELECT definition, version FROM `{}` WHERE flag_key = ?",
+                        self.config.flag_table
+                    ),
+                    (key,),
+                )
+                .await
+            {
+                Err(e) if missing(&e) => None,
+                other => other?,
+            };
+            if let Some((definition, version)) = row {
+                let mut f = flags::Flag::from_json(key, &definition)
+                    .map_err(|e| CdcError::Config(format!("flag {key}: {e}")))?;
+                f.version = version;
+                read.insert(key.clone(), Arc::new(f));
+            }
+        }
+        self.read.store(Arc::new(read));
         Ok(())
     }
 
-    /// Where `user`'s writes go, by the flag as last read.
-    pub fn owner_of(&self, user: &str) -> Side {
-        let flag = self.flag.load();
-        let Some(flag) = flag.as_ref() else {
+    /// Where `user`'s writes go by `flag` as last read: the proxy sends them to the service in
+    /// `service` mode, and in a write canary when the user's bucket is the service's; every
+    /// other mode (a read canary included) keeps them on the monolith.
+    pub fn owner_of(&self, flag: &str, user: &str) -> Side {
+        let read = self.read.load();
+        let Some(flag) = read.get(flag) else {
             return Side::Monolith;
         };
-        let e = flags::evaluate(flag, &flags::Context::new(user));
-        match e.value.and_then(|v| v.as_str()) {
-            Some("service") => Side::Service,
+        match flags::RouteMode::of(flag) {
+            Some(flags::RouteMode::Service) => Side::Service,
+            Some(flags::RouteMode::WriteCanary { .. }) => {
+                let e = flags::evaluate(flag, &flags::Context::new(user));
+                match e.value.and_then(|v| v.as_str()) {
+                    Some("service-writes") => Side::Service,
+                    _ => Side::Monolith,
+                }
+            }
             _ => Side::Monolith,
         }
     }
 
-    /// Whether a change of `user`'s row read from this stream's source is a stray write.
-    pub fn is_stray(&self, user: &str) -> bool {
-        self.owner_of(user) != self.config.source_side
+    /// Whether a change of `user`'s row, split by `flag`, read from this stream's source is a
+    /// stray write.
+    pub fn is_stray(&self, flag: &str, user: &str) -> bool {
+        self.owner_of(flag, user) != self.config.source_side
     }
 }
 

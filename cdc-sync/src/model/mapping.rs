@@ -40,6 +40,10 @@ pub struct TableMapping {
     /// does not own the user is a stray write, kept as a conflict and not applied.
     #[serde(default)]
     pub owner_key: Option<String>,
+    /// The proxy flag that splits this table's users between the sides (the domain's flag,
+    /// `route.orders`); `[ownership].flag` when unset.
+    #[serde(default)]
+    pub owner_flag: Option<String>,
 }
 
 /// A value transform.

@@ -301,13 +301,23 @@ async fn place_once(
     for (&product_id, &quantity) in &lines {
         if escrowed.contains(&product_id) {
             tx.run(
-                "UPDATE stock_escrow SET units = units - ? WHERE product_id = ? AND units >= ?",
+                "UPDATE stock_escrow SET units = units - ?, taken = taken + 1 \
+                 WHERE product_id = ? AND units >= ?",
                 (quantity, product_id, quantity),
             )
             .await?;
             if tx.affected_rows() == 0 {
                 tx.rollback().await?;
                 state.metrics.escrow_refusals.inc();
+                state
+                    .pool
+                    .get_conn()
+                    .await?
+                    .exec_drop(
+                        "UPDATE stock_escrow SET refused = refused + 1 WHERE product_id = ?",
+                        (product_id,),
+                    )
+                    .await?;
                 return Err(ApiError::Conflict {
                     code: "insufficient_stock",
                     message: format!(

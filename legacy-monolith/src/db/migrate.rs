@@ -14,4 +14,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "stock_escrow",
         sql: include_str!("../../migrations/0002_stock_escrow.sql"),
     },
+    Migration {
+        version: 3,
+        name: "stock_escrow_tally",
+        sql: include_str!("../../migrations/0003_stock_escrow_tally.sql"),
+    },
 ];

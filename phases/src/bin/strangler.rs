@@ -434,7 +434,10 @@ async fn switch(
     let plan = phases::Switch {
         flag: d.flag.clone(),
         route: d.routes[0].name.clone(),
-        to_mode: to_mode.into(),
+        to_mode: match to {
+            Side::Service => flags::RouteMode::Service,
+            Side::Monolith => flags::RouteMode::Monolith,
+        },
         proxies: c.proxies.clone(),
         admin_token: c.admin_token.clone(),
         old_owner_url: old_owner.clone(),
@@ -470,10 +473,7 @@ async fn switch(
 
 /// A route mode as operators read it: `monolith`, `shadow`, `canary 10%`, `service`.
 fn mode_text(mode: flags::RouteMode) -> String {
-    match mode {
-        flags::RouteMode::Canary { percent } => format!("canary {percent}%"),
-        other => text(other),
-    }
+    mode.to_string()
 }
 
 /// A unit-like enum's serialized name (`kebab-case` owners and directions, route modes' `mode`).

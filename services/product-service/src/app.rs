@@ -33,6 +33,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "stock_escrow",
         sql: include_str!("../migrations/0003_stock_escrow.sql"),
     },
+    Migration {
+        version: 4,
+        name: "stock_escrow_tally",
+        sql: include_str!("../migrations/0004_stock_escrow_tally.sql"),
+    },
 ];
 
 /// What every handler shares.

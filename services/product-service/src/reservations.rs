@@ -195,6 +195,8 @@ async fn try_reserve(
                 == service_kit::escrow::Take::Refused
         {
             state.escrow_refusals.inc();
+            tx.rollback().await?;
+            service_kit::escrow::record_refusal(&state.pool, item.product_id).await?;
             return Err(ApiError::Conflict {
                 code: "insufficient_stock",
                 message: service_kit::escrow::refusal(item.product_id),

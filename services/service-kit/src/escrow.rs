@@ -21,7 +21,7 @@ pub async fn take(
     quantity: i64,
 ) -> Result<Take, mysql_async::Error> {
     tx.exec_drop(
-        "UPDATE stock_escrow SET units = units - ? WHERE product_id = ? AND units >= ?",
+        "UPDATE stock_escrow SET units = units - ?, taken = taken + 1 WHERE product_id = ? AND units >= ?",
         (quantity, product_id, quantity),
     )
     .await?;
@@ -53,6 +53,21 @@ pub async fn give_back(
         (quantity, product_id),
     )
     .await
+}
+
+/// Counts a refusal of `product_id` in this side's tally (after the refused order's transaction
+/// rolled back, so that the count stays).
+pub async fn record_refusal(
+    pool: &mysql_async::Pool,
+    product_id: u64,
+) -> Result<(), mysql_async::Error> {
+    pool.get_conn()
+        .await?
+        .exec_drop(
+            "UPDATE stock_escrow SET refused = refused + 1 WHERE product_id = ?",
+            (product_id,),
+        )
+        .await
 }
 
 /// The message of a refusal: the shop's `insufficient_stock`, saying why.

@@ -23,8 +23,6 @@ pub struct Route {
     pub service: Arc<UpstreamGroup>,
     pub monolith: Arc<UpstreamGroup>,
     pub shadow_writes: bool,
-    /// A canary's writes go to the service too (else to the monolith, which owns them).
-    pub canary_writes: bool,
     pub shadow_ignore: Vec<String>,
     pub breaker: Arc<Breaker>,
     pub noise: Arc<NoiseModel>,
@@ -138,7 +136,6 @@ impl RoutingTable {
                 service: group("service", &r.service)?,
                 monolith: group("monolith", &r.monolith)?,
                 shadow_writes: r.shadow_writes,
-                canary_writes: r.canary_writes,
                 shadow_ignore: r.shadow_ignore.clone(),
                 breaker: carried
                     .map(|c| c.breaker.clone())

@@ -299,12 +299,7 @@ impl Proxy {
         FileSource::new(&self.flags_path)
             .put(mode.to_flag(flag, 0, "salt"))
             .unwrap();
-        let (name, percent) = match mode {
-            RouteMode::Monolith => ("monolith", 0.0),
-            RouteMode::Shadow => ("shadow", 0.0),
-            RouteMode::Canary { percent } => ("canary", percent),
-            RouteMode::Service => ("service", 100.0),
-        };
+        let (name, percent) = (mode.name(), mode.percent());
         let want = serde_json::json!({"mode": name, "percent": percent});
         for _ in 0..200 {
             let routes: serde_json::Value = self.admin_json("/admin/routes").await;

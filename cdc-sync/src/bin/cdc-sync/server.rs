@@ -30,6 +30,17 @@ pub(crate) async fn stream(
             control.clone(),
         );
         let name = config.name.clone();
+        // What the stream carries, for a controller checking a write canary's set-up.
+        let carries = std::sync::Arc::new(serde_json::json!({
+            "ownership": config.ownership.as_ref().map(|o| serde_json::json!({
+                "flag": o.flag, "flag_table": o.flag_table, "source_side": o.source_side,
+            })),
+            "tables": config.tables.iter().map(|t| serde_json::json!({
+                "source": t.source, "target": t.target, "owner_key": t.owner_key,
+                "owner_flag": t.owner_flag.as_ref().or(config.ownership.as_ref().and_then(|o| o.flag.as_ref())),
+                "counters": t.counters,
+            })).collect::<Vec<_>>(),
+        }));
         axum::Router::new()
             .route("/healthz", axum::routing::get(|| async { "ok" }))
             // Ready once both databases answered and the stream runs; not while it connects,
@@ -53,8 +64,9 @@ pub(crate) async fn stream(
             .route(
                 "/status",
                 axum::routing::get(move || {
-                    let (s, c, name) = (s.clone(), c1.clone(), name.clone());
-                    async move { status(&name, &s, &c).await }
+                    let (s, c, name, carries) =
+                        (s.clone(), c1.clone(), name.clone(), carries.clone());
+                    async move { status(&name, &s, &c, &carries).await }
                 }),
             )
             .route(
@@ -122,7 +134,12 @@ fn failure(status: axum::http::StatusCode, message: String) -> Answer {
 }
 
 /// `GET /status`: what the control row asks, what the stream does, and its lag.
-async fn status(name: &str, metrics: &Metrics, control: &cdc_sync::control::Control) -> Answer {
+async fn status(
+    name: &str,
+    metrics: &Metrics,
+    control: &cdc_sync::control::Control,
+    carries: &serde_json::Value,
+) -> Answer {
     match control.state().await {
         Ok(state) => (
             axum::http::StatusCode::OK,
@@ -136,6 +153,8 @@ async fn status(name: &str, metrics: &Metrics, control: &cdc_sync::control::Cont
                 "reason": state.reason,
                 "changed_at": state.changed_at,
                 "retired": state.retired,
+                "ownership": carries["ownership"],
+                "tables": carries["tables"],
             })),
         ),
         Err(e) => failure(axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()),

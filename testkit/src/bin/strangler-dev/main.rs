@@ -115,8 +115,18 @@ struct Stream {
     target_url: String,
     reader_server_id: u32,
     port: u16,
+    /// Its `[ownership]` (a write canary's per-user split), if any.
+    ownership: Option<String>,
     /// Its `[[tables]]`.
     tables: String,
+}
+
+/// The `[ownership]` of a stream reading `side`: the proxy's flags in the monolith server's
+/// `strangler` database, each table's owner_flag naming its domain's flag.
+fn ownership_of(flags_url: &str, side: &str) -> Option<String> {
+    Some(format!(
+        "\n[ownership]\nflags_url = \"{flags_url}\"\nsource_side = \"{side}\"\n"
+    ))
 }
 
 /// Writes the stream's config and starts it; returns once it answers `/healthz`.
@@ -128,12 +138,13 @@ fn start_stream(
 ) -> Fallible<Supervised> {
     let config = beside.with_file_name(format!("{}.toml", stream.file));
     let text = format!(
-        "name = \"{}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = {}\nlisten = \"127.0.0.1:{}\"\n{}",
+        "name = \"{}\"\nsource_url = \"{}\"\ntarget_url = \"{}\"\nreader_server_id = {}\nlisten = \"127.0.0.1:{}\"\n{}{}",
         stream.name,
         stream.source_url,
         stream.target_url,
         stream.reader_server_id,
         stream.port,
+        stream.ownership.as_deref().unwrap_or_default(),
         stream.tables
     );
     std::fs::write(&config, text).map_err(|e| format!("{}: {e}", config.display()))?;
@@ -430,6 +441,7 @@ fn run(args: Args) -> Fallible<()> {
             target_url: services_db.root_url(),
             reader_server_id: 4001,
             port: args.cdc_port,
+            ownership: ownership_of(&monolith_db.url("strangler"), "monolith"),
             tables: domains.cdc_tables_toml(phases::Direction::MonolithToServices, &[]),
         },
         &cdc_bin,
@@ -492,6 +504,7 @@ fn run(args: Args) -> Fallible<()> {
             target_url: services_db.root_url(),
             reader_server_id: 4002,
             port: args.cdc_port + 1,
+            ownership: None,
             tables: "\n[[tables]]\nsource = \"user_svc.outbox\"\ntarget = \"notification_svc.inbox\"\n\n\
                      [[tables]]\nsource = \"order_svc.outbox\"\ntarget = \"notification_svc.inbox\"\n"
                 .into(),
@@ -514,6 +527,7 @@ fn run(args: Args) -> Fallible<()> {
             target_url: monolith_db.root_url(),
             reader_server_id: 4003,
             port: args.cdc_port + 2,
+            ownership: ownership_of(&monolith_db.url("strangler"), "service"),
             tables: domains.cdc_tables_toml(phases::Direction::ServicesToMonolith, &[]),
         },
         &cdc_bin,

@@ -112,8 +112,8 @@ async fn inner(
     let config = &drill.controller.config;
     let stack = &drill.stack;
     // 1. Both streams have applied everything written until now.
-    for owner in [phases::Owner::Monolith, phases::Owner::Service] {
-        let (drain, _) = phases::gates::drain_of(config, owner);
+    for side in [phases::Side::Monolith, phases::Side::Service] {
+        let (drain, _) = phases::gates::drain_of(config, side);
         let c = phases::catch_up(&drain, "drill", Duration::from_secs(120))
             .await
             .map_err(|e| format!("{} never caught up: {e}", drain.stream))?;
