@@ -813,6 +813,8 @@ async fn stray_writes_of_users_the_other_side_owns_are_kept_not_applied() {
     .await;
     // The write canary: each user's writes on the side of their bucket.
     set_mode(flags::RouteMode::WriteCanary { percent: 50.0 }).await;
+    // A stream judges by the flag as read at most REFRESH_EVERY ago.
+    tokio::time::sleep(cdc_sync::apply::ownership::REFRESH_EVERY * 2).await;
 
     // Each owner's writes cross; the monolith's write for a service-owned user does not.
     exec(

@@ -390,6 +390,17 @@ async fn both_sides_sell_at_once_and_the_last_unit_is_never_sold_twice() {
         refused > 0.0,
         "no refusal was counted:\n{shop_metrics}\n{svc_metrics}"
     );
+    // Each side's tally (what the controller's escrow-refusals gate reads) counts them too.
+    let (_, ms, ss) = phases::escrow::sides(
+        &decl,
+        decl.domain("products").unwrap(),
+        &m.root_url(),
+        &s.root_url(),
+    )
+    .unwrap();
+    let tally = phases::escrow::tally(&ms, &ss).await.unwrap();
+    assert_eq!(tally.refused as f64, refused, "{tally:?}");
+    assert!(tally.taken > 0 && tally.refusal_rate() < 1.0, "{tally:?}");
     // No conflict either way, and both streams still run (no CHECK violation stopped one).
     for port in [m2s_port, s2m_port] {
         let st: serde_json::Value = reqwest::get(format!("http://127.0.0.1:{port}/status"))

@@ -504,6 +504,12 @@ impl MysqlApplier {
                 Some((c.event, flag, super::ownership::user_key(image, column)?))
             })
             .collect();
+        if owned.is_empty() {
+            return Ok(Default::default());
+        }
+        if o.stale() {
+            o.refresh().await?;
+        }
         let find = || -> std::collections::HashSet<usize> {
             owned
                 .iter()

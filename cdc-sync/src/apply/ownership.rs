@@ -21,7 +21,13 @@ pub struct Ownership {
     /// Every flag a table's owners follow (its `owner_flag`, else `[ownership].flag`).
     flags: Vec<String>,
     read: ArcSwap<HashMap<String, Arc<flags::Flag>>>,
+    /// When the flags were last read.
+    read_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
+
+/// The flags are read again before judging changes when older than this: a change of the split
+/// is seen within it even when no write looks stray.
+pub const REFRESH_EVERY: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Ownership {
     pub fn new(config: OwnershipConfig, tables: &[TableMapping]) -> Result<Self, CdcError> {
@@ -39,6 +45,7 @@ impl Ownership {
             pool: mysql_async::Pool::new(opts),
             flags,
             read: ArcSwap::from_pointee(HashMap::new()),
+            read_at: std::sync::Mutex::new(None),
         })
     }
 
@@ -55,6 +62,7 @@ impl Ownership {
             Ok(c) => c,
             Err(e) if missing(&e) => {
                 self.read.store(Arc::new(HashMap::new()));
+                *self.read_at.lock().expect("ownership lock") = Some(std::time::Instant::now());
                 return Ok(());
             }
             Err(e) => return Err(e.into()),
@@ -82,7 +90,16 @@ impl Ownership {
             }
         }
         self.read.store(Arc::new(read));
+        *self.read_at.lock().expect("ownership lock") = Some(std::time::Instant::now());
         Ok(())
+    }
+
+    /// Whether the flags were read longer than [`REFRESH_EVERY`] ago.
+    pub fn stale(&self) -> bool {
+        self.read_at
+            .lock()
+            .expect("ownership lock")
+            .is_none_or(|at| at.elapsed() > REFRESH_EVERY)
     }
 
     /// Where `user`'s writes go by `flag` as last read: the proxy sends them to the service in
