@@ -60,6 +60,7 @@ pub fn app(api: Arc<Api>) -> Router {
         .route("/phases/{domain}/plan", get(plan))
         .route("/phases/{domain}/advance", post(advance))
         .route("/phases/{domain}/rollback", post(rollback))
+        .route("/flags/{flag}/rollback", post(rollback_flag))
         .route(
             "/healthz",
             get(|| async { axum::Json(json!({"status": "ok"})) }),
@@ -267,6 +268,31 @@ async fn rollback(
     headers: HeaderMap,
     body: axum::body::Bytes,
 ) -> Response {
+    act(&api, &domain, Way::Rollback, &headers, &body).await
+}
+
+/// `POST /flags/{flag}/rollback`: the domain moved by `flag` back to the monolith (a proxy's
+/// auto-rollback while the service owns writes: the hold-drain-switch instead of a bare flip).
+async fn rollback_flag(
+    State(api): State<Arc<Api>>,
+    Path(flag): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
+    let Some(domain) = api
+        .controller
+        .decl
+        .domains
+        .iter()
+        .find(|d| d.flag == flag)
+        .map(|d| d.name.clone())
+    else {
+        return failure(
+            StatusCode::NOT_FOUND,
+            "unknown_flag",
+            &format!("no domain is moved by flag {flag}"),
+        );
+    };
     act(&api, &domain, Way::Rollback, &headers, &body).await
 }
 

@@ -102,6 +102,12 @@ pub async fn ready(m: &Measure<'_>) -> GateResult {
         }
         streams.push(json!({"stream": drain.stream, "ownership": own}));
     }
+    // Both sides sell from the whole stock: the service's copy must hold every product.
+    if let Some(owner) = escrow
+        && let Err(e) = stock_copied(m, owner).await
+    {
+        problems.push(e);
+    }
     let passed = problems.is_empty();
     let figure = json!({
         "owner_key": d.owner_key,
@@ -126,6 +132,35 @@ pub async fn ready(m: &Measure<'_>) -> GateResult {
         problems.join("; ")
     };
     GateResult::new(gate, passed, figure, message)
+}
+
+/// Both sides' stock tables hold the same number of products (the service's copy was backfilled).
+async fn stock_copied(m: &Measure<'_>, owner: &crate::domains::Domain) -> Result<(), String> {
+    let (e, ms, ss) = crate::escrow::sides(
+        m.decl,
+        owner,
+        &m.config.monolith_url,
+        &m.config.services_url,
+    )?;
+    let mut counts = Vec::new();
+    for side in [&ms, &ss] {
+        let mut c = mysql_async::Conn::from_url(side.url.as_str())
+            .await
+            .map_err(|x| format!("{}: {x}", side.name))?;
+        let n: Option<u64> = c
+            .query_first(format!("SELECT COUNT(*) FROM {}", side.stock))
+            .await
+            .map_err(|x| format!("{}: {x}", side.name))?;
+        let _ = c.disconnect().await;
+        counts.push(n.unwrap_or(0));
+    }
+    if counts[0] != counts[1] {
+        return Err(format!(
+            "the service's copy of {} holds {} products, the monolith's {}: backfill the {} domain first",
+            e.table, counts[1], counts[0], owner.name
+        ));
+    }
+    Ok(())
 }
 
 /// The domain's target tables on each side, with the escrow domain's (its stock conflicts too).

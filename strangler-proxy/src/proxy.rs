@@ -58,6 +58,9 @@ pub struct RequestState {
     to_service: bool,
     /// The route's monolith side is retired: the service answers, whatever happens.
     retired: bool,
+    /// A write the service owns (service mode, or a write canary's user): never sent to the
+    /// monolith, which does not own it.
+    owned_write: bool,
     fallback: Option<&'static str>,
     /// The route's mode, as an index into `metrics::MODES`.
     mode: usize,
@@ -341,11 +344,31 @@ impl ProxyHttp for StranglerProxy {
                     && !read_only
                     && !matches!(user, UserKey::Jwt(_) | UserKey::Header(_)) => {}
             "service" => {
-                if !route.service.any_healthy() {
-                    ctx.fallback = Some("unhealthy");
+                let unavailable = if !route.service.any_healthy() {
+                    Some("unhealthy")
                 } else if !route.breaker.allow() {
-                    ctx.fallback = Some("circuit_open");
+                    Some("circuit_open")
                 } else {
+                    None
+                };
+                if let (Some(why), false) = (unavailable, read_only) {
+                    // The service owns this user's writes: the monolith must not take them.
+                    self.control
+                        .metrics
+                        .rejected
+                        .with_label_values(&["owned_write_unavailable"])
+                        .inc();
+                    return Error::e_explain(
+                        ErrorType::HTTPStatus(503),
+                        format!(
+                            "the service owns this write and is unavailable ({why}); not sent to the monolith"
+                        ),
+                    );
+                }
+                if let Some(why) = unavailable {
+                    ctx.fallback = Some(why);
+                } else {
+                    ctx.owned_write = !read_only;
                     ctx.to_service = true;
                     // Keep the body so an idempotent request can be replayed on the monolith.
                     session.enable_retry_buffering();
@@ -408,8 +431,9 @@ impl ProxyHttp for StranglerProxy {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if ctx.on_service && ctx.retired {
-            // No monolith to go to: the client hears that the service is unreachable.
+        if ctx.on_service && (ctx.retired || ctx.owned_write) {
+            // No monolith to go to (retired, or it does not own this write): the client hears
+            // that the service is unreachable.
             if let Some(r) = ctx.route(&ctx.table.clone().expect("set in request_filter")) {
                 r.breaker.record(false);
             }
@@ -453,8 +477,8 @@ impl ProxyHttp for StranglerProxy {
             if let Some(r) = ctx.route(&table) {
                 r.breaker.record(false);
             }
-            if ctx.retired {
-                // No monolith side: the failure is the answer.
+            if ctx.retired || ctx.owned_write {
+                // No monolith side, or one that does not own the write: the failure is the answer.
                 e.set_retry(false);
             } else if is_idempotent(&method) && !truncated && !ctx.response_started {
                 tracing::warn!(peer = %peer, error = %e, "service failed an idempotent request; retrying on the monolith");

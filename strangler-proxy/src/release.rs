@@ -474,6 +474,16 @@ impl Control {
                 subject: r.name.clone(),
                 reason,
             };
+            // While the service owns writes (a write canary, the service mode) a bare flip would
+            // send its users' next writes to the monolith before their last ones arrived there:
+            // the phase controller rolls back with the hold-drain-switch instead, when there is one.
+            let owns_writes = matches!(
+                RouteMode::of(flag),
+                Some(RouteMode::WriteCanary { .. } | RouteMode::Service)
+            );
+            if owns_writes && self.controller_rollback(&r.flag, &note.reason).await {
+                continue;
+            }
             let result = match self.writer() {
                 Ok(writer) => {
                     self.switch_off(writer, &r.flag, Some(flag.version), &note)
@@ -500,6 +510,46 @@ impl Control {
                         self.install_local(&f);
                     }
                 }
+            }
+        }
+    }
+
+    /// Asks the phase controller (`[phases] controller`) to roll back the domain of `flag`;
+    /// whether it did.
+    async fn controller_rollback(&self, flag: &str, reason: &str) -> bool {
+        let Some(base) = self.boot.phases.controller.as_deref() else {
+            return false;
+        };
+        let mut req = self
+            .http
+            .post(format!(
+                "{}/flags/{flag}/rollback",
+                base.trim_end_matches('/')
+            ))
+            .timeout(Duration::from_secs(60))
+            .header("x-strangler-actor", "auto-rollback")
+            .header("x-strangler-role", "operator")
+            .json(&serde_json::json!({ "reason": format!("auto-rollback: {reason}") }));
+        if let Some(t) = &self.boot.phases.token {
+            req = req.bearer_auth(t);
+        }
+        match req.send().await {
+            Ok(r) if r.status().is_success() => {
+                tracing::warn!(
+                    flag,
+                    "auto-rollback: the phase controller moved the domain back with the ownership switch"
+                );
+                true
+            }
+            Ok(r) => {
+                let status = r.status();
+                let body = r.text().await.unwrap_or_default();
+                tracing::error!(flag, %status, %body, "auto-rollback: the phase controller did not roll back; switching the flag off instead");
+                false
+            }
+            Err(e) => {
+                tracing::error!(flag, error = %e, "auto-rollback: the phase controller did not answer; switching the flag off instead");
+                false
             }
         }
     }

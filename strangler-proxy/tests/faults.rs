@@ -56,13 +56,15 @@ async fn killed_or_hanging_service_falls_back_for_reads_only() {
     );
     s.slow_ms.store(0, Ordering::SeqCst);
 
-    // Killed service: connections are refused, so nothing reached it and even a write may go to
-    // the monolith; reads fall back too.
+    // Killed service: connections are refused; reads fall back to the monolith, but a write
+    // the service owns (the route serves `service`) never goes to the monolith, which does not
+    // own it: the client hears that the service is unreachable.
     service.kill();
     tokio::time::sleep(Duration::from_millis(50)).await;
     let (status, backend, _) = proxy.get_as("/echo/b", "u").await;
     assert_eq!(status, 200);
     assert!(backend.starts_with("monolith"), "{backend}");
+    let monolith_hits = m.hits.load(Ordering::SeqCst);
     let r = proxy
         .client
         .post(proxy.url("/echo/write2"))
@@ -70,7 +72,13 @@ async fn killed_or_hanging_service_falls_back_for_reads_only() {
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    // 502 when the connection was refused, 503 once the health checker has noticed.
+    assert!(
+        [502, 503].contains(&r.status().as_u16()),
+        "an owned write was answered {}",
+        r.status()
+    );
+    assert_eq!(m.hits.load(Ordering::SeqCst), monolith_hits);
     // The health checker notices and routes straight to the monolith.
     for _ in 0..100 {
         if proxy.get_as("/echo/c", "u").await.1 == "monolith; fallback=unhealthy" {
@@ -82,7 +90,22 @@ async fn killed_or_hanging_service_falls_back_for_reads_only() {
         proxy.get_as("/echo/c", "u").await.1,
         "monolith; fallback=unhealthy"
     );
+    // Known down: an owned write is refused at once, still not sent to the monolith.
+    let monolith_hits = m.hits.load(Ordering::SeqCst);
+    let r = proxy
+        .client
+        .post(proxy.url("/echo/write3"))
+        .body("{}")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(m.hits.load(Ordering::SeqCst), monolith_hits);
     let metrics = proxy.metrics().await;
+    assert!(
+        metrics.contains(r#"strangler_rejected_total{reason="owned_write_unavailable"}"#),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(r#"strangler_fallbacks_total{reason="service_error",route="echo"} 1"#),
         "{metrics}"

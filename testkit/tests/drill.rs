@@ -1,9 +1,11 @@
 //! The migration drill, reduced: the whole dev stack (`strangler-dev`: private MariaDB servers,
 //! the monolith, the four services, both cdc-sync streams and the proxy, supervised) with
-//! shoppers loading the proxy while `users` goes monolith → … → service-primary → monolith,
-//! cdc-sync and user-service killed with SIGKILL on the way (`strangler-drill`). It passes only
-//! if every acknowledged write is on both sides, verify is clean and no idempotent request
-//! failed. The full drill (both domains, 1M users) is `bench/drill.sh`.
+//! shoppers loading the proxy while `users` goes monolith → … → service-primary → monolith and
+//! `orders` the same way through a write canary (10%, 50%: both sides take orders, the stock in
+//! escrow), cdc-sync and each service killed with SIGKILL on the way (`strangler-drill`). It
+//! passes only if every acknowledged write is on both sides, the stock agrees and never went
+//! below zero, no conflict is open, verify is clean and no idempotent request failed. The full
+//! drill (1M users, 2M orders) is `bench/drill.sh`.
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -41,7 +43,7 @@ impl Drop for Stack {
 }
 
 #[test]
-fn users_move_there_and_back_under_load_with_kills_and_nothing_is_lost() {
+fn users_and_orders_move_there_and_back_under_load_with_kills_and_nothing_is_lost() {
     let exe = Path::new(env!("CARGO_BIN_EXE_strangler-dev"));
     let bin_dir = exe.parent().unwrap();
     let dir = testkit::TempDir::new("drill").unwrap();
@@ -96,7 +98,8 @@ fn users_move_there_and_back_under_load_with_kills_and_nothing_is_lost() {
     let report = dir.path().join("drill.md");
     let out = Command::new(env!("CARGO_BIN_EXE_strangler-drill"))
         .args(["--stack", &state.display().to_string()])
-        .args(["--domain", "users", "--workers", "4", "--dwell-secs", "3"])
+        .args(["--domain", "users", "--domain", "orders"])
+        .args(["--workers", "4", "--dwell-secs", "3"])
         .args(["--controller-config", &controller.display().to_string()])
         .args(["--report", &report.display().to_string()])
         .output()
@@ -116,6 +119,14 @@ fn users_move_there_and_back_under_load_with_kills_and_nothing_is_lost() {
         "`kill -9` user-service",
         "acknowledged registrations are on both sides",
         "verify shop.users clean",
+        "| orders | canary 10% → write-canary 10% |",
+        "| orders | write-canary 10% → write-canary 50% |",
+        "| orders | write-canary 50% → service-primary |",
+        "| orders | write-canary 50% | ",
+        "acknowledged orders are on both sides",
+        "agrees on both sides after both sold, none below zero",
+        "no open conflict in either stream",
+        "verify shop.orders clean",
         "- pass: 0 of",
     ] {
         assert!(

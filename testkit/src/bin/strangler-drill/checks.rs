@@ -40,6 +40,46 @@ pub async fn count(url: &str, table: &str) -> Result<u64, String> {
     Ok(n.unwrap_or(0))
 }
 
+/// Open conflicts (dead letters not yet settled) of both streams, on every table.
+pub async fn open_conflicts(drill: &Drill) -> Result<u64, String> {
+    let config = &drill.controller.config;
+    let mut total = 0;
+    for side in [phases::Side::Monolith, phases::Side::Service] {
+        let (drain, _) = phases::gates::drain_of(config, side);
+        let mut c = mysql_async::Conn::from_url(drain.target_url.as_str())
+            .await
+            .map_err(|e| e.to_string())?;
+        let n: Result<Option<u64>, _> = c
+            .exec_first(
+                format!(
+                    "SELECT COUNT(*) FROM `{}`.cdc_conflicts WHERE stream = ? AND resolved_at IS NULL",
+                    drain.offsets_db
+                ),
+                (&drain.stream,),
+            )
+            .await;
+        let _ = c.disconnect().await;
+        total += match n {
+            Err(mysql_async::Error::Server(e)) if e.code == 1146 => 0,
+            other => other.map_err(|e| e.to_string())?.unwrap_or(0),
+        };
+    }
+    Ok(total)
+}
+
+/// product → available stock in `table`.
+async fn stock(url: &str, table: &str) -> Result<BTreeMap<u64, i64>, String> {
+    let mut c = mysql_async::Conn::from_url(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rows: Vec<(u64, i64)> = c
+        .query(format!("SELECT product_id, available FROM {table}"))
+        .await
+        .map_err(|e| format!("{table}: {e}"))?;
+    let _ = c.disconnect().await;
+    Ok(rows.into_iter().collect())
+}
+
 /// `(id, email, name)` of this run's users in `table`.
 async fn drill_users(
     url: &str,
@@ -208,6 +248,37 @@ async fn inner(
         ),
         format!("acknowledged orders missing on a side: {lost:?}"),
     );
+
+    // 4b. After both sides sold (a write canary): the stock agrees, nothing oversold, and no
+    // conflict is left.
+    if domains.iter().any(|d| drill.args.write_canary.contains(d)) {
+        let inventory =
+            copy_of(drill, "products", "inventory").unwrap_or("product_svc.inventory".into());
+        let (m, s) = (
+            stock(&stack.monolith_db, "shop.inventory").await?,
+            stock(&stack.services_db, &inventory).await?,
+        );
+        let negative = m.values().chain(s.values()).filter(|n| **n < 0).count();
+        let differing = m.iter().filter(|(p, n)| s.get(p) != Some(n)).count();
+        found.judge(
+            negative == 0 && differing == 0 && m.len() == s.len(),
+            format!(
+                "stock of {} products agrees on both sides after both sold, none below zero",
+                m.len()
+            ),
+            format!(
+                "stock after the write canary: {differing} products differ, {negative} below zero ({} vs {} products)",
+                m.len(),
+                s.len()
+            ),
+        );
+        let open = open_conflicts(drill).await?;
+        found.judge(
+            open == 0,
+            "no open conflict in either stream".into(),
+            format!("{open} open conflict(s) in the streams' dead letters"),
+        );
+    }
 
     // 5. A verify of each moved domain's tables is clean.
     for d in domains {

@@ -47,6 +47,10 @@ struct Args {
     /// Where to write the results (Markdown).
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Domains whose canary also takes writes (write-canary 10% → 50% → service-primary and
+    /// back through write-canary 50%), with the stock escrow rebalanced meanwhile.
+    #[arg(long = "write-canary", default_values_t = ["orders".to_string()])]
+    write_canary: Vec<String>,
 }
 
 /// What `strangler-dev` says about the stack it runs.
@@ -75,6 +79,17 @@ struct MoveRecord {
     last_refusal: Option<String>,
     paused_ms: Option<u64>,
     held_writes: Option<i64>,
+}
+
+/// A write canary's figures after a move: what the stock escrow refused, open conflicts.
+#[derive(Debug, Clone, Serialize)]
+struct WriteFigures {
+    domain: String,
+    phase: String,
+    taken: i64,
+    refused: i64,
+    open_conflicts: u64,
+    rebalanced_units: i64,
 }
 
 /// A fault the drill caused.
@@ -136,6 +151,12 @@ struct Drill {
     faults: Vec<Fault>,
     /// How long each domain's backfill took, in ms (the stream copies while the shoppers load).
     backfills: Vec<(String, u64)>,
+    /// The write canaries' figures, after each move into or within one.
+    writes: Vec<WriteFigures>,
+    /// The service's share of the escrow to keep while a write canary runs (the rebalancer
+    /// follows it), and the units it moved.
+    escrow_share: Arc<Mutex<Option<f64>>>,
+    rebalanced: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Drill {
@@ -192,6 +213,23 @@ impl Drill {
                     }
                     last_refusal = Some(message);
                     tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                // An auto-rollback (the proxy asking the controller) got there first.
+                Err(e @ (PhaseError::Direction(_) | PhaseError::NoChange { .. }))
+                    if way == Way::Rollback =>
+                {
+                    eprintln!("drill: {domain} → {to}: {e} (rolled back already)");
+                    self.moves.push(MoveRecord {
+                        domain: domain.into(),
+                        from: "(rolled back by the proxy's auto-rollback)".into(),
+                        to: to.to_string(),
+                        took_ms: started.elapsed().as_millis() as u64,
+                        refusals,
+                        last_refusal: Some(e.to_string()),
+                        paused_ms: None,
+                        held_writes: None,
+                    });
+                    return Ok(());
                 }
                 Err(e) => return Err(format!("{domain} → {to}: {e}")),
             }
@@ -254,18 +292,109 @@ impl Drill {
         let fault = kill_and_wait(&self.stack, "cdc-sync", &format!("{domain} canary 10%")).await?;
         self.faults.push(fault);
         self.dwell().await;
-        self.go(domain, Way::Advance, Phase::Canary { percent: 50 })
-            .await?;
-        self.dwell().await;
+        let writes = self.args.write_canary.iter().any(|d| d == domain);
+        if writes {
+            self.stock_copied(domain).await?;
+            // Both sides take the canary users' writes: 10%, 50%, then all of them.
+            for percent in [10, 50] {
+                self.write_canary(domain, Way::Advance, percent).await?;
+            }
+        } else {
+            self.go(domain, Way::Advance, Phase::Canary { percent: 50 })
+                .await?;
+            self.dwell().await;
+        }
         self.go(domain, Way::Advance, Phase::ServicePrimary).await?;
         self.dwell().await;
         let fault =
             kill_and_wait(&self.stack, service, &format!("{domain} service-primary")).await?;
         self.faults.push(fault);
         self.dwell().await;
+        if writes {
+            // Back through the write canary: half the users' writes return to the monolith.
+            self.write_canary(domain, Way::Rollback, 50).await?;
+        }
         self.go(domain, Way::Rollback, Phase::Monolith).await?;
+        *self.escrow_share.lock().expect("share") = None;
         self.dwell().await;
         Ok(())
+    }
+
+    /// The stock a write canary of `domain` sells from has a whole copy on the service side:
+    /// the escrow domain (products for orders) is backfilled and verified first.
+    async fn stock_copied(&mut self, domain: &str) -> Result<(), String> {
+        let decl = &self.controller.decl;
+        let d = decl.domain(domain).map_err(|e| e.to_string())?;
+        let Some(owner) = decl.escrow_domain(d).map(|o| o.name.clone()) else {
+            return Ok(());
+        };
+        if owner == domain {
+            return Ok(());
+        }
+        let state = self
+            .controller
+            .store()
+            .states(&[owner.as_str()])
+            .await
+            .map_err(|e| e.to_string())?
+            .remove(0);
+        if state.phase == Phase::Monolith {
+            self.go(&owner, Way::Advance, Phase::Backfilling).await?;
+            let started = Instant::now();
+            self.backfilled(&owner).await?;
+            self.backfills
+                .push((owner.clone(), started.elapsed().as_millis() as u64));
+            self.go(&owner, Way::Advance, Phase::Verified).await?;
+        }
+        Ok(())
+    }
+
+    /// Moves `domain` into a write canary of `percent`, keeps the escrow following it for the
+    /// dwell, and records its figures.
+    async fn write_canary(&mut self, domain: &str, way: Way, percent: u8) -> Result<(), String> {
+        let to = Phase::write_canary(u32::from(percent)).map_err(|e| e.to_string())?;
+        self.go(domain, way, to).await?;
+        let now = self
+            .controller
+            .store()
+            .states(&[domain])
+            .await
+            .map_err(|e| e.to_string())?
+            .remove(0)
+            .phase;
+        if now != to {
+            // An auto-rollback took the domain elsewhere meanwhile.
+            return Ok(());
+        }
+        *self.escrow_share.lock().expect("share") = Some(f64::from(percent) / 100.0);
+        self.dwell().await;
+        let figures = self.write_figures(domain, &to.to_string()).await?;
+        self.writes.push(figures);
+        Ok(())
+    }
+
+    /// The escrow's tally and the open conflicts on the domain's tables, now.
+    async fn write_figures(&self, domain: &str, phase: &str) -> Result<WriteFigures, String> {
+        let decl = &self.controller.decl;
+        let d = decl.domain(domain).map_err(|e| e.to_string())?;
+        let tally = match decl.escrow_domain(d) {
+            Some(owner) => {
+                let c = &self.controller.config;
+                let (_, m, s) =
+                    phases::escrow::sides(decl, owner, &c.monolith_url, &c.services_url)?;
+                phases::escrow::tally(&m, &s).await?
+            }
+            None => phases::escrow::Tally::default(),
+        };
+        let open_conflicts = checks::open_conflicts(self).await?;
+        Ok(WriteFigures {
+            domain: domain.into(),
+            phase: phase.into(),
+            taken: tally.taken,
+            refused: tally.refused,
+            open_conflicts,
+            rebalanced_units: self.rebalanced.load(Ordering::SeqCst),
+        })
     }
 }
 
@@ -324,6 +453,16 @@ async fn run(args: Args) -> Result<bool, String> {
         running.clone(),
     );
     let domains = args.domains.clone();
+    let escrow_share = Arc::new(Mutex::new(None));
+    let rebalanced = Arc::new(std::sync::atomic::AtomicI64::new(0));
+    let rebalancer = rebalance_escrow(
+        &decl,
+        &config,
+        &args.write_canary,
+        escrow_share.clone(),
+        rebalanced.clone(),
+        running.clone(),
+    )?;
     let mut drill = Drill {
         args,
         stack,
@@ -331,6 +470,9 @@ async fn run(args: Args) -> Result<bool, String> {
         moves: Vec::new(),
         faults: Vec::new(),
         backfills: Vec::new(),
+        writes: Vec::new(),
+        escrow_share,
+        rebalanced,
     };
     let started = Instant::now();
     let mut failures = Vec::new();
@@ -343,6 +485,9 @@ async fn run(args: Args) -> Result<bool, String> {
     running.store(false, Ordering::SeqCst);
     for w in workers {
         let _ = w.await;
+    }
+    if let Some(r) = rebalancer {
+        let _ = r.await;
     }
     let seconds = started.elapsed().as_secs_f64();
 
@@ -368,6 +513,40 @@ async fn run(args: Args) -> Result<bool, String> {
         std::fs::write(path, &report).map_err(|e| format!("{}: {e}", path.display()))?;
     }
     Ok(failures.is_empty())
+}
+
+/// While a write canary runs, moves escrow units every second toward the canary's share for
+/// products a side holds fewer than 3 units of (`strangler escrow rebalance --watch`'s work).
+fn rebalance_escrow(
+    decl: &Declaration,
+    config: &ControllerConfig,
+    domains: &[String],
+    share: Arc<Mutex<Option<f64>>>,
+    moved: Arc<std::sync::atomic::AtomicI64>,
+    running: Arc<AtomicBool>,
+) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
+    let owner = domains
+        .iter()
+        .filter_map(|d| decl.domain(d).ok())
+        .find_map(|d| decl.escrow_domain(d));
+    let Some(owner) = owner else {
+        return Ok(None);
+    };
+    let (_, m, s) = phases::escrow::sides(decl, owner, &config.monolith_url, &config.services_url)?;
+    Ok(Some(tokio::spawn(async move {
+        while running.load(Ordering::SeqCst) {
+            let wanted = *share.lock().expect("share");
+            if let Some(share) = wanted {
+                match phases::escrow::rebalance(&m, &s, share, 3).await {
+                    Ok(r) => {
+                        moved.fetch_add(r.to_service + r.to_monolith, Ordering::SeqCst);
+                    }
+                    Err(e) => eprintln!("drill: escrow rebalance: {e}"),
+                }
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    })))
 }
 
 fn report(
@@ -431,6 +610,36 @@ fn report(
         "\n`took` runs from the first try to the move: gate refusals while the load fed the gates, \
          and the fresh verify of every table before `verified` and `service-primary`."
     );
+    if !drill.writes.is_empty() {
+        let _ = writeln!(r, "\n## Write canary\n");
+        let _ = writeln!(
+            r,
+            "| domain | phase | order lines sold from the escrow | refused (other side held the stock) | refusal rate | open conflicts | units rebalanced so far |"
+        );
+        let _ = writeln!(r, "|---|---|---:|---:|---:|---:|---:|");
+        for w in &drill.writes {
+            let asked = w.taken + w.refused;
+            let _ = writeln!(
+                r,
+                "| {} | {} | {} | {} | {:.2}% | {} | {} |",
+                w.domain,
+                w.phase,
+                w.taken,
+                w.refused,
+                if asked > 0 {
+                    w.refused as f64 * 100.0 / asked as f64
+                } else {
+                    0.0
+                },
+                w.open_conflicts,
+                w.rebalanced_units
+            );
+        }
+        let _ = writeln!(
+            r,
+            "\nFigures after each dwell in the phase, counted from the escrow split (tallies per side in `stock_escrow`). Pauses per switch are in the moves above."
+        );
+    }
     let _ = writeln!(r, "\n## Faults\n");
     for f in &drill.faults {
         let _ = writeln!(
