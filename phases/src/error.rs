@@ -29,11 +29,6 @@ pub enum PhaseError {
         "unknown phase {0:?}; phases: monolith, backfilling, verified, shadow, canary N%, service-primary, decommissioned"
     )]
     UnknownPhase(String),
-    #[error(
-        "a canary routes reads only until the dual-write canary lands: {domain}'s writes stay on \
-         the monolith, which owns them until service-primary"
-    )]
-    CanaryWrites { domain: String },
     #[error("{domain} changed meanwhile (now {now}); read the status and try again")]
     Conflict { domain: String, now: Phase },
     #[error("the controller lease is held by {holder} until {until}")]

@@ -297,11 +297,11 @@ async fn inner(
         }
     }
 
-    // 6. No idempotent request failed on the server side or went unanswered.
+    // 6. No read failed on the server side or went unanswered.
     let bad: Vec<String> = ledger
         .counts
         .iter()
-        .filter(|(k, c)| k.idempotent() && (c.server_errors > 0 || c.transport_errors > 0))
+        .filter(|(k, c)| k.read_only() && (c.server_errors > 0 || c.transport_errors > 0))
         .map(|(k, c)| {
             format!(
                 "{}: {} 5xx, {} unanswered",
@@ -311,16 +311,16 @@ async fn inner(
             )
         })
         .collect();
-    let idempotent: u64 = ledger
+    let reads: u64 = ledger
         .counts
         .iter()
-        .filter(|(k, _)| k.idempotent())
+        .filter(|(k, _)| k.read_only())
         .map(|(_, c)| c.sent)
         .sum();
     found.judge(
         bad.is_empty(),
-        format!("0 of {idempotent} idempotent requests got a 5xx or no answer"),
-        format!("idempotent requests failed: {}", bad.join("; ")),
+        format!("0 of {reads} reads got a 5xx or no answer"),
+        format!("reads failed: {}", bad.join("; ")),
     );
     Ok(())
 }

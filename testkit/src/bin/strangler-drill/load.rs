@@ -26,12 +26,13 @@ pub enum Kind {
 }
 
 impl Kind {
-    /// Whether repeating the request changes nothing more (GET, PUT): a 5xx on one is a failure
-    /// of the migration, as the proxy may always replay it.
-    pub fn idempotent(self) -> bool {
+    /// Whether the request only reads: a 5xx on one is a failure of the migration, as the
+    /// proxy may always serve it from the monolith. (A write the service owns fails while the
+    /// service is down: it must not reach the monolith.)
+    pub fn read_only(self) -> bool {
         matches!(
             self,
-            Kind::Browse | Kind::Product | Kind::Me | Kind::History | Kind::Profile
+            Kind::Browse | Kind::Product | Kind::Me | Kind::History
         )
     }
 

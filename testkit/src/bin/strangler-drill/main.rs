@@ -199,7 +199,13 @@ impl Drill {
                     });
                     return Ok(());
                 }
-                Err(e @ (PhaseError::Gates { .. } | PhaseError::Action { .. })) => {
+                // Gates not yet met, an action that may succeed next time, or another controller
+                // (the proxy's auto-rollback) moving meanwhile.
+                Err(
+                    e @ (PhaseError::Gates { .. }
+                    | PhaseError::Action { .. }
+                    | PhaseError::LeaseHeld { .. }),
+                ) => {
                     refusals += 1;
                     let message = e.to_string();
                     if started.elapsed() > Duration::from_secs(self.args.gate_timeout_secs) {
@@ -660,11 +666,7 @@ fn report(
             r,
             "| {}{} | {} | {} | {} | {} | {} | {} |",
             kind.name(),
-            if kind.idempotent() {
-                " (idempotent)"
-            } else {
-                ""
-            },
+            if kind.read_only() { " (read)" } else { "" },
             c.sent,
             c.ok,
             c.client_errors,
