@@ -102,31 +102,33 @@ impl Ownership {
             .is_none_or(|at| at.elapsed() > REFRESH_EVERY)
     }
 
-    /// Where `user`'s writes go by `flag` as last read: the proxy sends them to the service in
-    /// `service` mode, and in a write canary when the user's bucket is the service's; every
-    /// other mode (a read canary included) keeps them on the monolith.
-    pub fn owner_of(&self, flag: &str, user: &str) -> Side {
+    /// Which side owns `user`'s writes by `flag` as last read, while a write canary splits
+    /// them: the service when the user's bucket says `service-writes`, else the monolith. Outside
+    /// a write canary one side owns every write and `None` is answered: each change is applied
+    /// under the stream's usual conflict rule.
+    pub fn owner_of(&self, flag: &str, user: &str) -> Option<Side> {
         let read = self.read.load();
-        let Some(flag) = read.get(flag) else {
-            return Side::Monolith;
-        };
-        match flags::RouteMode::of(flag) {
-            Some(flags::RouteMode::Service) => Side::Service,
-            Some(flags::RouteMode::WriteCanary { .. }) => {
-                let e = flags::evaluate(flag, &flags::Context::new(user));
-                match e.value.and_then(|v| v.as_str()) {
-                    Some("service-writes") => Side::Service,
-                    _ => Side::Monolith,
-                }
-            }
-            _ => Side::Monolith,
+        let flag = read.get(flag)?;
+        if !flag.on
+            || !matches!(
+                flags::RouteMode::of(flag),
+                Some(flags::RouteMode::WriteCanary { .. })
+            )
+        {
+            return None;
         }
+        let e = flags::evaluate(flag, &flags::Context::new(user));
+        Some(match e.value.and_then(|v| v.as_str()) {
+            Some("service-writes") => Side::Service,
+            _ => Side::Monolith,
+        })
     }
 
     /// Whether a change of `user`'s row, split by `flag`, read from this stream's source is a
-    /// stray write.
+    /// stray write (a write canary gives the user to the other side).
     pub fn is_stray(&self, flag: &str, user: &str) -> bool {
-        self.owner_of(flag, user) != self.config.source_side
+        self.owner_of(flag, user)
+            .is_some_and(|owner| owner != self.config.source_side)
     }
 }
 
