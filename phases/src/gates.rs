@@ -93,9 +93,9 @@ pub fn drain_of(config: &ControllerConfig, side: Side) -> (Drain, Option<&str>) 
     }
 }
 
-/// `GET {admin}/status` of a cdc-sync stream.
-pub async fn stream_status(admin: &str) -> Result<StreamStatus, String> {
-    let v: serde_json::Value = reqwest::Client::new()
+/// `GET {admin}/status` of a cdc-sync stream, as it answers (its state, and what it carries).
+pub async fn status_json(admin: &str) -> Result<serde_json::Value, String> {
+    reqwest::Client::new()
         .get(format!("{admin}/status"))
         .timeout(std::time::Duration::from_secs(5))
         .send()
@@ -103,7 +103,12 @@ pub async fn stream_status(admin: &str) -> Result<StreamStatus, String> {
         .map_err(|e| format!("{admin}/status: {e}"))?
         .json()
         .await
-        .map_err(|e| format!("{admin}/status: {e}"))?;
+        .map_err(|e| format!("{admin}/status: {e}"))
+}
+
+/// `GET {admin}/status` of a cdc-sync stream.
+pub async fn stream_status(admin: &str) -> Result<StreamStatus, String> {
+    let v = status_json(admin).await?;
     let text = |k: &str| v[k].as_str().unwrap_or_default().to_string();
     Ok(StreamStatus {
         stream: text("stream"),

@@ -369,23 +369,17 @@ impl FromStr for Phase {
     /// `monolith`, …, `canary 10%`, `canary:10`, `canary10`, `write-canary 10%`.
     fn from_str(s: &str) -> Result<Self, PhaseError> {
         let s = s.trim();
-        if let Some(rest) = s.strip_prefix("write-canary") {
-            let digits = rest
-                .trim_start_matches([' ', ':', '='])
-                .trim_end_matches('%');
-            let percent = digits
+        let percent = |rest: &str| {
+            rest.trim_start_matches([' ', ':', '='])
+                .trim_end_matches('%')
                 .parse::<u32>()
-                .map_err(|_| PhaseError::UnknownPhase(s.into()))?;
-            return Phase::write_canary(percent);
+                .map_err(|_| PhaseError::UnknownPhase(s.into()))
+        };
+        if let Some(rest) = s.strip_prefix("write-canary") {
+            return Phase::write_canary(percent(rest)?);
         }
         if let Some(rest) = s.strip_prefix("canary") {
-            let digits = rest
-                .trim_start_matches([' ', ':', '='])
-                .trim_end_matches('%');
-            let percent = digits
-                .parse::<u32>()
-                .map_err(|_| PhaseError::UnknownPhase(s.into()))?;
-            return Phase::canary(percent);
+            return Phase::canary(percent(rest)?);
         }
         Phase::from_parts(s, None)
     }

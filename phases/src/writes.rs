@@ -9,19 +9,6 @@ use crate::domains::Direction;
 use crate::gates::{GateResult, Measure, drain_of};
 use crate::phase::{Gate, Side};
 
-/// What a stream's `GET /status` says it carries.
-async fn carried(admin: &str) -> Result<serde_json::Value, String> {
-    reqwest::Client::new()
-        .get(format!("{admin}/status"))
-        .timeout(std::time::Duration::from_secs(5))
-        .send()
-        .await
-        .map_err(|e| format!("{admin}/status: {e}"))?
-        .json()
-        .await
-        .map_err(|e| format!("{admin}/status: {e}"))
-}
-
 /// `writes-ready`: everything a write canary relies on is configured for the domain.
 pub async fn ready(m: &Measure<'_>) -> GateResult {
     let gate = Gate::WritesReady;
@@ -47,7 +34,7 @@ pub async fn ready(m: &Measure<'_>) -> GateResult {
             ));
             continue;
         };
-        let v = match carried(admin).await {
+        let v = match crate::gates::status_json(admin).await {
             Ok(v) => v,
             Err(e) => {
                 problems.push(format!("stream {} does not answer: {e}", drain.stream));
