@@ -555,6 +555,30 @@ fn rebalance_escrow(
     })))
 }
 
+/// The proxy's auto-rollbacks during the drill, from its log: when, which route, why.
+fn auto_rollbacks(stack: &Stack) -> Vec<String> {
+    let Some(dir) = stack.pids.values().next().and_then(|p| p.parent()) else {
+        return Vec::new();
+    };
+    let log = std::fs::read_to_string(dir.join("logs/strangler-proxy.log")).unwrap_or_default();
+    log.lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| {
+            v["fields"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with("auto-rollback: route burned its SLO"))
+        })
+        .map(|v| {
+            format!(
+                "{} {}: {}",
+                v["timestamp"].as_str().unwrap_or("?"),
+                v["fields"]["route"].as_str().unwrap_or("?"),
+                v["fields"]["reason"].as_str().unwrap_or("?")
+            )
+        })
+        .collect()
+}
+
 fn report(
     drill: &Drill,
     ledger: &load::Ledger,
@@ -645,6 +669,13 @@ fn report(
             r,
             "\nFigures after each dwell in the phase, counted from the escrow split (tallies per side in `stock_escrow`). Pauses per switch are in the moves above."
         );
+    }
+    let rollbacks = auto_rollbacks(&drill.stack);
+    if !rollbacks.is_empty() {
+        let _ = writeln!(r, "\n## Auto-rollbacks by the proxy\n");
+        for line in &rollbacks {
+            let _ = writeln!(r, "- {line}");
+        }
     }
     let _ = writeln!(r, "\n## Faults\n");
     for f in &drill.faults {
