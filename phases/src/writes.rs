@@ -165,6 +165,30 @@ fn targets(m: &Measure<'_>, direction: Direction) -> Vec<String> {
         .collect()
 }
 
+/// Open conflicts (dead letters not yet settled) of the stream draining into `drain`'s target,
+/// per target table (none when the stream never recorded one).
+pub async fn open_conflicts(
+    drain: &crate::switch::Drain,
+) -> Result<Vec<(String, u64)>, mysql_async::Error> {
+    let mut c = mysql_async::Conn::from_url(drain.target_url.as_str()).await?;
+    let rows: Result<Vec<(String, u64)>, mysql_async::Error> = c
+        .exec(
+            format!(
+                "SELECT target_table, COUNT(*) FROM `{}`.cdc_conflicts \
+                 WHERE stream = ? AND resolved_at IS NULL GROUP BY target_table",
+                drain.offsets_db.replace('`', "``")
+            ),
+            (&drain.stream,),
+        )
+        .await;
+    let _ = c.disconnect().await;
+    match rows {
+        // No dead-letter table yet: no conflict ever.
+        Err(mysql_async::Error::Server(e)) if e.code == 1146 => Ok(Vec::new()),
+        other => other,
+    }
+}
+
 /// `conflicts`: open conflicts (a row written on the side that does not own it, a row changed
 /// on both sides) on the domain's tables, in both streams' dead-letter tables.
 pub async fn conflicts(m: &Measure<'_>) -> GateResult {
@@ -177,26 +201,7 @@ pub async fn conflicts(m: &Measure<'_>) -> GateResult {
     ] {
         let (drain, _) = drain_of(m.config, side);
         let wanted = targets(m, direction);
-        let counted = async {
-            let mut c = mysql_async::Conn::from_url(drain.target_url.as_str()).await?;
-            let rows: Result<Vec<(String, u64)>, mysql_async::Error> = c
-                .exec(
-                    format!(
-                        "SELECT target_table, COUNT(*) FROM `{}`.cdc_conflicts \
-                         WHERE stream = ? AND resolved_at IS NULL GROUP BY target_table",
-                        drain.offsets_db.replace('`', "``")
-                    ),
-                    (&drain.stream,),
-                )
-                .await;
-            let _ = c.disconnect().await;
-            match rows {
-                // No dead-letter table yet: no conflict ever.
-                Err(mysql_async::Error::Server(e)) if e.code == 1146 => Ok(Vec::new()),
-                other => other,
-            }
-        }
-        .await;
+        let counted = open_conflicts(&drain).await;
         match counted {
             Ok(rows) => open.extend(
                 rows.into_iter()

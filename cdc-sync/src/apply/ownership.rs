@@ -109,12 +109,11 @@ impl Ownership {
     pub fn owner_of(&self, flag: &str, user: &str) -> Option<Side> {
         let read = self.read.load();
         let flag = read.get(flag)?;
-        if !flag.on
-            || !matches!(
-                flags::RouteMode::of(flag),
-                Some(flags::RouteMode::WriteCanary { .. })
-            )
-        {
+        // A switched-off flag reads as `monolith`.
+        if !matches!(
+            flags::RouteMode::of(flag),
+            Some(flags::RouteMode::WriteCanary { .. })
+        ) {
             return None;
         }
         let e = flags::evaluate(flag, &flags::Context::new(user));

@@ -42,27 +42,13 @@ pub async fn count(url: &str, table: &str) -> Result<u64, String> {
 
 /// Open conflicts (dead letters not yet settled) of both streams, on every table.
 pub async fn open_conflicts(drill: &Drill) -> Result<u64, String> {
-    let config = &drill.controller.config;
     let mut total = 0;
     for side in [phases::Side::Monolith, phases::Side::Service] {
-        let (drain, _) = phases::gates::drain_of(config, side);
-        let mut c = mysql_async::Conn::from_url(drain.target_url.as_str())
+        let (drain, _) = phases::gates::drain_of(&drill.controller.config, side);
+        let open = phases::writes::open_conflicts(&drain)
             .await
-            .map_err(|e| e.to_string())?;
-        let n: Result<Option<u64>, _> = c
-            .exec_first(
-                format!(
-                    "SELECT COUNT(*) FROM `{}`.cdc_conflicts WHERE stream = ? AND resolved_at IS NULL",
-                    drain.offsets_db
-                ),
-                (&drain.stream,),
-            )
-            .await;
-        let _ = c.disconnect().await;
-        total += match n {
-            Err(mysql_async::Error::Server(e)) if e.code == 1146 => 0,
-            other => other.map_err(|e| e.to_string())?.unwrap_or(0),
-        };
+            .map_err(|e| format!("{}: {e}", drain.stream))?;
+        total += open.iter().map(|(_, n)| n).sum::<u64>();
     }
     Ok(total)
 }
