@@ -71,6 +71,8 @@ pub struct RequestState {
     set_cookie: Option<String>,
     started: Option<Instant>,
     response_started: bool,
+    /// Attempts retried on the service because a pooled connection had gone stale.
+    stale_retries: u8,
     body_bytes: usize,
     status: u16,
     shadow: Option<Box<ShadowCapture>>,
@@ -463,13 +465,19 @@ impl ProxyHttp for StranglerProxy {
         let method = session.req_header().method.as_str().to_string();
         let truncated = session.as_ref().retry_buffer_truncated();
         if ctx.on_service {
+            let may_fall_back = !(ctx.retired || ctx.owned_write);
             if client_reused
                 && matches!(e.retry, pingora::RetryType::ReusedOnly)
                 && !ctx.response_started
                 && !truncated
+                // A second stale connection in a row: the service has most likely just died
+                // with several connections pooled. Attempts are few (three in all), so a read
+                // that may go to the monolith goes there now rather than fail on the last one.
+                && (ctx.stale_retries == 0 || !may_fall_back)
             {
                 // A pooled connection the service had already closed: not the service's
                 // fault, and nothing was processed; try the service again on a fresh one.
+                ctx.stale_retries += 1;
                 e.retry.decide_reuse(true);
                 return e;
             }
@@ -477,7 +485,7 @@ impl ProxyHttp for StranglerProxy {
             if let Some(r) = ctx.route(&table) {
                 r.breaker.record(false);
             }
-            if ctx.retired || ctx.owned_write {
+            if !may_fall_back {
                 // No monolith side, or one that does not own the write: the failure is the answer.
                 e.set_retry(false);
             } else if is_idempotent(&method) && !truncated && !ctx.response_started {

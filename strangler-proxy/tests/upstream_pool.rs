@@ -1,15 +1,18 @@
 //! Pooled upstream connections, through the real proxy binary and a raw TCP upstream that shows
 //! each connection it accepts and when it closes: connections are reused; one the upstream closes
 //! while idle leaves the pool at once (a POST after it, never replayed, still succeeds); the
-//! proxy's own idle timeout closes them when it is set; keep-alive probes are armed by default.
+//! proxy's own idle timeout closes them when it is set; keep-alive probes are armed by default;
+//! a service that dies with several connections pooled sends its reads to the monolith.
 
 mod common;
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use common::{Proxy, upstreams};
+use flags::RouteMode;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -240,4 +243,62 @@ async fn idle_connections_stay_pooled_unless_an_idle_timeout_is_set() {
         2,
         "a new connection after the idle one closed"
     );
+}
+
+/// A service that answers slowly (so concurrent requests open several connections) until
+/// `dead` is set; then it closes every connection a request arrives on without answering, as a
+/// process killed a moment ago looks to a pool that has not yet seen the closes. Health checks
+/// still pass, so only the requests' own failures can send them elsewhere.
+async fn dying_service() -> (SocketAddr, Arc<AtomicBool>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let dead = Arc::new(AtomicBool::new(false));
+    let flag = dead.clone();
+    tokio::spawn(async move {
+        loop {
+            let (mut stream, _) = listener.accept().await.unwrap();
+            let dead = flag.clone();
+            tokio::spawn(async move {
+                while let Some(head) = read_request(&mut stream).await {
+                    let health = head.starts_with("GET /healthz");
+                    if dead.load(Ordering::SeqCst) && !health {
+                        return;
+                    }
+                    if !health {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    let answer = "HTTP/1.1 200 OK\r\nContent-Length: 7\r\n\r\nservice";
+                    if stream.write_all(answer.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    (addr, dead)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_read_goes_to_the_monolith_when_every_pooled_service_connection_is_dead() {
+    let (monolith, _) = upstream(None).await;
+    let (service, dead) = dying_service().await;
+    let proxy = Proxy::start(&upstreams(monolith, service, ROUTE), &["route.echo"]).await;
+    proxy.set_mode("route.echo", RouteMode::Service).await;
+    // Three reads at once leave three connections to the service in the pool.
+    let reads = (0..3).map(|_| proxy.client.get(proxy.url("/echo")).send());
+    for r in futures_util::future::join_all(reads).await {
+        let r = r.unwrap();
+        assert_eq!(r.status(), 200);
+        assert_eq!(r.text().await.unwrap(), "service");
+    }
+    dead.store(true, Ordering::SeqCst);
+    // The first stale connection is retried on the service, the second sends the read to the
+    // monolith: it never fails for want of attempts.
+    let r = proxy.client.get(proxy.url("/echo")).send().await.unwrap();
+    assert_eq!(r.status(), 200, "{}", proxy.log());
+    assert_eq!(
+        r.headers()["x-strangler-backend"],
+        "monolith; fallback=service_error"
+    );
+    assert_eq!(r.text().await.unwrap(), "ok");
 }

@@ -41,11 +41,24 @@ pub fn workspace_binary(name: &str) -> PathBuf {
 }
 
 /// A free TCP port on 127.0.0.1 (bound, read, released; callers retry on the rare race).
+///
+/// The port is free when this returns, not reserved: the kernel may hand it out again before
+/// the caller's program binds it. Within this process a port is never returned twice, so two
+/// tests running side by side cannot be given the same one (a proxy whose admin port another
+/// test's proxy took would otherwise answer for it).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("binding 127.0.0.1:0")
+    static GIVEN: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+    loop {
+        let port = TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("binding 127.0.0.1:0");
+        if !given.contains(&port) {
+            given.push(port);
+            return port;
+        }
+    }
 }
 
 /// The standard output of a finished command; a panic showing its exit status, output and

@@ -249,7 +249,10 @@ impl Proxy {
                 self.client.get(self.admin_url("/readyz")).send().await,
                 Ok(r) if r.status() == 200
             );
+            // The admin port must be this proxy's: one that found it taken keeps retrying the
+            // bind, and whatever holds the port would answer in its place.
             if ready
+                && self.log().contains("admin API listening")
                 && tokio::net::TcpStream::connect(("127.0.0.1", self.port))
                     .await
                     .is_ok()
