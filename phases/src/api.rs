@@ -1,6 +1,7 @@
 //! The controller's HTTP API (`strangler serve`), to which the proxies' admin API forwards
 //! `/admin/phases…` with the caller it authenticated: every domain's phase, next move, that
-//! move's gates measured live and the last moves; one gated move per POST.
+//! move's gates measured live and the last moves; one gated move per POST. It also keeps write
+//! canaries' stock escrow rebalanced.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -29,6 +30,8 @@ pub struct Api {
 struct Metrics {
     registry: prometheus::Registry,
     moves: prometheus::IntCounterVec,
+    rebalanced: prometheus::IntCounterVec,
+    upkeep_errors: prometheus::IntCounter,
 }
 
 impl Api {
@@ -43,11 +46,61 @@ impl Api {
         )
         .expect("metric");
         registry.register(Box::new(moves.clone())).expect("once");
+        let rebalanced = prometheus::IntCounterVec::new(
+            prometheus::Opts::new(
+                "strangler_escrow_rebalanced_units_total",
+                "Stock units a write canary's escrow upkeep moved, by domain and receiving side",
+            ),
+            &["domain", "to"],
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(rebalanced.clone()))
+            .expect("once");
+        let upkeep_errors = prometheus::IntCounter::new(
+            "strangler_escrow_upkeep_errors_total",
+            "Escrow upkeep rounds that failed (a database unreachable, …)",
+        )
+        .expect("metric");
+        registry
+            .register(Box::new(upkeep_errors.clone()))
+            .expect("once");
         Self {
             controller,
             token,
             canary_steps,
-            metrics: Metrics { registry, moves },
+            metrics: Metrics {
+                registry,
+                moves,
+                rebalanced,
+                upkeep_errors,
+            },
+        }
+    }
+
+    /// Rebalances write canaries' escrow every `rebalance_every_ms` (when it is not 0).
+    async fn keep_escrows(self: Arc<Self>) {
+        let every = self.controller.config.escrow.rebalance_every_ms;
+        if every == 0 {
+            return;
+        }
+        loop {
+            tokio::time::sleep(std::time::Duration::from_millis(every)).await;
+            match self.controller.rebalance_escrows().await {
+                Ok(rounds) => {
+                    for (domain, moved) in rounds {
+                        let m = &self.metrics.rebalanced;
+                        m.with_label_values(&[&domain, "service"])
+                            .inc_by(moved.to_service.max(0) as u64);
+                        m.with_label_values(&[&domain, "monolith"])
+                            .inc_by(moved.to_monolith.max(0) as u64);
+                    }
+                }
+                Err(e) => {
+                    self.metrics.upkeep_errors.inc();
+                    eprintln!("strangler serve: escrow upkeep: {e}");
+                }
+            }
         }
     }
 }
@@ -78,7 +131,9 @@ pub async fn serve(api: Api, listen: SocketAddr) -> std::io::Result<()> {
         )));
     }
     let listener = tokio::net::TcpListener::bind(listen).await?;
-    axum::serve(listener, app(Arc::new(api))).await
+    let api = Arc::new(api);
+    tokio::spawn(api.clone().keep_escrows());
+    axum::serve(listener, app(api)).await
 }
 
 fn failure(status: StatusCode, code: &str, message: &str) -> Response {

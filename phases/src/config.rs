@@ -44,6 +44,28 @@ pub struct ControllerConfig {
     pub bounds: Bounds,
     #[serde(default)]
     pub gates: GateBounds,
+    #[serde(default)]
+    pub escrow: EscrowUpkeep,
+}
+
+/// How `strangler serve` keeps a write canary's stock escrow where sales need it.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields, default)]
+pub struct EscrowUpkeep {
+    /// How often every domain in a write canary has its escrow rebalanced; 0: never (operators
+    /// run `strangler escrow rebalance` themselves).
+    pub rebalance_every_ms: u64,
+    /// A product is rebalanced toward the canary's share once either side holds fewer units.
+    pub low_units: i64,
+}
+
+impl Default for EscrowUpkeep {
+    fn default() -> Self {
+        Self {
+            rebalance_every_ms: 1_000,
+            low_units: 3,
+        }
+    }
 }
 
 /// What each gate accepts.

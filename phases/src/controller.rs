@@ -645,6 +645,36 @@ impl Controller {
         Ok(())
     }
 
+    /// One round of escrow upkeep: every domain in a write canary has its stock's escrow moved
+    /// toward the canary's share wherever a side holds fewer than `low_units` of a product.
+    /// Moves are guarded (a side never gives units it has sold), so a round racing a phase move
+    /// only leaves shares off until the next round.
+    pub async fn rebalance_escrows(
+        &self,
+    ) -> Result<Vec<(String, crate::escrow::Moved)>, PhaseError> {
+        let names: Vec<&str> = self.decl.domains.iter().map(|d| d.name.as_str()).collect();
+        let mut out = Vec::new();
+        for state in self.store.states(&names).await? {
+            let Phase::WriteCanary { percent } = state.phase else {
+                continue;
+            };
+            let domain = self.decl.domain(&state.domain)?;
+            let escrow_error = |reason| PhaseError::Escrow {
+                domain: state.domain.clone(),
+                reason,
+            };
+            let Some((_, m, s)) = self.escrow_sides(domain).map_err(escrow_error)? else {
+                continue;
+            };
+            let share = f64::from(percent) / 100.0;
+            let moved = crate::escrow::rebalance(&m, &s, share, self.config.escrow.low_units)
+                .await
+                .map_err(escrow_error)?;
+            out.push((state.domain, moved));
+        }
+        Ok(out)
+    }
+
     /// Ends the escrow once one side owns the writes again.
     async fn escrow_clear(&self, domain: &Domain, actions: &mut Vec<String>) -> Result<(), String> {
         let Some((e, m, s)) = self.escrow_sides(domain)? else {

@@ -49,6 +49,8 @@ pub enum PhaseError {
         to: Phase,
         reason: String,
     },
+    #[error("escrow of {domain}'s stock: {reason}")]
+    Escrow { domain: String, reason: String },
     #[error("the proxy's flags: {0}")]
     Flags(String),
     #[error("phase store: {0}")]

@@ -20,7 +20,7 @@ pub mod store;
 pub mod switch;
 pub mod writes;
 
-pub use config::{Bounds, ControllerConfig, GateBounds};
+pub use config::{Bounds, ControllerConfig, EscrowUpkeep, GateBounds};
 pub use controller::{Caller, Controller, Preview, Request, Transition, Way};
 pub use domains::{Declaration, Direction, Domain, Route, TableMapping};
 pub use error::PhaseError;

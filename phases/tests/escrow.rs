@@ -1,7 +1,8 @@
 //! Both sides sell at once (a write canary) and the last unit is never sold twice: the real
 //! monolith takes orders and the real product-service takes reservations for the same products,
 //! on their own MariaDB servers, while cdc-sync carries the stock both ways as deltas; the stock
-//! escrow (`strangler escrow split|rebalance|status`) gives each side its share. Afterwards:
+//! escrow (`strangler escrow split|rebalance|status`) gives each side its share and
+//! `strangler serve` keeps it rebalanced while the domain is in a write canary. Afterwards:
 //! stock = start − every accepted sale on both sides, never negative, no sale accepted without
 //! stock, refusals counted, no conflict, both streams still running.
 
@@ -240,6 +241,61 @@ async fn both_sides_sell_at_once_and_the_last_unit_is_never_sold_twice() {
     assert_eq!(split["service"]["escrow"]["1"], 6, "{split}");
     assert_eq!(split["service"]["escrow"]["6"], 2, "{split}");
 
+    // The domain is in a write canary at 50% (its moves recorded as the controller records
+    // them); `strangler serve` keeps the escrow rebalanced every 200 ms.
+    m.execute("CREATE DATABASE strangler").await.unwrap();
+    let strangler_url = format!("{}/strangler", m.root_url().trim_end_matches('/'));
+    let store = phases::PhaseStore::open(&strangler_url).await.unwrap();
+    for to in [
+        phases::Phase::Backfilling,
+        phases::Phase::Verified,
+        phases::Phase::Shadow,
+        phases::Phase::Canary { percent: 50 },
+        phases::Phase::WriteCanary { percent: 50 },
+    ] {
+        let from = store.states(&["products"]).await.unwrap().pop().unwrap();
+        store
+            .record(phases::store::Move {
+                domain: "products",
+                from: &from,
+                to,
+                actor: "escrow test",
+                reason: "setting the scene",
+                gates: serde_json::json!({}),
+                forced: false,
+            })
+            .await
+            .unwrap();
+    }
+    std::fs::write(
+        &config,
+        format!(
+            "{}\n[escrow]\nrebalance_every_ms = 200\nlow_units = 3\n",
+            std::fs::read_to_string(&config).unwrap()
+        ),
+    )
+    .unwrap();
+    let serve_port = testkit::free_port();
+    let _serve = spawn(
+        &testkit::workspace_binary("strangler"),
+        &[
+            "--domains",
+            &arg(&domains),
+            "serve",
+            "--config",
+            &arg(&config),
+            "--database-url",
+            &strangler_url,
+            "--listen",
+            &format!("127.0.0.1:{serve_port}"),
+        ],
+        &[],
+        d,
+        "serve",
+    );
+    let serve = format!("http://127.0.0.1:{serve_port}");
+    wait_ok(&format!("{serve}/readyz")).await;
+
     // Sales on both sides at once: customers ordering on the monolith, reservations on the
     // service, 1–3 units of random products, until every product refuses every buyer.
     let http = reqwest::Client::new();
@@ -301,36 +357,34 @@ async fn both_sides_sell_at_once_and_the_last_unit_is_never_sold_twice() {
             }
         }));
     }
-    // Meanwhile the escrow follows the sales: a side that ran low gets units from the other.
-    let rebalancer = {
-        let (domains, config) = (domains.clone(), config.clone());
-        tokio::task::spawn_blocking(move || {
-            let mut moved = String::new();
-            for _ in 0..8 {
-                std::thread::sleep(Duration::from_millis(300));
-                let (ok, out, err) = escrow_cli(
-                    &domains,
-                    &config,
-                    &[
-                        "rebalance",
-                        "products",
-                        "--service-share",
-                        "0.5",
-                        "--low",
-                        "3",
-                    ],
-                );
-                assert!(ok, "{out}{err}");
-                moved.push_str(&out);
-            }
-            moved
-        })
-    };
     for t in tasks {
         t.await.unwrap();
     }
-    let moved = rebalancer.await.unwrap();
-    assert!(moved.contains("moved"), "{moved}");
+    // Meanwhile the controller's upkeep made the escrow follow the sales: a side that ran low
+    // got units from the other.
+    let upkeep = reqwest::get(format!("{serve}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let moved = upkeep
+        .lines()
+        .filter(|l| l.starts_with("strangler_escrow_rebalanced_units_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>();
+    assert!(moved > 0.0, "the upkeep moved nothing:\n{upkeep}");
+    assert!(
+        !upkeep.contains("strangler_escrow_upkeep_errors_total 1"),
+        "{upkeep}"
+    );
+    // An operator can rebalance by hand too.
+    let (ok, out, err) = escrow_cli(
+        &domains,
+        &config,
+        &["rebalance", "products", "--service-share", "0.5"],
+    );
+    assert!(ok && out.contains("moved"), "{out}{err}");
 
     // Both sides agree, and every sale counted once.
     let sold = |p: u64| {

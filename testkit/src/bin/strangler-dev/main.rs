@@ -643,6 +643,7 @@ fn run(args: Args) -> Fallible<()> {
     let stack = serde_json::json!({
         "proxy": format!("http://127.0.0.1:{}", args.proxy_port),
         "admin": format!("http://127.0.0.1:{}", args.proxy_admin_port),
+        "controller": format!("http://127.0.0.1:{}", args.cdc_port + 3),
         "strangler_db": monolith_db.url("strangler"),
         "monolith_db": monolith_db.root_url(),
         "services_db": services_db.root_url(),

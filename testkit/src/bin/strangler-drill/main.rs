@@ -48,7 +48,8 @@ struct Args {
     #[arg(long)]
     report: Option<PathBuf>,
     /// Domains whose canary also takes writes (write-canary 10% → 50% → service-primary and
-    /// back through write-canary 50%), with the stock escrow rebalanced meanwhile.
+    /// back through write-canary 50%), the stack's controller keeping the stock escrow
+    /// rebalanced meanwhile.
     #[arg(long = "write-canary", default_values_t = ["orders".to_string()])]
     write_canary: Vec<String>,
 }
@@ -57,6 +58,8 @@ struct Args {
 #[derive(Debug, Deserialize)]
 struct Stack {
     proxy: String,
+    /// The phase controller's API (`strangler serve`), which also keeps the escrow.
+    controller: String,
     strangler_db: String,
     monolith_db: String,
     services_db: String,
@@ -153,10 +156,6 @@ struct Drill {
     backfills: Vec<(String, u64)>,
     /// The write canaries' figures, after each move into or within one.
     writes: Vec<WriteFigures>,
-    /// The service's share of the escrow to keep while a write canary runs (the rebalancer
-    /// follows it), and the units it moved.
-    escrow_share: Arc<Mutex<Option<f64>>>,
-    rebalanced: Arc<std::sync::atomic::AtomicI64>,
 }
 
 impl Drill {
@@ -321,7 +320,6 @@ impl Drill {
             self.write_canary(domain, Way::Rollback, 50).await?;
         }
         self.go(domain, Way::Rollback, Phase::Monolith).await?;
-        *self.escrow_share.lock().expect("share") = None;
         self.dwell().await;
         Ok(())
     }
@@ -355,8 +353,8 @@ impl Drill {
         Ok(())
     }
 
-    /// Moves `domain` into a write canary of `percent`, keeps the escrow following it for the
-    /// dwell, and records its figures.
+    /// Moves `domain` into a write canary of `percent`, dwells there (the stack's controller
+    /// keeps the escrow following the sales), and records its figures.
     async fn write_canary(&mut self, domain: &str, way: Way, percent: u8) -> Result<(), String> {
         let to = Phase::write_canary(u32::from(percent)).map_err(|e| e.to_string())?;
         self.go(domain, way, to).await?;
@@ -372,7 +370,6 @@ impl Drill {
             // An auto-rollback took the domain elsewhere meanwhile.
             return Ok(());
         }
-        *self.escrow_share.lock().expect("share") = Some(f64::from(percent) / 100.0);
         self.dwell().await;
         let figures = self.write_figures(domain, &to.to_string()).await?;
         self.writes.push(figures);
@@ -399,7 +396,7 @@ impl Drill {
             taken: tally.taken,
             refused: tally.refused,
             open_conflicts,
-            rebalanced_units: self.rebalanced.load(Ordering::SeqCst),
+            rebalanced_units: rebalanced_units(&self.stack.controller).await?,
         })
     }
 }
@@ -459,16 +456,6 @@ async fn run(args: Args) -> Result<bool, String> {
         running.clone(),
     );
     let domains = args.domains.clone();
-    let escrow_share = Arc::new(Mutex::new(None));
-    let rebalanced = Arc::new(std::sync::atomic::AtomicI64::new(0));
-    let rebalancer = rebalance_escrow(
-        &decl,
-        &config,
-        &args.write_canary,
-        escrow_share.clone(),
-        rebalanced.clone(),
-        running.clone(),
-    )?;
     let mut drill = Drill {
         args,
         stack,
@@ -477,8 +464,6 @@ async fn run(args: Args) -> Result<bool, String> {
         faults: Vec::new(),
         backfills: Vec::new(),
         writes: Vec::new(),
-        escrow_share,
-        rebalanced,
     };
     let started = Instant::now();
     let mut failures = Vec::new();
@@ -491,9 +476,6 @@ async fn run(args: Args) -> Result<bool, String> {
     running.store(false, Ordering::SeqCst);
     for w in workers {
         let _ = w.await;
-    }
-    if let Some(r) = rebalancer {
-        let _ = r.await;
     }
     let seconds = started.elapsed().as_secs_f64();
 
@@ -523,36 +505,20 @@ async fn run(args: Args) -> Result<bool, String> {
 
 /// While a write canary runs, moves escrow units every second toward the canary's share for
 /// products a side holds fewer than 3 units of (`strangler escrow rebalance --watch`'s work).
-fn rebalance_escrow(
-    decl: &Declaration,
-    config: &ControllerConfig,
-    domains: &[String],
-    share: Arc<Mutex<Option<f64>>>,
-    moved: Arc<std::sync::atomic::AtomicI64>,
-    running: Arc<AtomicBool>,
-) -> Result<Option<tokio::task::JoinHandle<()>>, String> {
-    let owner = domains
-        .iter()
-        .filter_map(|d| decl.domain(d).ok())
-        .find_map(|d| decl.escrow_domain(d));
-    let Some(owner) = owner else {
-        return Ok(None);
-    };
-    let (_, m, s) = phases::escrow::sides(decl, owner, &config.monolith_url, &config.services_url)?;
-    Ok(Some(tokio::spawn(async move {
-        while running.load(Ordering::SeqCst) {
-            let wanted = *share.lock().expect("share");
-            if let Some(share) = wanted {
-                match phases::escrow::rebalance(&m, &s, share, 3).await {
-                    Ok(r) => {
-                        moved.fetch_add(r.to_service + r.to_monolith, Ordering::SeqCst);
-                    }
-                    Err(e) => eprintln!("drill: escrow rebalance: {e}"),
-                }
-            }
-            tokio::time::sleep(Duration::from_secs(1)).await;
-        }
-    })))
+/// The stock units the controller's escrow upkeep has moved so far, from its `/metrics`.
+async fn rebalanced_units(controller: &str) -> Result<i64, String> {
+    let text = reqwest::get(format!("{controller}/metrics"))
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(|e| format!("the controller's metrics: {e}"))?
+        .text()
+        .await
+        .map_err(|e| format!("the controller's metrics: {e}"))?;
+    Ok(text
+        .lines()
+        .filter(|l| l.starts_with("strangler_escrow_rebalanced_units_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as i64)
 }
 
 /// The proxy's auto-rollbacks during the drill, from its log: when, which route, why.
