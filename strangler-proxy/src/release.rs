@@ -477,10 +477,7 @@ impl Control {
             // While the service owns writes (a write canary, the service mode) a bare flip would
             // send its users' next writes to the monolith before their last ones arrived there:
             // the phase controller rolls back with the hold-drain-switch instead, when there is one.
-            let owns_writes = matches!(
-                RouteMode::of(flag),
-                Some(RouteMode::WriteCanary { .. } | RouteMode::Service)
-            );
+            let owns_writes = RouteMode::of(flag).is_some_and(|m| m.service_write_share() > 0.0);
             if owns_writes && self.controller_rollback(&r.flag, &note.reason).await {
                 continue;
             }
