@@ -19,4 +19,9 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "stock_escrow_tally",
         sql: include_str!("../../migrations/0003_stock_escrow_tally.sql"),
     },
+    Migration {
+        version: 4,
+        name: "catalog_indexes",
+        sql: include_str!("../../migrations/0004_catalog_indexes.sql"),
+    },
 ];

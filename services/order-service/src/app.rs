@@ -117,13 +117,14 @@ async fn place(
     validate_place(&body)?;
     let mut lines: BTreeMap<u64, (i64, i64)> = BTreeMap::new();
     let mut unknown = Vec::new();
+    let ids: Vec<u64> = body.items.iter().map(|i| i.product_id).collect();
+    let prices = state
+        .peers
+        .prices(&ids)
+        .await
+        .map_err(|e| ApiError::Internal(format!("product-service: {e}")))?;
     for (n, item) in body.items.iter().enumerate() {
-        let priced = state
-            .peers
-            .price(item.product_id)
-            .await
-            .map_err(|e| ApiError::Internal(format!("product-service: {e}")))?;
-        match priced {
+        match prices.get(&item.product_id).copied() {
             Some(p) if p.active => {
                 lines.insert(item.product_id, (item.quantity, p.price_cents));
             }

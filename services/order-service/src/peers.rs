@@ -24,7 +24,7 @@ pub enum PeerError {
 }
 
 /// A product's price and whether it is for sale.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Priced {
     pub price_cents: i64,
     pub active: bool,
@@ -102,30 +102,41 @@ impl Clients {
         format!("{}{path}", self.peers.payment_url.trim_end_matches('/'))
     }
 
-    /// Price and state of a product; `None` when it does not exist.
-    pub async fn price(&self, product_id: u64) -> Result<Option<Priced>, PeerError> {
+    /// Price and state of each product, in one call; a product that does not exist is absent.
+    pub async fn prices(
+        &self,
+        product_ids: &[u64],
+    ) -> Result<std::collections::BTreeMap<u64, Priced>, PeerError> {
         let (status, v) = self
             .call(
-                reqwest::Method::GET,
-                self.product(&format!("/api/products/{product_id}")),
+                reqwest::Method::POST,
+                self.product("/internal/prices"),
+                Some(&self.peers.product_token),
                 None,
-                None,
-                None,
+                Some(json!({"product_ids": product_ids})),
             )
             .await?;
-        match status {
-            200 => Ok(Some(Priced {
-                price_cents: v["price"]
-                    .as_str()
-                    .and_then(service_kit::money::parse_cents)
-                    .ok_or_else(|| {
-                        PeerError::Unreachable(format!("product {product_id}: bad price in {v}"))
-                    })?,
-                active: v["active"].as_bool().unwrap_or(false),
-            })),
-            404 => Ok(None),
-            s => Err(refused(s, &v)),
+        if status != 200 {
+            return Err(refused(status, &v));
         }
+        let bad = || PeerError::Unreachable(format!("product-service prices: unexpected {v}"));
+        let mut out = std::collections::BTreeMap::new();
+        for p in v["prices"].as_array().ok_or_else(bad)? {
+            let id = p["product_id"].as_u64().ok_or_else(bad)?;
+            let price_cents = p["price"]
+                .as_str()
+                .and_then(service_kit::money::parse_cents)
+                .ok_or_else(bad)?;
+            let active = p["active"].as_bool().ok_or_else(bad)?;
+            out.insert(
+                id,
+                Priced {
+                    price_cents,
+                    active,
+                },
+            );
+        }
+        Ok(out)
     }
 
     /// Reserves every item or none (idempotent on `id`).

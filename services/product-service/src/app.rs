@@ -14,7 +14,7 @@ use service_kit::jwt::Claims;
 use service_kit::migrate::Migration;
 
 use crate::config::Config;
-use crate::reservations;
+use crate::{prices, reservations};
 
 /// product-service's migrations, in order.
 pub const MIGRATIONS: &[Migration] = &[
@@ -38,6 +38,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "stock_escrow_tally",
         sql: include_str!("../migrations/0004_stock_escrow_tally.sql"),
     },
+    Migration {
+        version: 5,
+        name: "catalog_indexes",
+        sql: include_str!("../migrations/0005_catalog_indexes.sql"),
+    },
 ];
 
 /// What every handler shares.
@@ -50,6 +55,8 @@ pub struct AppState {
     /// `product_service_stock_escrow_refusals_total`: reservations refused because this side's
     /// escrow share of a product ran out while the other side holds the rest.
     pub escrow_refusals: prometheus::IntCounter,
+    /// The catalog listings' totals, reused for `catalog.count_cache_ms`.
+    pub counts: Arc<service_kit::products::CountCache>,
 }
 
 impl VerifyToken for AppState {
@@ -62,12 +69,17 @@ impl service_kit::products::ProductsState for AppState {
     fn pool(&self) -> &Pool {
         &self.pool
     }
+
+    fn counts(&self) -> &service_kit::products::CountCache {
+        &self.counts
+    }
 }
 
 /// The whole HTTP application.
 pub fn app(state: AppState) -> Router {
     let routes = Router::new()
         .merge(service_kit::products::routes())
+        .route("/internal/prices", post(prices::prices))
         .route("/internal/reservations", post(reservations::reserve))
         .route("/internal/reservations/{id}", get(reservations::get_one))
         .route(

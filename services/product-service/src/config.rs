@@ -14,6 +14,24 @@ pub struct Config {
     /// User tokens: the monolith's secret and/or user-service's JWKS.
     pub auth: AuthSettings,
     pub internal: InternalConfig,
+    pub catalog: CatalogConfig,
+}
+
+/// How the catalog listing is served.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// How long a listing's `total` is reused before the catalog is counted again (0: count
+    /// every page). Writes through this service forget the totals at once.
+    pub count_cache_ms: u64,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            count_cache_ms: 2_000,
+        }
+    }
 }
 
 /// The services that call `/internal/*`.
@@ -33,6 +51,7 @@ impl Default for Config {
             server: ServerSettings::new(8082, "product_svc"),
             auth: AuthSettings::default(),
             internal: InternalConfig::default(),
+            catalog: CatalogConfig::default(),
         }
     }
 }

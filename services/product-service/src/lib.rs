@@ -3,6 +3,7 @@
 
 pub mod app;
 pub mod config;
+pub mod prices;
 pub mod reservations;
 
 pub use app::{AppState, app};
@@ -30,7 +31,11 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     )
     .context("metric")?;
     metrics.register(&escrow_refusals);
+    let counts = std::sync::Arc::new(service_kit::products::CountCache::new(
+        std::time::Duration::from_millis(config.catalog.count_cache_ms),
+    ));
     Ok(AppState {
+        counts,
         pool,
         tokens,
         metrics,

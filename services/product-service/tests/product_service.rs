@@ -536,6 +536,97 @@ async fn reservations_never_oversell_and_are_idempotent() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn prices_come_in_one_call_and_listing_totals_are_reused_until_a_write() {
+    let m = monolith().await;
+    let admin = admin_token(&m).await;
+    let s = service_with(|c| c.catalog.count_cache_ms = 600_000).await;
+    for (sku, price, active) in [("A-1", "1.50", true), ("B-1", "20.00", false)] {
+        let (st, v) = s
+            .side
+            .call(
+                "POST",
+                "/api/products",
+                Some(&admin),
+                Body::Json(json!({"sku": sku, "name": sku, "category": "x", "price": price, "active": active})),
+            )
+            .await;
+        assert_eq!(st, 201, "{v}");
+    }
+    // Prices of several products at once: unknown ids are left out, repeats answered once.
+    let tok = Some(product_service::config::DEV_INTERNAL_TOKEN);
+    let prices = |ids: Value, token: Option<&'static str>| {
+        let side = s.side.clone();
+        async move {
+            side.call(
+                "POST",
+                "/internal/prices",
+                token,
+                Body::Json(json!({ "product_ids": ids })),
+            )
+            .await
+        }
+    };
+    let (st, v) = prices(json!([2, 999, 1, 2]), tok).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(
+        v,
+        json!({"prices": [
+            {"product_id": 1, "price": "1.50", "active": true},
+            {"product_id": 2, "price": "20.00", "active": false}
+        ]})
+    );
+    for bad in [json!([]), json!([0]), json!((1..=51).collect::<Vec<u64>>())] {
+        let (st, v) = prices(bad, tok).await;
+        assert_eq!(
+            (st, v["error"]["code"].as_str()),
+            (422, Some("validation_failed")),
+            "{v}"
+        );
+    }
+    let (st, _) = prices(json!([1]), None).await;
+    assert_eq!(st, 401);
+
+    // A listing's total is counted once and reused: a row that arrives behind the service's
+    // back (as replication writes it) shows in the items at once, in the total after a write
+    // through the service (or the cache's time to live).
+    let total = |path: &'static str| {
+        let side = s.side.clone();
+        async move {
+            let (st, v) = side.call("GET", path, None, Body::None).await;
+            assert_eq!(st, 200, "{v}");
+            (
+                v["total"].as_u64().unwrap(),
+                v["items"].as_array().unwrap().len(),
+            )
+        }
+    };
+    assert_eq!(total("/api/products").await, (1, 1));
+    let mut c = mysql_async::Conn::from_url(s.db_url.as_str())
+        .await
+        .unwrap();
+    mysql_async::prelude::Queryable::query_drop(
+        &mut c,
+        "INSERT INTO products (sku, name, description, category, price) VALUES ('C-1', 'C', '', 'x', 3)",
+    )
+    .await
+    .unwrap();
+    c.disconnect().await.unwrap();
+    assert_eq!(total("/api/products").await, (1, 2));
+    let (st, v) = s
+        .side
+        .call(
+            "PUT",
+            "/api/products/2",
+            Some(&admin),
+            Body::Json(json!({"active": true})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(total("/api/products").await, (3, 3));
+    s.side.assert_conformance(5);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tokens_from_user_service_are_checked_through_its_jwks() {
     // user-service signing with Ed25519 keys; product-service knows only its JWKS URL.
     let db = testkit::services_server()

@@ -18,9 +18,66 @@ use crate::format::{PageQuery, timestamp};
 use crate::money::{format_cents, parse_cents};
 
 /// A server state that serves the products routes: a pool over a schema with `products` and
-/// `inventory`, and a token check.
+/// `inventory`, a token check, and the cache of the listings' totals.
 pub trait ProductsState: VerifyToken + Clone + Send + Sync + 'static {
     fn pool(&self) -> &Pool;
+    fn counts(&self) -> &CountCache;
+}
+
+/// The `total` of a listing (one filter: search words and category), kept for a short while
+/// instead of counting the catalog on every page. Writes through this process forget every
+/// total at once; changes arriving otherwise (replication from the other side) show within the
+/// time to live.
+pub struct CountCache {
+    ttl: std::time::Duration,
+    totals: std::sync::Mutex<std::collections::HashMap<CountKey, (std::time::Instant, u64)>>,
+}
+
+#[derive(Hash, PartialEq, Eq)]
+struct CountKey {
+    q: Option<String>,
+    category: Option<String>,
+}
+
+/// Filters kept at most; past that the cache starts over (a flood of distinct searches cannot
+/// grow it without bound).
+const COUNT_CACHE_ENTRIES: usize = 10_000;
+
+impl CountCache {
+    /// A cache whose totals live `ttl` (zero: every page counts).
+    pub fn new(ttl: std::time::Duration) -> Self {
+        Self {
+            ttl,
+            totals: Default::default(),
+        }
+    }
+
+    fn get(&self, key: &CountKey) -> Option<u64> {
+        let totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        totals
+            .get(key)
+            .filter(|(at, _)| at.elapsed() < self.ttl)
+            .map(|(_, n)| *n)
+    }
+
+    fn put(&self, key: CountKey, total: u64) {
+        if self.ttl.is_zero() {
+            return;
+        }
+        let mut totals = self.totals.lock().unwrap_or_else(|e| e.into_inner());
+        if totals.len() >= COUNT_CACHE_ENTRIES {
+            totals.clear();
+        }
+        totals.insert(key, (std::time::Instant::now(), total));
+    }
+
+    /// Forgets every total (a product was created or changed here).
+    pub fn forget(&self) {
+        self.totals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
 }
 
 /// The products and inventory routes, for the server's router.
@@ -139,13 +196,24 @@ pub async fn list<S: ProductsState>(
         params.push(c.into());
     }
     let mut conn = state.pool().get_conn().await?;
-    let total: u64 = conn
-        .exec_first(
-            format!("SELECT COUNT(*) FROM products WHERE {filter}"),
-            params.clone(),
-        )
-        .await?
-        .unwrap_or(0);
+    let key = CountKey {
+        q: q.map(str::to_string),
+        category: category.map(str::to_string),
+    };
+    let total = match state.counts().get(&key) {
+        Some(total) => total,
+        None => {
+            let total: u64 = conn
+                .exec_first(
+                    format!("SELECT COUNT(*) FROM products WHERE {filter}"),
+                    params.clone(),
+                )
+                .await?
+                .unwrap_or(0);
+            state.counts().put(key, total);
+            total
+        }
+    };
     // Placeholders: the filter's, then the relevance in ORDER BY.
     let mut select_params = params;
     let order = match q {
@@ -284,6 +352,7 @@ pub async fn create<S: ProductsState>(
     .await?;
     let product = find(&mut tx, id).await?.expect("just inserted");
     tx.commit().await?;
+    state.counts().forget();
     Ok((StatusCode::CREATED, Json(product)))
 }
 
@@ -384,6 +453,7 @@ pub async fn update<S: ProductsState>(
         .await?
         .ok_or(ApiError::NotFound("product"))?;
     tx.commit().await?;
+    state.counts().forget();
     Ok(Json(product))
 }
 
