@@ -3,7 +3,8 @@
 //! against one base URL; prints p50/p95/p99 per endpoint as a Markdown table. Latency counts from
 //! when a request was due, not when it left, so a stall shows up instead of hiding.
 //!
-//! `shop_load BASE_URL RATE SECONDS` (customers `user2@example.com`… log in first).
+//! `shop_load BASE_URL RATE SECONDS [PRODUCTS]` (customers `user2@example.com`… log in first;
+//! product pages, stock checks and orders spread over products 1..=PRODUCTS, 200 by default).
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,11 @@ async fn main() {
         .unwrap_or("http://127.0.0.1:8000".into());
     let rate: u64 = args.get(2).and_then(|a| a.parse().ok()).unwrap_or(500);
     let secs: u64 = args.get(3).and_then(|a| a.parse().ok()).unwrap_or(30);
+    let products: usize = args
+        .get(4)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(200)
+        .max(1);
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(256)
         .timeout(Duration::from_secs(10))
@@ -57,7 +63,7 @@ async fn main() {
             .wrapping_mul(6364136223846793005)
             .wrapping_add(1442695040888963407);
         let r = (seed >> 33) as usize;
-        let product = r % 200 + 1;
+        let product = (r / 14) % products + 1;
         let (name, req) = match r % 14 {
             0..=3 => (
                 "GET /api/products?page",
