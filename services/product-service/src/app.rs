@@ -57,6 +57,8 @@ pub struct AppState {
     pub escrow_refusals: prometheus::IntCounter,
     /// The catalog listings' totals, reused for `catalog.count_cache_ms`.
     pub counts: Arc<service_kit::products::CountCache>,
+    /// The in-memory index answering searches, when `search.enabled`.
+    pub search: Option<service_kit::catalog_search::CatalogSearch>,
 }
 
 impl VerifyToken for AppState {
@@ -72,6 +74,10 @@ impl service_kit::products::ProductsState for AppState {
 
     fn counts(&self) -> &service_kit::products::CountCache {
         &self.counts
+    }
+
+    fn search_index(&self) -> Option<&service_kit::catalog_search::CatalogSearch> {
+        self.search.as_ref()
     }
 }
 

@@ -15,6 +15,33 @@ pub struct Config {
     pub auth: AuthSettings,
     pub internal: InternalConfig,
     pub catalog: CatalogConfig,
+    pub search: SearchConfig,
+}
+
+/// The in-memory search index that answers `GET /api/products?q=`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SearchConfig {
+    /// Off: searches run as SQL full-text queries, as in the monolith.
+    pub enabled: bool,
+    /// How often rows changed within `lookback_ms` are read again (changes that did not come
+    /// through this service: replication).
+    pub poll_ms: u64,
+    pub lookback_ms: u64,
+    /// How often every row is compared with the index (rows replicated with an older
+    /// `updated_at`, deletions): the longest a replicated change can be missing from searches.
+    pub reconcile_secs: u64,
+}
+
+impl Default for SearchConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            poll_ms: 1_000,
+            lookback_ms: 60_000,
+            reconcile_secs: 300,
+        }
+    }
 }
 
 /// How the catalog listing is served.
@@ -52,6 +79,7 @@ impl Default for Config {
             auth: AuthSettings::default(),
             internal: InternalConfig::default(),
             catalog: CatalogConfig::default(),
+            search: SearchConfig::default(),
         }
     }
 }
@@ -92,6 +120,16 @@ impl ServiceConfig for Config {
     fn validate(&self) -> Result<(), ConfigError> {
         self.server.validate()?;
         self.auth.validate()?;
+        if self.search.poll_ms == 0 || self.search.reconcile_secs == 0 {
+            return Err(ConfigError::Invalid(
+                "search.poll_ms and search.reconcile_secs must be above 0".into(),
+            ));
+        }
+        if self.search.lookback_ms < 2 * self.search.poll_ms {
+            return Err(ConfigError::Invalid(
+                "search.lookback_ms must be at least twice search.poll_ms".into(),
+            ));
+        }
         if self.internal.token.len() < 16 {
             return Err(ConfigError::Invalid(
                 "internal.token must be at least 16 bytes".into(),

@@ -34,7 +34,19 @@ pub async fn prepare(config: Config) -> anyhow::Result<AppState> {
     let counts = std::sync::Arc::new(service_kit::products::CountCache::new(
         std::time::Duration::from_millis(config.catalog.count_cache_ms),
     ));
+    let search = config.search.enabled.then(|| {
+        let index = service_kit::catalog_search::CatalogSearch::new("product_service");
+        index.register(&metrics);
+        let upkeep = service_kit::catalog_search::Upkeep {
+            poll: std::time::Duration::from_millis(config.search.poll_ms),
+            lookback: std::time::Duration::from_millis(config.search.lookback_ms),
+            reconcile: std::time::Duration::from_secs(config.search.reconcile_secs),
+        };
+        tokio::spawn(index.clone().maintain(pool.clone(), upkeep));
+        index
+    });
     Ok(AppState {
+        search,
         counts,
         pool,
         tokens,

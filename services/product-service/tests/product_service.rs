@@ -535,6 +535,184 @@ async fn reservations_never_oversell_and_are_idempotent() {
     assert_eq!(available(&s.side, 2).await + held.unwrap(), 5);
 }
 
+/// The same generated catalog, row for row, on a database: 600 products whose names and
+/// descriptions repeat words a varying number of times.
+async fn insert_catalog(db_url: &str) {
+    const ADJ: &[&str] = &["Classic", "Compact", "Rugged", "Smart", "Vintage", "Travel"];
+    const MATERIAL: &[&str] = &["Steel", "Oak", "Leather", "Bamboo", "Wool"];
+    const NOUN: &[&str] = &[
+        "Backpack", "Tent", "Lamp", "Mug", "Notebook", "Chair", "Stove",
+    ];
+    const WORDS: &[&str] = &[
+        "durable",
+        "waterproof",
+        "travel",
+        "leather-bound",
+        "quiet",
+        "backpack",
+        "the",
+        "steel",
+    ];
+    const CATEGORIES: &[&str] = &["bags", "camping", "home", "kitchen"];
+    let mut rows = Vec::new();
+    let mut params: Vec<mysql_async::Value> = Vec::new();
+    let mut r: u64 = 7;
+    for id in 1..=600u64 {
+        let mut pick = |n: usize| {
+            r = r
+                .wrapping_mul(6364136223846793005)
+                .wrapping_add(1442695040888963407);
+            (r >> 33) as usize % n
+        };
+        let noun = NOUN[pick(NOUN.len())];
+        let name = format!(
+            "{} {} {noun}",
+            ADJ[pick(ADJ.len())],
+            MATERIAL[pick(MATERIAL.len())]
+        );
+        let words: Vec<&str> = (0..pick(6) + 2).map(|_| WORDS[pick(WORDS.len())]).collect();
+        let description = format!(
+            "A {} {}. {}",
+            words.join(" "),
+            noun.to_lowercase(),
+            words[0]
+        );
+        let category = CATEGORIES[pick(CATEGORIES.len())];
+        let active = pick(10) != 0;
+        rows.push("(?, ?, ?, ?, ?, 9.99, ?)");
+        params.extend([
+            id.into(),
+            format!("GEN-{id}").into(),
+            name.into(),
+            description.into(),
+            category.into(),
+            active.into(),
+        ]);
+    }
+    let mut c = mysql_async::Conn::from_url(db_url).await.unwrap();
+    mysql_async::prelude::Queryable::exec_drop(
+        &mut c,
+        format!(
+            "INSERT INTO products (id, sku, name, description, category, price, active) VALUES {}",
+            rows.join(", ")
+        ),
+        params,
+    )
+    .await
+    .unwrap();
+    c.disconnect().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn search_from_the_index_ranks_as_the_monolith_on_fixed_queries() {
+    let (m, s) = tokio::join!(
+        monolith(),
+        service_with(|c| {
+            c.search.poll_ms = 100;
+            c.search.reconcile_secs = 2;
+        })
+    );
+    // The catalog arrives behind the service's back, as replication writes it.
+    insert_catalog(&m.db_url).await;
+    insert_catalog(&s.db_url).await;
+    let probe = "/api/products?q=backpack&per_page=1";
+    let (_, want) = m.side.call("GET", probe, None, Body::None).await;
+    let mut seen = Value::Null;
+    for _ in 0..100 {
+        seen = s.side.call("GET", probe, None, Body::None).await.1;
+        if seen["total"] == want["total"] {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(seen["total"], want["total"], "the index never caught up");
+    let queries = [
+        "backpack",
+        "Tent",
+        "steel lamp",
+        "waterproof travel backpack",
+        "leather-bound notebook",
+        "CLASSIC oak chair",
+        "durable, quiet!",
+        "the",
+        "a mug",
+        "of it",
+        "zeppelin",
+        "stove steel steel",
+    ];
+    let mut diffs = Vec::new();
+    for q in queries {
+        let q = q
+            .replace(' ', "%20")
+            .replace(',', "%2C")
+            .replace('!', "%21");
+        for extra in [
+            "",
+            "&per_page=7&page=2",
+            "&category=camping",
+            "&category=BAGS&per_page=5",
+        ] {
+            let path = format!("/api/products?q={q}{extra}");
+            let a = m.side.call("GET", &path, None, Body::None).await;
+            let b = s.side.call("GET", &path, None, Body::None).await;
+            assert_eq!(a.0, 200, "{path}: {}", a.1);
+            diffs.extend(differences(&path, &a, &b, VOLATILE));
+        }
+    }
+    assert!(diffs.is_empty(), "answers differ:\n{}", diffs.join("\n"));
+    // A real ranking: the rarer words and the repeated ones come first.
+    let (_, found) = s
+        .side
+        .call(
+            "GET",
+            "/api/products?q=waterproof%20travel%20backpack",
+            None,
+            Body::None,
+        )
+        .await;
+    assert!(found["total"].as_u64().unwrap() > 20, "{found}");
+
+    // A product deactivated and one renamed behind the service's back leave and join the
+    // results within the poll, as on the monolith.
+    for url in [&m.db_url, &s.db_url] {
+        let mut c = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
+        mysql_async::prelude::Queryable::query_drop(
+            &mut c,
+            "UPDATE products SET active = 0 WHERE id = 2; \
+             UPDATE products SET name = 'Zeppelin zeppelin', active = 1 WHERE id = 3",
+        )
+        .await
+        .unwrap();
+        c.disconnect().await.unwrap();
+    }
+    let path = "/api/products?q=zeppelin";
+    let (_, want) = m.side.call("GET", path, None, Body::None).await;
+    assert_eq!(want["total"], 1, "{want}");
+    let mut got = Value::Null;
+    for _ in 0..100 {
+        got = s.side.call("GET", path, None, Body::None).await.1;
+        if got["total"] == 1 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert_eq!(got["items"][0]["id"], 3, "{got}");
+    // The index answered (SQL full-text search is only its stand-in until it has loaded).
+    let (_, metrics) = s.side.call("GET", "/metrics", None, Body::None).await;
+    let metrics = metrics.as_str().unwrap_or_default().to_string();
+    let answered = metrics
+        .lines()
+        .find(|l| l.starts_with("product_service_search_index_answers_total "))
+        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    assert!(answered >= 48.0, "{metrics}");
+    assert!(
+        metrics.contains("product_service_search_index_products 600"),
+        "{metrics}"
+    );
+    s.side.assert_conformance(5);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn prices_come_in_one_call_and_listing_totals_are_reused_until_a_write() {
     let m = monolith().await;

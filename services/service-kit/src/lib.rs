@@ -2,6 +2,7 @@
 //! JSON error format, extractors, the users and products contracts, token keys and JWKS, password
 //! hashes, config, migrations, the outbox, metrics, health, logging and graceful shutdown.
 
+pub mod catalog_search;
 pub mod cli;
 pub mod config;
 pub mod db;

@@ -11,6 +11,7 @@ use mysql_async::prelude::*;
 use mysql_async::{Pool, Row, Value};
 use serde::{Deserialize, Serialize};
 
+use crate::catalog_search::{CatalogSearch, Indexed};
 use crate::db;
 use crate::error::{ApiError, Validator};
 use crate::extract::{ApiId, ApiJson, ApiQuery, AuthUser, VerifyToken};
@@ -22,6 +23,11 @@ use crate::money::{format_cents, parse_cents};
 pub trait ProductsState: VerifyToken + Clone + Send + Sync + 'static {
     fn pool(&self) -> &Pool;
     fn counts(&self) -> &CountCache;
+    /// An in-memory search index that answers `?q=` instead of SQL full-text search, if the
+    /// server keeps one.
+    fn search_index(&self) -> Option<&CatalogSearch> {
+        None
+    }
 }
 
 /// The `total` of a listing (one filter: search words and category), kept for a short while
@@ -196,6 +202,18 @@ pub async fn list<S: ProductsState>(
         params.push(c.into());
     }
     let mut conn = state.pool().get_conn().await?;
+    if let Some(hits) = q.and_then(|q| {
+        state
+            .search_index()?
+            .search(q, category, offset as usize, per_page as usize)
+    }) {
+        return Ok(Json(Page {
+            items: by_ids(&mut conn, &hits.ids).await?,
+            page,
+            per_page,
+            total: hits.total,
+        }));
+    }
     let key = CountKey {
         q: q.map(str::to_string),
         category: category.map(str::to_string),
@@ -233,6 +251,39 @@ pub async fn list<S: ProductsState>(
         per_page,
         total,
     }))
+}
+
+/// The active products of `ids`, in that order.
+async fn by_ids(conn: &mut impl Queryable, ids: &[u64]) -> Result<Vec<ProductView>, ApiError> {
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let marks = vec!["?"; ids.len()].join(", ");
+    let rows: Vec<Row> = conn
+        .exec(
+            format!("SELECT {COLUMNS} FROM products WHERE id IN ({marks}) AND active = 1"),
+            ids.to_vec(),
+        )
+        .await?;
+    let mut found: std::collections::HashMap<u64, ProductView> = rows
+        .into_iter()
+        .map(ProductView::from_row)
+        .map(|p| (p.id, p))
+        .collect();
+    Ok(ids.iter().filter_map(|id| found.remove(id)).collect())
+}
+
+/// Tells the search index (if any) about a product written through this server.
+fn reindex<S: ProductsState>(state: &S, p: &ProductView) {
+    if let Some(index) = state.search_index() {
+        index.upsert(Indexed {
+            id: p.id,
+            name: p.name.clone(),
+            description: p.description.clone(),
+            category: p.category.clone(),
+            active: p.active,
+        });
+    }
 }
 
 /// `GET /api/products/{id}`.
@@ -353,6 +404,7 @@ pub async fn create<S: ProductsState>(
     let product = find(&mut tx, id).await?.expect("just inserted");
     tx.commit().await?;
     state.counts().forget();
+    reindex(&state, &product);
     Ok((StatusCode::CREATED, Json(product)))
 }
 
@@ -454,6 +506,7 @@ pub async fn update<S: ProductsState>(
         .ok_or(ApiError::NotFound("product"))?;
     tx.commit().await?;
     state.counts().forget();
+    reindex(&state, &product);
     Ok(Json(product))
 }
 
