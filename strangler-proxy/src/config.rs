@@ -138,6 +138,9 @@ pub struct SloConfig {
     pub window_secs: u64,
     /// Fewer service requests than this in the window: no verdict.
     pub min_requests: u64,
+    /// Fewer service requests than this: no verdict on latency (the p99 of a few dozen
+    /// requests is their slowest one; one busy moment would roll a healthy route back).
+    pub min_latency_requests: u64,
     /// Highest tolerated share of failed service requests (5xx, errors, fallbacks).
     pub max_error_rate: f64,
     /// Highest tolerated service p99 as a multiple of the monolith's p99 over the same window.
@@ -155,6 +158,7 @@ impl Default for SloConfig {
             enabled: true,
             window_secs: 30,
             min_requests: 20,
+            min_latency_requests: 100,
             max_error_rate: 0.05,
             max_p99_ratio: 3.0,
             max_p99_ms: 2000.0,
@@ -170,6 +174,7 @@ pub struct SloOverride {
     pub enabled: Option<bool>,
     pub window_secs: Option<u64>,
     pub min_requests: Option<u64>,
+    pub min_latency_requests: Option<u64>,
     pub max_error_rate: Option<f64>,
     pub max_p99_ratio: Option<f64>,
     pub max_p99_ms: Option<f64>,
@@ -183,6 +188,7 @@ impl SloConfig {
             enabled: o.enabled.unwrap_or(self.enabled),
             window_secs: o.window_secs.unwrap_or(self.window_secs),
             min_requests: o.min_requests.unwrap_or(self.min_requests),
+            min_latency_requests: o.min_latency_requests.unwrap_or(self.min_latency_requests),
             max_error_rate: o.max_error_rate.unwrap_or(self.max_error_rate),
             max_p99_ratio: o.max_p99_ratio.unwrap_or(self.max_p99_ratio),
             max_p99_ms: o.max_p99_ms.unwrap_or(self.max_p99_ms),

@@ -71,6 +71,9 @@ pub struct RequestState {
     set_cookie: Option<String>,
     started: Option<Instant>,
     response_started: bool,
+    /// The upstream failed a write that may have been applied: not retried, and the client is
+    /// told so.
+    not_retried: bool,
     /// Attempts retried on the service because a pooled connection had gone stale.
     stale_retries: u8,
     body_bytes: usize,
@@ -153,8 +156,13 @@ fn forwarded_for(prev: Option<&HeaderValue>, ip: std::net::IpAddr) -> HeaderValu
     }
 }
 
-fn is_idempotent(method: &str) -> bool {
-    matches!(method, "GET" | "HEAD" | "OPTIONS" | "PUT" | "DELETE")
+/// Whether a request may be sent again after a failure that may have reached its upstream:
+/// reads, and requests carrying an `Idempotency-Key` (the upstream answers a repeat with the
+/// first outcome). PUT and DELETE are idempotent by the letter of HTTP, but a replay elsewhere
+/// (a write that reached the service, sent again to the monolith) lands the write twice.
+fn replayable(req: &RequestHeader) -> bool {
+    matches!(req.method.as_str(), "GET" | "HEAD" | "OPTIONS")
+        || req.headers.contains_key("idempotency-key")
 }
 
 /// Writes a JSON error in the monolith's format and ends the request. Boxed: its state (the
@@ -462,7 +470,7 @@ impl ProxyHttp for StranglerProxy {
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
-        let method = session.req_header().method.as_str().to_string();
+        let replayable = replayable(session.req_header());
         let truncated = session.as_ref().retry_buffer_truncated();
         if ctx.on_service {
             let may_fall_back = !(ctx.retired || ctx.owned_write);
@@ -470,13 +478,14 @@ impl ProxyHttp for StranglerProxy {
                 && matches!(e.retry, pingora::RetryType::ReusedOnly)
                 && !ctx.response_started
                 && !truncated
+                && replayable
                 // A second stale connection in a row: the service has most likely just died
                 // with several connections pooled. Attempts are few (three in all), so a read
                 // that may go to the monolith goes there now rather than fail on the last one.
                 && (ctx.stale_retries == 0 || !may_fall_back)
             {
-                // A pooled connection the service had already closed: not the service's
-                // fault, and nothing was processed; try the service again on a fresh one.
+                // Most likely a pooled connection the service had already closed, not the
+                // service's fault: a request that may be replayed tries a fresh one.
                 ctx.stale_retries += 1;
                 e.retry.decide_reuse(true);
                 return e;
@@ -487,21 +496,89 @@ impl ProxyHttp for StranglerProxy {
             }
             if !may_fall_back {
                 // No monolith side, or one that does not own the write: the failure is the answer.
+                ctx.not_retried = !replayable;
                 e.set_retry(false);
-            } else if is_idempotent(&method) && !truncated && !ctx.response_started {
-                tracing::warn!(peer = %peer, error = %e, "service failed an idempotent request; retrying on the monolith");
+            } else if replayable && !truncated && !ctx.response_started {
+                tracing::warn!(peer = %peer, error = %e, "service failed a replayable request; retrying on the monolith");
                 ctx.fallback = Some("service_error");
                 e.set_retry(true);
             } else {
                 // A write may have been applied: never replayed.
+                ctx.not_retried = !replayable;
                 e.set_retry(false);
             }
-        } else if !is_idempotent(&method) || truncated {
+        } else if !replayable || truncated {
+            ctx.not_retried = !replayable;
             e.set_retry(false);
         } else {
             e.retry.decide_reuse(client_reused);
         }
         e
+    }
+
+    /// The answer when proxying failed: the status pingora would give (504 for timeouts), with
+    /// a JSON error in the monolith's format saying whether the request was retried.
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut Ctx,
+    ) -> pingora::proxy::FailToProxy {
+        use pingora::ErrorSource;
+        let code = match e.etype() {
+            ErrorType::HTTPStatus(code) => *code,
+            ErrorType::ConnectTimedout | ErrorType::ReadTimedout | ErrorType::WriteTimedout
+                if *e.esource() == ErrorSource::Upstream =>
+            {
+                504
+            }
+            _ => match e.esource() {
+                ErrorSource::Upstream => 502,
+                ErrorSource::Downstream => match e.etype() {
+                    ErrorType::WriteError | ErrorType::ReadError | ErrorType::ConnectionClosed => 0,
+                    _ => 400,
+                },
+                ErrorSource::Internal | ErrorSource::Unset => 500,
+            },
+        };
+        if code > 0 && !ctx.response_started {
+            let method = session.req_header().method.as_str().to_string();
+            let (error, message) = match (code, ctx.not_retried) {
+                (502 | 504, true) => (
+                    "upstream_failed",
+                    format!(
+                        "the upstream failed while handling this {method} and it was not retried: it may have been applied (send an Idempotency-Key header to allow a retry)"
+                    ),
+                ),
+                (504, false) => (
+                    "upstream_timeout",
+                    "the upstream did not answer in time".to_string(),
+                ),
+                (502, false) => (
+                    "upstream_failed",
+                    "the upstream failed to answer".to_string(),
+                ),
+                (503, _) => (
+                    "unavailable",
+                    e.context
+                        .as_ref()
+                        .map_or("the upstream is unavailable".to_string(), |c| {
+                            c.as_str().to_string()
+                        }),
+                ),
+                _ => (
+                    "proxy_error",
+                    "the proxy could not handle this request".to_string(),
+                ),
+            };
+            if let Err(err) = reject_now(session, ctx, code, error, &message).await {
+                tracing::debug!(error = %err, "could not send the error answer");
+            }
+        }
+        pingora::proxy::FailToProxy {
+            error_code: code,
+            can_reuse_downstream: false,
+        }
     }
 
     async fn upstream_request_filter(

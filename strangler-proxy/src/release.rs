@@ -582,9 +582,12 @@ pub fn burn(
             service.requests
         ));
     }
+    if service.requests < slo.min_latency_requests {
+        return None;
+    }
     let p99 = service.p99_ms?;
     let (limit, basis) = match monolith.p99_ms {
-        Some(m) if monolith.requests >= slo.min_requests.max(1) => (
+        Some(m) if monolith.requests >= slo.min_latency_requests.max(1) => (
             (m * slo.max_p99_ratio).max(slo.p99_floor_ms),
             format!("{}× the monolith's p99 {m} ms", slo.max_p99_ratio),
         ),
@@ -664,6 +667,14 @@ mod tests {
         assert_eq!(burn(&slo, &summary(100, 0, 40.0), &calm), None);
         let slow = burn(&slo, &summary(100, 0, 80.0), &summary(100, 0, 20.0)).unwrap();
         assert!(slow.contains("p99 80 ms > 60 ms"), "{slow}");
+        // Latency is judged on enough requests only: the p99 of 21 is their slowest one.
+        assert_eq!(
+            burn(&slo, &summary(21, 0, 80.0), &summary(100, 0, 20.0)),
+            None
+        );
+        // And the monolith's p99 is a basis only when it had as many.
+        let absolute = burn(&slo, &summary(100, 0, 2500.0), &summary(50, 0, 20.0)).unwrap();
+        assert!(absolute.contains("absolute limit"), "{absolute}");
         // Without monolith figures the absolute limit applies.
         assert_eq!(
             burn(&slo, &summary(100, 0, 1500.0), &summary(0, 0, 0.0)),
