@@ -45,6 +45,15 @@ async fn service_with(tweak: impl FnOnce(&mut product_service::Config)) -> Runni
     }
 }
 
+/// Runs statements on a database behind the servers' backs (as replication or an operator would).
+async fn execute(db_url: &str, sql: &str) {
+    let mut c = mysql_async::Conn::from_url(db_url).await.unwrap();
+    mysql_async::prelude::Queryable::query_drop(&mut c, sql)
+        .await
+        .unwrap();
+    c.disconnect().await.unwrap();
+}
+
 /// An administrator's token from the monolith (HS256, the shared secret: both sides take it).
 async fn admin_token(m: &Running) -> String {
     let (s, v) = m
@@ -59,16 +68,11 @@ async fn admin_token(m: &Running) -> String {
         )
         .await;
     assert_eq!(s, 201, "{v}");
-    let mut c = mysql_async::Conn::from_url(m.db_url.as_str())
-        .await
-        .unwrap();
-    mysql_async::prelude::Queryable::query_drop(
-        &mut c,
+    execute(
+        &m.db_url,
         "UPDATE users SET role = 'admin' WHERE email = 'admin@shop.test'",
     )
-    .await
-    .unwrap();
-    c.disconnect().await.unwrap();
+    .await;
     let (s, v) = m
         .side
         .call(
@@ -675,15 +679,12 @@ async fn search_from_the_index_ranks_as_the_monolith_on_fixed_queries() {
     // A product deactivated and one renamed behind the service's back leave and join the
     // results within the poll, as on the monolith.
     for url in [&m.db_url, &s.db_url] {
-        let mut c = mysql_async::Conn::from_url(url.as_str()).await.unwrap();
-        mysql_async::prelude::Queryable::query_drop(
-            &mut c,
+        execute(
+            url,
             "UPDATE products SET active = 0 WHERE id = 2; \
              UPDATE products SET name = 'Zeppelin zeppelin', active = 1 WHERE id = 3",
         )
-        .await
-        .unwrap();
-        c.disconnect().await.unwrap();
+        .await;
     }
     let path = "/api/products?q=zeppelin";
     let (_, want) = m.side.call("GET", path, None, Body::None).await;
@@ -779,16 +780,11 @@ async fn prices_come_in_one_call_and_listing_totals_are_reused_until_a_write() {
         }
     };
     assert_eq!(total("/api/products").await, (1, 1));
-    let mut c = mysql_async::Conn::from_url(s.db_url.as_str())
-        .await
-        .unwrap();
-    mysql_async::prelude::Queryable::query_drop(
-        &mut c,
+    execute(
+        &s.db_url,
         "INSERT INTO products (sku, name, description, category, price) VALUES ('C-1', 'C', '', 'x', 3)",
     )
-    .await
-    .unwrap();
-    c.disconnect().await.unwrap();
+    .await;
     assert_eq!(total("/api/products").await, (1, 2));
     let (st, v) = s
         .side
