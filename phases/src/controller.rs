@@ -185,11 +185,13 @@ impl Controller {
         }
 
         let fleet = self.fleet().await?;
+        let same_stock = self.same_stock_canaries(domain).await?;
         let measure = Measure {
             config: &self.config,
             decl: &self.decl,
             domain,
             proxies: &fleet,
+            same_stock_canaries: &same_stock,
         };
         let mut gates = Vec::new();
         for gate in from.gates(to) {
@@ -331,11 +333,13 @@ impl Controller {
         let mut gates = Vec::new();
         if let Some(to) = next {
             let fleet = self.fleet().await?;
+            let same_stock = self.same_stock_canaries(&d).await?;
             let measure = Measure {
                 config: &self.config,
                 decl: &self.decl,
                 domain: &d,
                 proxies: &fleet,
+                same_stock_canaries: &same_stock,
             };
             for gate in state.phase.gates(to) {
                 gates.push(measure.measure(gate, state.phase.effect().owner).await);
@@ -587,6 +591,26 @@ impl Controller {
             reason: reason.into(),
         };
         crate::switch::switch(&s).await.map_err(|e| e.to_string())
+    }
+
+    /// The other domains in a write canary now whose escrow is `domain`'s: while there is one,
+    /// `writes-ready` keeps `domain` out of a write canary.
+    pub async fn same_stock_canaries(&self, domain: &Domain) -> Result<Vec<String>, PhaseError> {
+        let Some(stock) = self.decl.escrow_domain(domain).map(|d| d.name.as_str()) else {
+            return Ok(Vec::new());
+        };
+        let names: Vec<&str> = self.decl.domains.iter().map(|d| d.name.as_str()).collect();
+        let mut out = Vec::new();
+        for state in self.store.states(&names).await? {
+            if state.domain == domain.name || !matches!(state.phase, Phase::WriteCanary { .. }) {
+                continue;
+            }
+            let other = self.decl.domain(&state.domain)?;
+            if self.decl.escrow_domain(other).map(|d| d.name.as_str()) == Some(stock) {
+                out.push(state.domain);
+            }
+        }
+        Ok(out)
     }
 
     /// The escrow sides of the stock `domain` sells, if any.

@@ -67,6 +67,9 @@ pub struct Measure<'a> {
     pub decl: &'a Declaration,
     pub domain: &'a Domain,
     pub proxies: &'a Proxies,
+    /// Other domains in a write canary now that sell the same stock as this one (its escrow
+    /// has one share per product, so only one of them may split it).
+    pub same_stock_canaries: &'a [String],
 }
 
 /// The stream that drains `side`'s writes to the other side, and its admin API.

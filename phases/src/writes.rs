@@ -95,6 +95,13 @@ pub async fn ready(m: &Measure<'_>) -> GateResult {
     {
         problems.push(e);
     }
+    if let (Some(owner), false) = (escrow, m.same_stock_canaries.is_empty()) {
+        problems.push(format!(
+            "the stock of {} is already split for the write canary of {} (one write canary per stock at a time)",
+            owner.name,
+            m.same_stock_canaries.join(", ")
+        ));
+    }
     let passed = problems.is_empty();
     let figure = json!({
         "owner_key": d.owner_key,

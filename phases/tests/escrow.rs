@@ -295,6 +295,27 @@ async fn both_sides_sell_at_once_and_the_last_unit_is_never_sold_twice() {
     );
     let serve = format!("http://127.0.0.1:{serve_port}");
     wait_ok(&format!("{serve}/readyz")).await;
+    // While products' write canary splits the stock, orders (which sells the same stock) may
+    // not start one: its writes-ready gate names the other canary.
+    let controller = phases::Controller::new(
+        phases::ControllerConfig::load(&config).unwrap(),
+        decl.clone(),
+        store.clone(),
+    );
+    assert_eq!(
+        controller
+            .same_stock_canaries(decl.domain("orders").unwrap())
+            .await
+            .unwrap(),
+        vec!["products".to_string()]
+    );
+    assert!(
+        controller
+            .same_stock_canaries(decl.domain("products").unwrap())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 
     // Sales on both sides at once: customers ordering on the monolith, reservations on the
     // service, 1–3 units of random products, until every product refuses every buyer.
