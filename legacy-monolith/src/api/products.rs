@@ -115,28 +115,38 @@ pub async fn list(
     }
     let filter = wheres.join(" AND ");
     let mut conn = db.conn().await?;
-    let total: Option<u64> = conn
-        .first(
-            format!("SELECT COUNT(*) FROM products p WHERE {filter}"),
-            params.clone(),
-        )
-        .await?;
-    let order = match words {
+    // A search ranks every match to sort them anyway: the same pass counts them
+    // (SQL_CALC_FOUND_ROWS, as shops of its age do). A plain listing counts on the index.
+    let total: Option<u64> = match words {
+        Some(_) => None,
+        None => {
+            conn.first(
+                format!("SELECT COUNT(*) FROM products p WHERE {filter}"),
+                params.clone(),
+            )
+            .await?
+        }
+    };
+    let (select, order) = match words {
         Some(q) => {
             params.push(q.into());
-            format!("{relevance} DESC, p.id")
+            (
+                product_select().replacen("SELECT ", "SELECT SQL_CALC_FOUND_ROWS ", 1),
+                format!("{relevance} DESC, p.id"),
+            )
         }
-        None => "p.id".to_string(),
+        None => (product_select(), "p.id".to_string()),
     };
     let rows: Vec<ProductRow> = conn
         .all(
-            format!(
-                "{} WHERE {filter} ORDER BY {order} LIMIT {per_page} OFFSET {skip}",
-                product_select()
-            ),
+            format!("{select} WHERE {filter} ORDER BY {order} LIMIT {per_page} OFFSET {skip}"),
             params,
         )
         .await?;
+    let total = match total {
+        Some(n) => Some(n),
+        None => conn.first("SELECT FOUND_ROWS()", ()).await?,
+    };
     Ok(Json(json!({
         "items": rows.into_iter().map(product_json).collect::<Vec<_>>(),
         "page": page,
