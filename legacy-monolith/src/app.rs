@@ -21,6 +21,8 @@ use crate::payment::PaymentGateway;
 #[derive(Clone)]
 pub struct AppState {
     pub pool: Pool,
+    /// Slots for API requests served at once (`max_in_flight`).
+    pub slots: Arc<tokio::sync::Semaphore>,
     pub tokens: Arc<Tokens>,
     pub payments: PaymentGateway,
     pub metrics: Metrics,
@@ -32,6 +34,7 @@ impl AppState {
     pub fn new(config: Config, pool: Pool) -> Self {
         Self {
             pool,
+            slots: Arc::new(tokio::sync::Semaphore::new(config.max_in_flight)),
             tokens: Arc::new(Tokens::new(&config.jwt)),
             payments: PaymentGateway::new(config.payment.provider),
             metrics: Metrics::new(),
@@ -73,7 +76,8 @@ pub fn app(state: AppState) -> Router {
         )
         .route("/api/orders/{id}", get(api::orders::get_one))
         .route("/api/orders/{id}/cancel", post(api::orders::cancel))
-        .route("/api/notifications", get(api::notifications::list_own));
+        .route("/api/notifications", get(api::notifications::list_own))
+        .layer(axum::middleware::from_fn_with_state(state.clone(), admit));
     let metrics = state.metrics.http.clone();
     let exposed = metrics.clone();
     let pool = state.pool.clone();
@@ -103,6 +107,31 @@ pub fn app(state: AppState) -> Router {
             service_kit::http::observe,
         ))
         .with_state(state)
+}
+
+/// Lets an API request in once a slot is free; one that waited `queue_ms` gets 503 `overloaded`
+/// (health, readiness and metrics are not held back).
+async fn admit(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let wait = std::time::Duration::from_millis(state.config.queue_ms);
+    match tokio::time::timeout(wait, state.slots.clone().acquire_owned()).await {
+        Ok(Ok(slot)) => {
+            let response = next.run(request).await;
+            drop(slot);
+            response
+        }
+        _ => {
+            state.metrics.shed.inc();
+            let mut response = ApiError::Overloaded.into_response();
+            response
+                .headers_mut()
+                .insert("retry-after", axum::http::HeaderValue::from_static("1"));
+            response
+        }
+    }
 }
 
 /// Any path the monolith does not serve: 404 in its error body.

@@ -22,6 +22,12 @@ pub struct Config {
     pub id_offset: u16,
     /// Largest request body in bytes; larger bodies get 413.
     pub max_body_bytes: usize,
+    /// API requests served at once; more wait for a slot.
+    pub max_in_flight: usize,
+    /// Longest wait for a slot: past it the request is refused with 503 `overloaded` (as a
+    /// PHP-FPM pool behind nginx refuses), so that what the shop can serve stays fast instead of
+    /// every request queueing into the clients' timeouts.
+    pub queue_ms: u64,
     /// Token signing.
     pub jwt: JwtConfig,
     /// Payment gateway.
@@ -75,6 +81,8 @@ impl Default for Config {
             id_step: 1,
             id_offset: 1,
             max_body_bytes: 1024 * 1024,
+            max_in_flight: 64,
+            queue_ms: 1_000,
             jwt: JwtConfig::default(),
             payment: PaymentConfig::default(),
             log_format: LogFormat::Auto,
@@ -185,6 +193,9 @@ impl Config {
         }
         if self.db_pool_max == 0 {
             return Err(ConfigError::Invalid("db_pool_max must be > 0".into()));
+        }
+        if self.max_in_flight == 0 {
+            return Err(ConfigError::Invalid("max_in_flight must be > 0".into()));
         }
         if self.id_step == 0 || self.id_offset == 0 || self.id_offset > self.id_step {
             return Err(ConfigError::Invalid(format!(

@@ -40,6 +40,8 @@ pub enum ApiError {
     PaymentUnavailable(String),
     #[error("database unavailable")]
     Database(#[from] mysql_async::Error),
+    #[error("the shop is busy; try again in a moment")]
+    Overloaded,
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -61,6 +63,7 @@ impl ApiError {
             PaymentDeclined(_) => (StatusCode::PAYMENT_REQUIRED, "payment_declined"),
             PaymentUnavailable(_) => (StatusCode::BAD_GATEWAY, "payment_unavailable"),
             Database(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
+            Overloaded => (StatusCode::SERVICE_UNAVAILABLE, "overloaded"),
             Internal(_) => (StatusCode::INTERNAL_SERVER_ERROR, "internal"),
         }
     }

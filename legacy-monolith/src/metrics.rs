@@ -14,6 +14,8 @@ pub struct Metrics {
     /// `shop_stock_escrow_refusals_total`: orders refused because this side's escrow share of a
     /// product ran out while the other side still holds some (a write canary).
     pub escrow_refusals: prometheus::IntCounter,
+    /// `shop_requests_shed_total`: API requests refused with 503 after waiting `queue_ms`.
+    pub shed: prometheus::IntCounter,
 }
 
 impl Default for Metrics {
@@ -38,10 +40,17 @@ impl Metrics {
         )
         .expect("valid metric");
         http.register(&escrow_refusals);
+        let shed = prometheus::IntCounter::new(
+            "shop_requests_shed_total",
+            "API requests refused with 503 overloaded after waiting queue_ms for a slot",
+        )
+        .expect("valid metric");
+        http.register(&shed);
         Self {
             http,
             orders,
             escrow_refusals,
+            shed,
         }
     }
 

@@ -346,3 +346,48 @@ async fn inventory_adjustments_never_go_negative() {
         0
     );
 }
+
+#[tokio::test]
+async fn a_busy_shop_refuses_after_a_bounded_wait_instead_of_queueing_forever() {
+    let shop = Shop::new().await;
+    // Every slot taken, as by `max_in_flight` slow requests.
+    let slots = shop.state.config.max_in_flight as u32;
+    let held = shop
+        .state
+        .slots
+        .clone()
+        .acquire_many_owned(slots)
+        .await
+        .unwrap();
+    let started = std::time::Instant::now();
+    assert_error(
+        shop.call("GET", "/api/products", None, None).await,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= std::time::Duration::from_millis(shop.state.config.queue_ms)
+            && waited < std::time::Duration::from_secs(5),
+        "{waited:?}"
+    );
+    // Health and metrics are not held back.
+    assert_eq!(
+        shop.call("GET", "/healthz", None, None).await.0,
+        StatusCode::OK
+    );
+    let (_, metrics) = shop.call("GET", "/metrics", None, None).await;
+    assert!(
+        metrics
+            .as_str()
+            .unwrap_or_default()
+            .contains("shop_requests_shed_total 1"),
+        "{metrics}"
+    );
+    // A slot freed: served again.
+    drop(held);
+    assert_eq!(
+        shop.call("GET", "/api/products", None, None).await.0,
+        StatusCode::OK
+    );
+}
