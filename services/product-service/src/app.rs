@@ -43,6 +43,11 @@ pub const MIGRATIONS: &[Migration] = &[
         name: "catalog_indexes",
         sql: include_str!("../migrations/0005_catalog_indexes.sql"),
     },
+    Migration {
+        version: 6,
+        name: "products_updated_at",
+        sql: include_str!("../migrations/0006_products_updated_at.sql"),
+    },
 ];
 
 /// What every handler shares.
