@@ -389,11 +389,7 @@ async fn both_sides_sell_at_once_and_the_last_unit_is_never_sold_twice() {
         .text()
         .await
         .unwrap();
-    let moved = upkeep
-        .lines()
-        .filter(|l| l.starts_with("strangler_escrow_rebalanced_units_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>();
+    let moved = testkit::prometheus::sum(&upkeep, "strangler_escrow_rebalanced_units_total");
     assert!(moved > 0.0, "the upkeep moved nothing:\n{upkeep}");
     assert!(
         !upkeep.contains("strangler_escrow_upkeep_errors_total 1"),

@@ -701,11 +701,7 @@ async fn search_from_the_index_ranks_as_the_monolith_on_fixed_queries() {
     // The index answered (SQL full-text search is only its stand-in until it has loaded).
     let (_, metrics) = s.side.call("GET", "/metrics", None, Body::None).await;
     let metrics = metrics.as_str().unwrap_or_default().to_string();
-    let answered = metrics
-        .lines()
-        .find(|l| l.starts_with("product_service_search_index_answers_total "))
-        .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .unwrap_or(0.0);
+    let answered = testkit::prometheus::sum(&metrics, "product_service_search_index_answers_total");
     assert!(answered >= 48.0, "{metrics}");
     assert!(
         metrics.contains("product_service_search_index_products 600"),

@@ -514,11 +514,7 @@ async fn rebalanced_units(controller: &str) -> Result<i64, String> {
         .text()
         .await
         .map_err(|e| format!("the controller's metrics: {e}"))?;
-    Ok(text
-        .lines()
-        .filter(|l| l.starts_with("strangler_escrow_rebalanced_units_total{"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum::<f64>() as i64)
+    Ok(testkit::prometheus::sum(&text, "strangler_escrow_rebalanced_units_total") as i64)
 }
 
 /// The proxy's auto-rollbacks during the drill, from its log: when, which route, why.
